@@ -1,0 +1,35 @@
+# RestoreKit developer tasks. `make demo` and `make test` are the README's two commands.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.restorekit-installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-reference.txt requirements-reference-deps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -r requirements-reference-deps.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -r requirements-reference.txt
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/restorekit demo
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

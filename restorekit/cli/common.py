@@ -1,0 +1,130 @@
+"""Shared CLI plumbing: logging, tqdm progress, Ctrl-C as cancel, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import CancelledError, RestoreKitError
+from ..progress import ProgressCallback
+
+logger = logging.getLogger("restorekit.cli")
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class CancelFlag:
+    """Set by Ctrl-C (SIGINT) and SIGTERM; engine loops poll it between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+
+@contextmanager
+def cancel_on_interrupt() -> Iterator[CancelFlag]:
+    """Turn the first Ctrl-C into a clean cancel (the second one aborts at once)."""
+    flag = CancelFlag()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag():
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        print("\nStopping after the current step (Ctrl-C again to abort now)...", file=sys.stderr)
+        flag.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class TqdmProgress:
+    """A progress callback that draws one tqdm bar per message kind (quiet -> nothing)."""
+
+    def __init__(self, *, disable: bool = False, unit: str = "it", unit_scale: bool = False) -> None:
+        self.disable = disable
+        self.unit = unit
+        self.unit_scale = unit_scale
+        self._bar: Any = None
+        self._label: str | None = None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if self.disable:
+            return
+        from tqdm.auto import tqdm
+
+        label = message.split(":")[0][:48]
+        if self._bar is None or label != self._label or (total and self._bar.total != total):
+            self.close()
+            byte_like = "download" in label or "hashing" in label
+            self._bar = tqdm(
+                total=total or None,
+                desc=label,
+                unit="B" if byte_like else self.unit,
+                unit_scale=byte_like or self.unit_scale,
+                dynamic_ncols=True,
+                leave=False,
+                file=sys.stderr,
+            )
+            self._label = label
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def progress_for(args: argparse.Namespace, **kwargs: Any) -> TqdmProgress:
+    return TqdmProgress(disable=bool(getattr(args, "quiet", False)) or (not sys.stderr.isatty() and not getattr(args, "progress", False)), **kwargs)
+
+
+def run_guarded(function: Callable[[], int]) -> int:
+    """Run a command body: RestoreKit errors become one line on stderr and exit code 1."""
+    try:
+        return function()
+    except CancelledError as exc:
+        print(f"restorekit: {exc}", file=sys.stderr)
+        return 130
+    except RestoreKitError as exc:
+        print(f"restorekit: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("restorekit: interrupted", file=sys.stderr)
+        return 130
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument(
+        "--models-dir",
+        metavar="DIR",
+        help="model home (default: $RESTOREKIT_HOME or the user cache dir)",
+    )
+
+
+ProgressFactory = Callable[[], ProgressCallback]
