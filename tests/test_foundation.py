@@ -1,0 +1,220 @@
+"""Packaging, the ComfyUI entry point, the models CLI, and the engine's small core modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from restorekit import device as dev
+from restorekit.errors import CancelledError, InvalidParameterError
+from restorekit.files import atomic_path, atomic_write_bytes, resolve_inside
+from restorekit.progress import Reporter
+
+from conftest import REPO_ROOT
+from model_factory import (
+    pth_bytes,
+    safetensors_bytes,
+    sha256,
+    tiny_entry,
+    tiny_state,
+    write_registry,
+)
+
+# --------------------------------------------------------------------------- packaging
+
+
+def test_requirements_never_pin_torch() -> None:
+    lines = [line.split("#")[0].strip() for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()]
+    names = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower() for line in lines if line}
+    assert not names & {"torch", "torchvision", "torchaudio"}
+    assert {"spandrel", "safetensors", "huggingface_hub", "facexlib"} <= names
+
+
+def test_pyproject_declares_a_torch_range_extras_and_comfy_section() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    project = data["project"]
+    assert project["requires-python"] == ">=3.10"
+    torch_req = next(d for d in project["dependencies"] if d.startswith("torch"))
+    assert "==" not in torch_req and ">=" in torch_req
+    assert {"app", "test"} <= set(project["optional-dependencies"])
+    assert {"PublisherId", "DisplayName", "Icon"} <= set(data["tool"]["comfy"])
+    assert project["scripts"]["restorekit"] == "restorekit.cli:main"
+
+
+def test_install_py_installs_requirements_but_never_torch() -> None:
+    out = subprocess.run([sys.executable, "install.py", "--dry-run"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    command = out.stdout.strip()
+    assert "-m pip install" in command and "spandrel" in command
+    assert " torch" not in command and "torchvision" not in command
+
+
+def test_comfyui_style_import_of_the_pack(tmp_path: Path) -> None:
+    """ComfyUI loads custom_nodes/<folder>/__init__.py by path under a non-identifier name."""
+    script = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location(
+    "RestoreKit-main", {str(REPO_ROOT / "__init__.py")!r},
+    submodule_search_locations=[{str(REPO_ROOT)!r}])
+module = importlib.util.module_from_spec(spec)
+sys.modules["RestoreKit-main"] = module
+spec.loader.exec_module(module)
+assert isinstance(module.NODE_CLASS_MAPPINGS, dict)
+assert isinstance(module.NODE_DISPLAY_NAME_MAPPINGS, dict)
+import restorekit
+print(restorekit.__file__)
+assert "comfy" not in sys.modules and "folder_paths" not in sys.modules
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Path(result.stdout.strip()).resolve() == (REPO_ROOT / "restorekit" / "__init__.py").resolve()
+
+
+def test_engine_never_imports_comfyui_or_gradio() -> None:
+    for path in (REPO_ROOT / "restorekit").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for forbidden in ("import gradio", "from gradio", "import comfy", "from comfy", "import folder_paths"):
+            assert forbidden not in text, f"{path} must not contain {forbidden!r}"
+
+
+# --------------------------------------------------------------------------- models CLI
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "restorekit", *args], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def test_models_list_json_and_info() -> None:
+    result = run_cli("models", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["RealESRGAN_x4plus"]["default"] is True
+    assert rows["realesr-general-x4v3"]["pair"]["meaning"] == "denoise"
+    info = run_cli("models", "info", "realesr-general-x4v3")
+    assert info.returncode == 0 and "denoise" in info.stdout and "sources (in order)" in info.stdout
+
+
+def test_models_cli_download_verify_path_import_and_errors(tmp_path: Path, isolated_home: Path) -> None:
+    from hub_server import HubServer
+
+    state = tiny_state(seed=21)
+    data = pth_bytes(state)
+    registry = write_registry(
+        tmp_path / "r.yaml",
+        {"tiny": tiny_entry([{"kind": "hf", "repo_id": "t/r", "filename": "tiny.pth", "size": len(data), "sha256": sha256(data), "format": "pth"}])},
+    )
+    with HubServer() as hub:
+        hub.add_hub_file("t/r", "tiny.pth", data)
+        env = {"RESTOREKIT_REGISTRY": str(registry), "RESTOREKIT_HOME": str(isolated_home), "HF_ENDPOINT": hub.url}
+        first = run_cli("models", "download", "tiny", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "downloaded from hf:t/r/tiny.pth" in first.stdout
+        second = run_cli("models", "download", "tiny", env=env)
+        assert "already installed" in second.stdout
+        assert hub.state.count("GET", "tiny.pth") == 1
+
+        verify = run_cli("models", "verify", env=env)
+        assert verify.returncode == 0 and "tiny: ok" in verify.stdout
+        path = run_cli("models", "path", "tiny", env=env)
+        assert path.returncode == 0 and Path(path.stdout.strip()).is_file()
+
+        # A modified file fails verification.
+        installed = Path(path.stdout.strip())
+        installed.write_bytes(installed.read_bytes()[:-4] + b"\0\0\0\0")
+        bad = run_cli("models", "verify", "tiny", env=env)
+        assert bad.returncode == 1 and "modified" in bad.stdout
+
+        own = tmp_path / "own.safetensors"
+        own.write_bytes(safetensors_bytes(tiny_state(seed=22)))
+        imported = run_cli("models", "import", str(own), "--name", "own-x2", env=env)
+        assert imported.returncode == 0, imported.stderr
+        assert (isolated_home / "upscale_models" / "own-x2.safetensors").is_file()
+
+        missing = run_cli("models", "download", "nope", env=env)
+        assert missing.returncode == 1
+        assert missing.stderr.count("\n") == 1 and "not a registry model" in missing.stderr
+
+        offline = run_cli("models", "download", "tiny", "--force", env={**env, "HF_HUB_OFFLINE": "1"})
+        assert offline.returncode == 1 and "restorekit models import" in offline.stderr
+
+
+# --------------------------------------------------------------------------- core modules
+
+
+def test_device_and_precision_resolution() -> None:
+    plan = dev.plan_execution("cpu", "fp32")
+    assert plan.device.type == "cpu" and plan.dtype == torch.float32 and plan.channels_last
+    auto = dev.plan_execution("cpu", "auto")
+    assert auto.dtype == (torch.bfloat16 if dev.cpu_has_fast_bf16() else torch.float32)
+    assert dev.plan_execution("cpu", "auto", supports_bfloat16=False).dtype == torch.float32
+    with pytest.raises(InvalidParameterError, match="fp16 is not supported on the CPU"):
+        dev.plan_execution("cpu", "fp16")
+    with pytest.raises(InvalidParameterError, match="does not support bf16"):
+        dev.plan_execution("cpu", "bf16", supports_bfloat16=False)
+    with pytest.raises(InvalidParameterError, match="Unknown precision"):
+        dev.plan_execution("cpu", "int8")
+    with pytest.raises(InvalidParameterError, match="Unknown device"):
+        dev.resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidParameterError, match="no CUDA GPU"):
+            dev.resolve_device("cuda")
+    assert dev.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
+    assert not dev.is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half-writ")
+        raise RuntimeError("crash")
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and list(tmp_path.iterdir()) == [target]
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_resolve_inside_refuses_escapes(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    assert resolve_inside(tmp_path, "a/b.txt") == (tmp_path / "a" / "b.txt").resolve()
+    for bad in ("../x", "/etc/passwd", "a/../../x"):
+        with pytest.raises(InvalidParameterError):
+            resolve_inside(tmp_path, bad)
+    (tmp_path / "link").symlink_to("/etc")
+    with pytest.raises(InvalidParameterError):
+        resolve_inside(tmp_path, "link/passwd")
+
+
+def test_reporter_steps_stages_and_cancels() -> None:
+    seen: list[tuple[int, int, str]] = []
+    reporter = Reporter.of(lambda d, t, m: seen.append((d, t, m)))
+    reporter.step(1, 2, "tile")
+    stage = reporter.stage(1, 2)
+    stage.step(5, 10, "half of the second stage")
+    assert seen == [(1, 2, "tile"), (1500, 2000, "half of the second stage")]
+    flag = {"stop": False}
+    cancelling = Reporter.of(None, lambda: flag["stop"])
+    cancelling.step(0, 1)
+    flag["stop"] = True
+    with pytest.raises(CancelledError):
+        cancelling.step(1, 1)
+
+    def broken(done: int, total: int, message: str) -> None:
+        raise ValueError("display broke")
+
+    Reporter.of(broken).step(0, 1)  # a broken progress display never breaks the job
