@@ -1,0 +1,1 @@
+"""RestoreKit's Gradio app: a thin adapter onto the engine (``restorekit app``)."""
