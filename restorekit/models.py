@@ -79,10 +79,7 @@ def _find_in_home(name: str, home: ModelHome, folders: tuple[str, ...]) -> Path 
     for folder in folders:
         for base in home.search_dirs(folder):
             for candidate_name in (name, f"{name}.safetensors"):
-                try:
-                    candidate = resolve_inside(base, candidate_name)
-                except InvalidParameterError:
-                    raise
+                candidate = resolve_inside(base, candidate_name)  # refuses '..' and absolute names
                 if candidate.is_file():
                     return candidate
     return None
@@ -165,19 +162,11 @@ def resolve_model(
         if found is not None:
             return ResolvedModel(text, _safetensors_for_path(found, home))
         if not allow_paths or not Path(text).exists():
-            raise registry_missing_error(text, registry)
+            raise registry.missing(text)
     path = Path(text).expanduser()
     if not path.is_file():
         raise ModelNotFoundError(f"Model file {path} does not exist.")
     return ResolvedModel(text, _safetensors_for_path(path.resolve(), home))
-
-
-def registry_missing_error(text: str, registry: Any) -> ModelNotFoundError:
-    try:
-        registry.get(text)
-    except ModelNotFoundError as exc:
-        return exc
-    return ModelNotFoundError(f"Model {text!r} was not found.")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- loading

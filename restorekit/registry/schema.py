@@ -139,17 +139,21 @@ class Registry:
         return [m.name for m in self.models.values() if purpose is None or m.purpose == purpose]
 
     def get(self, name: str) -> ModelEntry:
-        """The entry called ``name``; raises :class:`ModelNotFoundError` with suggestions."""
+        """The entry called ``name`` (case-insensitive); raises :meth:`missing` otherwise."""
         if name in self.models:
             return self.models[name]
         lowered = {k.lower(): k for k in self.models}
         if name.lower() in lowered:
             return self.models[lowered[name.lower()]]
+        raise self.missing(name)
+
+    def missing(self, name: str) -> ModelNotFoundError:
+        """The error for an unknown model name, with close matches suggested."""
         import difflib
 
         close = difflib.get_close_matches(name, list(self.models), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ModelNotFoundError(
+        return ModelNotFoundError(
             f"{name!r} is not a registry model.{hint} `restorekit models list` shows them all; "
             "a model file of your own can be given by path or added with "
             "`restorekit models import FILE`."
