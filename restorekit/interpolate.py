@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -296,13 +297,13 @@ def check_compatible(states: Sequence[Mapping[str, torch.Tensor]], names: Sequen
         )
     for state, name in zip(states[1:], names[1:], strict=True):
         problems: list[str] = []
-        missing = [k for k in first if k not in state]
-        extra = [k for k in state if k not in first]
+        missing = sorted((k for k in first if k not in state), key=_natural)
+        extra = sorted((k for k in state if k not in first), key=_natural)
         if missing:
             problems.append(_listing(f"missing from {name}", missing))
         if extra:
             problems.append(_listing(f"only in {name}", extra))
-        common = [k for k in first if k in state]
+        common = sorted((k for k in first if k in state), key=_natural)
         shapes = [
             f"{k} is {_shape_text(tuple(first[k].shape))} in {first_name} but "
             f"{_shape_text(tuple(state[k].shape))} in {name}"
@@ -329,6 +330,11 @@ def check_compatible(states: Sequence[Mapping[str, torch.Tensor]], names: Sequen
                 + _compatibility_hint(first, first_name, str(first_arch.id))
             )
     return str(first_arch.id)
+
+
+def _natural(key: str) -> tuple[tuple[int, str], ...]:
+    """Sort key putting ``body.2`` before ``body.10``."""
+    return tuple((int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", key) if part)
 
 
 def _hyperparameters(state: Mapping[str, torch.Tensor]) -> str:
