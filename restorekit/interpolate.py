@@ -46,7 +46,12 @@ from typing import Any
 
 import torch
 
-from .errors import InvalidParameterError, ModelIncompatibleError, ModelNotFoundError
+from .errors import (
+    InvalidParameterError,
+    ModelIncompatibleError,
+    ModelNotFoundError,
+    RestoreKitError,
+)
 from .files import sha256_file
 from .progress import CancelCheck, ProgressCallback, Reporter
 from .registry.convert import load_safetensors_file, read_metadata, save_state_dict
@@ -74,35 +79,36 @@ _MISMATCHES_SHOWN = 3
 # --------------------------------------------------------------------------- small LRU
 
 
-class _LRU(OrderedDict):  # type: ignore[type-arg]
-    """A tiny thread-safe LRU mapping (the values are computed outside the lock)."""
+class _LRU:
+    """A small thread-safe LRU cache; values are computed by the caller, outside the lock."""
 
     def __init__(self, size: int) -> None:
-        super().__init__()
         self.size = size
-        self.lock = threading.Lock()
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def lookup(self, key: Hashable) -> Any:
-        with self.lock:
-            if key in self:
-                self.move_to_end(key)
-                return self[key]
-        return None
+        """The value under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
 
     def store(self, key: Hashable, value: Any) -> Any:
         """Keep ``value`` under ``key`` unless another thread stored one first; return the kept one."""
-        with self.lock:
-            if key in self:
-                self.move_to_end(key)
-                return self[key]
-            self[key] = value
-            while len(self) > self.size:
-                self.popitem(last=False)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
             return value
 
     def forget(self) -> None:
-        with self.lock:
-            self.clear()
+        with self._lock:
+            self._items.clear()
 
 
 _results = _LRU(_RESULT_CACHE_SIZE)
@@ -131,7 +137,16 @@ def _identity(path: Path) -> FileIdentity:
 
 @functools.lru_cache(maxsize=64)
 def _sha256_of(identity: FileIdentity) -> str:
-    return sha256_file(identity[0])
+    path = Path(identity[0])
+    if not path.is_file() or _identity(path) != identity:
+        raise ModelIncompatibleError(
+            f"{path.name} was changed or removed after it was blended, so the blend's record of its "
+            "parents would be wrong; blend again."
+        )
+    digest = sha256_file(path)
+    if _identity(path) != identity:
+        raise ModelIncompatibleError(f"{path.name} changed while it was being hashed; blend again.")
+    return digest
 
 
 @dataclass(frozen=True)
@@ -257,13 +272,14 @@ def compatible_registry_models(state: Mapping[str, torch.Tensor], architecture_i
 def _compatibility_hint(state: Mapping[str, torch.Tensor], name: str, architecture_id: str | None) -> str:
     hint = (
         " Only models of one architecture with the same hyperparameters can be blended, "
-        "typically a network and its fine-tune (such as the registry pairs RealESRNet_x4plus + "
-        "RealESRGAN_x4plus, realesr-general-wdn-x4v3 + realesr-general-x4v3)."
+        "typically a network and its fine-tune"
     )
     try:
+        pairs = ", ".join(f"{p.low} + {p.high}" for p in strength_pairs())
         matches = [m for m in compatible_registry_models(state, architecture_id) if m != name]
     except Exception:  # pragma: no cover - the hint must never hide the real error
-        matches = []
+        pairs, matches = "", []
+    hint += f" (such as the registry pairs {pairs})." if pairs else "."
     if matches:
         hint += f" Registry models with the layout of {name}: {', '.join(matches)}."
     return hint
@@ -639,8 +655,12 @@ class InterpolatedModel:
             elif isinstance(reason := _probe_input(self.descriptor), str):
                 verdict = MergeCheck("skipped", math.nan, math.nan, "", f"merge check skipped: {reason}")
             else:
-                outputs = [self._parent_probe(i) for i in range(len(self.parents))]
-                verdict = check_merge(self.descriptor, [], self.weights, parent_outputs=outputs)
+                try:
+                    outputs = [self._parent_probe(i) for i in range(len(self.parents))]
+                except RestoreKitError as exc:
+                    verdict = MergeCheck("skipped", math.nan, math.nan, "", f"merge check skipped: {exc}")
+                else:
+                    verdict = check_merge(self.descriptor, [], self.weights, parent_outputs=outputs)
             if verdict.status == "broken":
                 logger.warning("The blend %s looks broken: %s.", self.formula, verdict.detail)
             else:
@@ -723,19 +743,21 @@ def _load_parent_state(identity: FileIdentity) -> StateDict:
     return _parent_states.store(identity, load_safetensors_file(identity[0]))
 
 
-def _parent_probe_output(identity: FileIdentity, size_key: tuple[int, int]) -> torch.Tensor:
+def _parent_probe_output(identity: FileIdentity) -> torch.Tensor:
     """A parent's output on the probes (cached: it does not change with the weights)."""
-    key = (identity, size_key)
-    cached = _parent_probes.lookup(key)
+    cached = _parent_probes.lookup(identity)
     if cached is not None:
         return cached
     from .models import load_model
 
-    descriptor = load_model(identity[0])
+    path = Path(identity[0])
+    if not path.is_file() or _identity(path) != identity:
+        raise ModelIncompatibleError(f"{path.name} was changed or removed after it was blended")
+    descriptor = load_model(path)
     probes = _probe_input(descriptor)
     if isinstance(probes, str):  # pragma: no cover - the blend was probeable, so is its parent
         raise ModelIncompatibleError(probes)
-    return _parent_probes.store(key, _run_probe(descriptor, probes))
+    return _parent_probes.store(identity, _run_probe(descriptor, probes))
 
 
 def _is_registry_pair(entries: Sequence[Any]) -> bool:
@@ -807,14 +829,13 @@ def interpolate(
         blended = blend_state_dicts(states, blend_weights, names=[p.name for p in parents], check=False)
         label = " + ".join(f"{w:g} × {p.name}" for p, w in zip(parents, blend_weights, strict=True))
         descriptor = _descriptor_from_state(blended, label)
-        probe_key = (PROBE_SIZE, int(descriptor.input_channels))
         result = InterpolatedModel(
             descriptor,
             blended,
             parents,
             blend_weights,
             architecture,
-            parent_probe=lambda i: _parent_probe_output(identities[i], probe_key),
+            parent_probe=lambda i: _parent_probe_output(identities[i]),
         )
         logger.info("blended %s in %.2f s", label, time.perf_counter() - started)
         result = _results.store(key, result)

@@ -411,6 +411,9 @@ def test_cache_returns_the_same_object_until_a_parent_changes(tiny_pair) -> None
     changed = interpolate([path_a, path_b], alpha=0.3)
     assert changed is not first
     assert not torch.equal(changed.state_dict["body.0.weight"], first.state_dict["body.0.weight"])
+    with pytest.raises(ModelIncompatibleError, match=r"tiny_b\.safetensors was changed or removed after it was blended"):
+        first.save(path_a.parent / "stale.safetensors")  # its record of tiny_b would be wrong
+    assert not (path_a.parent / "stale.safetensors").exists()
 
 
 def test_blending_loaded_descriptors_matches_blending_files(tiny_pair, crop) -> None:  # type: ignore[no-untyped-def]
