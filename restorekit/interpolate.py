@@ -390,7 +390,7 @@ def blend_state_dicts(
 
     Returns:
         A new state dict. Float tensors are computed in float32 (float64 when any parent has
-        a float64 tensor) as ``w_1 * t_1 + w_2 * t_2 + ...``, the official DNI formula,
+        any float64 tensor) as ``w_1 * t_1 + w_2 * t_2 + ...``, the official DNI formula,
         skipping zero weights, so a weight of 1 reproduces that parent bit for bit; they are
         cast back to the first model's dtype. Non-float tensors (counters, indices) are
         copied from the first model.
@@ -400,28 +400,28 @@ def blend_state_dicts(
     if check:
         check_compatible(states, names)
     active = [(state, w) for state, w in zip(states, weights, strict=True) if w != 0.0]
-    scratch: dict[torch.dtype, torch.Tensor] = {}
+    (first_state, first_weight), rest = active[0], active[1:]
+    compute = (
+        torch.float64
+        if any(t.dtype == torch.float64 for state in states for t in state.values())
+        else torch.float32
+    )
+    # One reused buffer for the product terms: a fresh allocation per term costs page faults,
+    # which would dominate the arithmetic.
+    scratch = torch.empty(max(t.numel() for t in states[0].values()) if rest else 0, dtype=compute)
 
-    def scratch_like(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        # One reused buffer for the product terms: a fresh allocation per term would cost
-        # page faults, which dominate the arithmetic at this size.
-        buffer = scratch.get(dtype)
-        if buffer is None:
-            largest = max(t.numel() for t in states[0].values())
-            buffer = scratch[dtype] = torch.empty(largest, dtype=dtype)
-        return buffer[: math.prod(shape)].view(shape)
+    def as_compute(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach() if tensor.dtype == compute else tensor.detach().to(compute)
 
     blended: StateDict = {}
     for key, reference in states[0].items():
         if not reference.is_floating_point():
             blended[key] = reference.detach().clone()
             continue
-        terms = [(state[key].detach(), w) for state, w in active]
-        compute = torch.float64 if any(t.dtype == torch.float64 for t, _ in terms) else torch.float32
-        first_tensor, first_weight = terms[0]
-        accumulator = torch.mul(first_tensor.to(compute), first_weight)
-        for tensor, weight in terms[1:]:
-            accumulator.add_(torch.mul(tensor.to(compute), weight, out=scratch_like(tensor.shape, compute)))
+        accumulator = torch.mul(as_compute(first_state[key]), first_weight)
+        for state, weight in rest:
+            tensor = as_compute(state[key])
+            accumulator.add_(torch.mul(tensor, weight, out=scratch[: tensor.numel()].view(tensor.shape)))
         blended[key] = accumulator if accumulator.dtype == reference.dtype else accumulator.to(reference.dtype)
     return blended
 
