@@ -760,6 +760,20 @@ def _parent_probe_output(identity: FileIdentity) -> torch.Tensor:
     return _parent_probes.store(identity, _run_probe(descriptor, probes))
 
 
+def _display_name(resolved: Any) -> str:
+    """The registry name, or the file name as the user gave it, without the extension (a
+    converted ``.pth`` lives under a hashed name that means nothing to the user)."""
+    from .models import MODEL_EXTENSIONS
+
+    if resolved.entry is not None:
+        return str(resolved.entry.name)
+    name = Path(resolved.reference).name
+    for extension in MODEL_EXTENSIONS:
+        if name.lower().endswith(extension):
+            return name[: -len(extension)]
+    return name
+
+
 def _is_registry_pair(entries: Sequence[Any]) -> bool:
     if len(entries) != 2 or any(e is None for e in entries):
         return False
@@ -817,7 +831,7 @@ def interpolate(
             )
         )
     identities = [_identity(r.path) for r in resolved]
-    parents = [ParentModel(r.name, r.path, ident) for r, ident in zip(resolved, identities, strict=True)]
+    parents = [ParentModel(_display_name(r), r.path, ident) for r, ident in zip(resolved, identities, strict=True)]
     run_check = check if check is not None else not _is_registry_pair([r.entry for r in resolved])
     key = (tuple(identities), blend_weights)
     result: InterpolatedModel | None = _results.lookup(key)

@@ -33,7 +33,7 @@ from restorekit.registry.home import get_home
 from restorekit.registry.schema import load_registry
 
 from conftest import to_tensor
-from model_factory import safetensors_bytes, tiny_state
+from model_factory import pth_bytes, safetensors_bytes, tiny_state
 
 StateDict = dict[str, torch.Tensor]
 
@@ -132,6 +132,15 @@ def test_three_way_blend(tmp_path: Path, crop: torch.Tensor) -> None:
     assert result.formula == "0.2 × m0 + 0.3 × m1 + 0.5 × m2"
     reference = spandrel.ModelLoader().load_from_state_dict(expected).eval()
     assert torch.equal(run(result.descriptor, crop), run(reference, crop))
+
+
+def test_a_pth_parent_is_converted_safely_and_blended(tiny_pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, path_b, a, b = tiny_pair
+    checkpoint = tmp_path / "official_style.pth"
+    checkpoint.write_bytes(pth_bytes(a))  # {'params_ema': state}, as Real-ESRGAN ships them
+    result = interpolate([checkpoint, path_b], alpha=0.5)
+    assert all(torch.equal(result.state_dict[k], (a[k] + b[k]) / 2) for k in a)
+    assert result.parents[0].name == "official_style"
 
 
 @pytest.mark.parametrize(
