@@ -144,6 +144,17 @@ def test_a_pth_parent_is_converted_safely_and_blended(tiny_pair, tmp_path: Path)
     assert result.parents[0].name == "official_style"
 
 
+def test_models_imported_into_the_home_are_blended_by_name(tiny_pair) -> None:  # type: ignore[no-untyped-def]
+    path_a, path_b, a, b = tiny_pair
+    import_model(path_a, name="my-tiny-a")
+    import_model(path_b, name="my-tiny-b")
+    result = interpolate(["my-tiny-a", "my-tiny-b"], alpha=0.25)
+    assert result.formula == "0.75 × my-tiny-a + 0.25 × my-tiny-b"
+    assert all(torch.equal(result.state_dict[k], 0.75 * a[k] + 0.25 * b[k]) for k in a)
+    with pytest.raises(InvalidParameterError, match="only model names"):
+        interpolate(["my-tiny-a", str(path_b)], alpha=0.25, allow_paths=False)
+
+
 @pytest.mark.parametrize(
     ("count", "weights", "alpha", "message"),
     [
