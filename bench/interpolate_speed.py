@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -68,7 +69,11 @@ def main() -> int:
     from restorekit import interpolate as interp
     from restorekit.registry.convert import load_safetensors_file
 
-    work = Path(tempfile.mkdtemp(prefix="rk-interp-bench-"))
+    with tempfile.TemporaryDirectory(prefix="rk-interp-bench-") as folder:
+        return run(Path(folder), source, args, RealESRGANer, interp, load_safetensors_file)
+
+
+def run(work: Path, source: Path, args: argparse.Namespace, RealESRGANer: Any, interp: Any, load_safetensors_file: Any) -> int:  # noqa: N803
     os.environ.setdefault("RESTOREKIT_HOME", str(work / "home"))
     a = load_safetensors_file(source)
     generator = torch.Generator().manual_seed(0)
