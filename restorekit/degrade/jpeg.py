@@ -174,66 +174,83 @@ FDCT_MATRIX = _matrix_of(_fdct_1d)
 IDCT_MATRIX = _matrix_of(_idct_1d)
 
 
-def _descale(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """libjpeg's ``DESCALE``: a right shift by ``bits`` with rounding (exact in float64)."""
-    return torch.floor((x + float(1 << (bits - 1))) * (1.0 / (1 << bits)))
+def _descale_(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """libjpeg's ``DESCALE`` in place: a right shift by ``bits`` with rounding (exact in float64)."""
+    return x.add_(float(1 << (bits - 1))).mul_(1.0 / (1 << bits)).floor_()
 
 
-def _to_blocks(plane: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) with H, W multiples of 8 -> (N, H/8, W/8, 8, 8)."""
+def _along_rows(matrix: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """Apply an 8x8 matrix along the last axis of each 8-sample group of (N, H, W)."""
     n, h, w = plane.shape
-    return plane.reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
+    return torch.matmul(plane.view(n, h, w // 8, 8), matrix.T).view(n, h, w)
 
 
-def _from_blocks(blocks: torch.Tensor) -> torch.Tensor:
-    n, bh, bw, _, _ = blocks.shape
-    return blocks.permute(0, 1, 3, 2, 4).reshape(n, bh * 8, bw * 8)
+def _along_columns(matrix: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """Apply an 8x8 matrix down each 8-row group of (N, H, W)."""
+    n, h, w = plane.shape
+    return torch.matmul(matrix, plane.view(n * h // 8, 8, w)).view(n, h, w)
 
 
 def _code_plane(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """Encode and decode 8-bit sample planes (N, h, w), h and w multiples of 8, each with
-    its (N, 8, 8) quantisation table, exactly as libjpeg's islow DCT path does."""
+    """Encode and decode 8-bit sample planes (N, h, w) in float64, h and w multiples of 8,
+    each with its (N, 8, 8) quantisation table, exactly as libjpeg's islow DCT path does."""
+    n, h, w = plane.shape
     fdct = FDCT_MATRIX.to(plane.device)
     idct = IDCT_MATRIX.to(plane.device)
-    blocks = _to_blocks(plane - 128.0)
     # forward: rows (pass 1) then columns (pass 2); the result is 8x the true DCT
-    blocks = _descale(torch.matmul(blocks, fdct.T), CONST_BITS - PASS1_BITS)
-    blocks = _descale(torch.matmul(fdct, blocks), CONST_BITS + PASS1_BITS)
-    # quantise: (|c| + 4q) // 8q with the sign restored, then dequantise
-    step = tables.to(plane.device).view(-1, 1, 1, 8, 8)
-    levels = torch.floor((blocks.abs() + 4.0 * step) / (8.0 * step))
-    blocks = torch.copysign(levels, blocks) * step
+    coefficients = _descale_(_along_rows(fdct, plane - 128.0), CONST_BITS - PASS1_BITS)
+    coefficients = _descale_(_along_columns(fdct, coefficients), CONST_BITS + PASS1_BITS)
+    # quantise, (|c| + 4q) // 8q with the sign restored, and dequantise
+    blocks = coefficients.view(n, h // 8, 8, w // 8, 8)
+    step = tables.to(plane.device).view(n, 1, 8, 1, 8)
+    levels = blocks.abs().add_(4.0 * step).div_(8.0 * step).floor_()
+    blocks = torch.copysign(levels, blocks).mul_(step).view(n, h, w)
     # inverse: columns (pass 1) then rows (pass 2), level shift and range limit
-    blocks = _descale(torch.matmul(idct, blocks), CONST_BITS - PASS1_BITS)
-    blocks = _descale(torch.matmul(blocks, idct.T), CONST_BITS + PASS1_BITS + 3)
-    return torch.clamp(_from_blocks(blocks) + 128.0, 0.0, 255.0)
+    samples = _descale_(_along_columns(idct, blocks), CONST_BITS - PASS1_BITS)
+    samples = _descale_(_along_rows(idct, samples), CONST_BITS + PASS1_BITS + 3)
+    return samples.add_(128.0).clamp_(0.0, 255.0)
 
 
 # --------------------------------------------------------------------------- colour, sampling
+#
+# Colour conversion and chroma resampling are exact in float32: every product and partial
+# sum is an integer below 2**24 (libjpeg picks its rounding offsets to stay below it).
+
+_HALF = float(1 << (SCALEBITS - 1))
+_UNIT = 1.0 / (1 << SCALEBITS)
+
+
+def _rgb_to_ycbcr_matrix() -> torch.Tensor:
+    return torch.tensor(
+        [
+            [_fix16(0.29900), _fix16(0.58700), _fix16(0.11400)],
+            [-_fix16(0.16874), -_fix16(0.33126), _fix16(0.5)],
+            [_fix16(0.5), -_fix16(0.41869), -_fix16(0.08131)],
+        ],
+        dtype=torch.float32,
+    )
 
 
 def _rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
-    """8-bit RGB (B, 3, H, W) -> 8-bit YCbCr, with libjpeg's fixed-point rounding."""
-    r, g, b = rgb.unbind(dim=1)
-    half = float(1 << (SCALEBITS - 1))
-    offset = float(128 << SCALEBITS)
-    scale = 1.0 / (1 << SCALEBITS)
-    y = (_fix16(0.29900) * r + _fix16(0.58700) * g + _fix16(0.11400) * b + half) * scale
-    cb = (-_fix16(0.16874) * r - _fix16(0.33126) * g + _fix16(0.5) * b + offset + half - 1) * scale
-    cr = (_fix16(0.5) * r - _fix16(0.41869) * g - _fix16(0.08131) * b + offset + half - 1) * scale
-    return torch.floor(torch.stack((y, cb, cr), dim=1))
+    """8-bit RGB (B, 3, H, W) -> 8-bit YCbCr (B, H, W, 3) with libjpeg's fixed-point rounding."""
+    matrix = _rgb_to_ycbcr_matrix().to(rgb.device)
+    offset = torch.tensor(
+        [_HALF, (128 << SCALEBITS) + _HALF - 1, (128 << SCALEBITS) + _HALF - 1], device=rgb.device
+    )
+    return torch.matmul(rgb.permute(0, 2, 3, 1), matrix.T).add_(offset).mul_(_UNIT).floor_()
 
 
-def _ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
-    """8-bit YCbCr (B, 3, H, W) -> 8-bit RGB, with libjpeg's fixed-point tables."""
-    y, cb, cr = ycc.unbind(dim=1)
-    cb, cr = cb - 128.0, cr - 128.0
-    half = float(1 << (SCALEBITS - 1))
-    scale = 1.0 / (1 << SCALEBITS)
-    r = y + torch.floor((_fix16(1.40200) * cr + half) * scale)
-    g = y + torch.floor((-_fix16(0.34414) * cb - _fix16(0.71414) * cr + half) * scale)
-    b = y + torch.floor((_fix16(1.77200) * cb + half) * scale)
-    return torch.clamp(torch.stack((r, g, b), dim=1), 0.0, 255.0)
+def _ycbcr_to_rgb(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    """8-bit Y (B, H, W) and CbCr (B, 2, H, W) -> 8-bit RGB (B, 3, H, W), libjpeg's tables."""
+    matrix = torch.tensor(
+        [[0.0, -_fix16(0.34414), _fix16(1.77200)], [_fix16(1.40200), -_fix16(0.71414), 0.0]],
+        dtype=torch.float32,
+        device=chroma.device,
+    )
+    offset = _HALF - 128.0 * matrix.sum(dim=0)  # centre Cb, Cr on 0 and round
+    delta = torch.matmul(chroma.permute(0, 2, 3, 1), matrix).add_(offset).mul_(_UNIT).floor_()
+    rgb = delta.add_(luma.unsqueeze(-1)).clamp_(0.0, 255.0)
+    return rgb.permute(0, 3, 1, 2)
 
 
 def _pad_to(plane: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -241,6 +258,8 @@ def _pad_to(plane: torch.Tensor, height: int, width: int) -> torch.Tensor:
     h, w = plane.shape[-2:]
     if h == height and w == width:
         return plane
+    if plane.ndim == 3:
+        return F.pad(plane.unsqueeze(1), (0, width - w, 0, height - h), mode="replicate").squeeze(1)
     return F.pad(plane, (0, width - w, 0, height - h), mode="replicate")
 
 
@@ -253,22 +272,28 @@ def _downsample_h2v2(chroma: torch.Tensor, out_width: int) -> torch.Tensor:
     """
     h = chroma.shape[-2]
     chroma = _pad_to(chroma, h + h % 2, 2 * out_width)
-    total = F.avg_pool2d(chroma, 2, stride=2) * 4.0
     bias = 1.0 + (torch.arange(out_width, device=chroma.device) % 2).to(chroma.dtype)
-    return torch.floor((total + bias) * 0.25)
+    return F.avg_pool2d(chroma, 2, stride=2).add_(bias * 0.25).floor_()
+
+
+def _upsample_kernel(device: torch.device) -> torch.Tensor:
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0], device=device)
+    return torch.outer(taps, taps).view(1, 1, 4, 4)
 
 
 def _upsample_h2v2_fancy(plane: torch.Tensor) -> torch.Tensor:
-    """libjpeg's triangular ("fancy") 2x chroma upsampling with its +8 / +7 rounding."""
+    """libjpeg's triangular ("fancy") 2x chroma upsampling, (N, C, h, w) -> (N, C, 2h, 2w).
+
+    Each output is ``(9 a + 3 b + 3 c + d + bias) >> 4`` over its nearest 2x2 inputs (edges
+    replicated) with bias 8 on even and 7 on odd output columns: one transposed convolution
+    with the [1 3 3 1] x [1 3 3 1] kernel, then the rounding.
+    """
     n, c, h, w = plane.shape
-    rows = F.pad(plane, (0, 0, 1, 1), mode="replicate")
-    above = 3.0 * plane + rows[:, :, :-2]  # output rows 2i mix in the row above
-    below = 3.0 * plane + rows[:, :, 2:]  # output rows 2i+1 the row below
-    colsum = torch.stack((above, below), dim=3).reshape(n, c, 2 * h, w)
-    cols = F.pad(colsum, (1, 1, 0, 0), mode="replicate")
-    left = torch.floor((3.0 * colsum + cols[..., :-2] + 8.0) * 0.0625)
-    right = torch.floor((3.0 * colsum + cols[..., 2:] + 7.0) * 0.0625)
-    return torch.stack((left, right), dim=-1).reshape(n, c, 2 * h, 2 * w)
+    padded = F.pad(plane.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    full = F.conv_transpose2d(padded, _upsample_kernel(plane.device), stride=2)
+    sums = full[:, :, 3 : 3 + 2 * h, 3 : 3 + 2 * w]
+    bias = torch.tensor([8.0, 7.0], device=plane.device).repeat(w)
+    return sums.add(bias).mul_(0.0625).floor_().view(n, c, 2 * h, 2 * w)
 
 
 def _ceil_to(value: int, multiple: int) -> int:
@@ -283,7 +308,8 @@ def jpeg_roundtrip(image: torch.Tensor, quality: torch.Tensor | int | list[int])
         quality: an int in 1..100 for the whole batch, or one per image ((B,) tensor or list).
 
     Returns:
-        (B, 3, H, W) float in [0, 1] on 8-bit levels (multiples of 1/255), same dtype/device.
+        (B, 3, H, W) float in [0, 1] on 8-bit levels (multiples of 1/255), same dtype/device;
+        equal to what libjpeg-turbo (Pillow, OpenCV) decodes from its own encoding.
     """
     if image.ndim != 4 or image.shape[1] != 3:
         raise InvalidParameterError(
@@ -302,17 +328,18 @@ def jpeg_roundtrip(image: torch.Tensor, quality: torch.Tensor | int | list[int])
     luma_tables = quantization_tables(q, LUMA_QUANT_TABLE)
     chroma_tables = quantization_tables(q, CHROMA_QUANT_TABLE)
 
-    samples = torch.floor(torch.clamp(image.to(torch.float64), 0.0, 1.0) * 255.0 + 0.5)
-    ycc = _rgb_to_ycbcr(samples)
+    samples = image.to(torch.float32).clamp(0.0, 1.0).mul_(255.0).add_(0.5).floor_()
+    ycc = _rgb_to_ycbcr(samples)  # (B, H, W, 3)
     # luma: blocks completed by edge replication (columns and rows)
-    luma = _pad_to(ycc[:, 0], _ceil_to(height, 8), _ceil_to(width, 8))
-    luma = _code_plane(luma, luma_tables)[:, :height, :width]
+    luma = _pad_to(ycc[..., 0], _ceil_to(height, 8), _ceil_to(width, 8)).to(torch.float64)
+    luma = _code_plane(luma, luma_tables)[:, :height, :width].to(torch.float32)
     # chroma: 4:2:0, each plane completed to whole blocks as libjpeg does
     chroma_h, chroma_w = -(-height // 2), -(-width // 2)
-    chroma = _downsample_h2v2(ycc[:, 1:], _ceil_to(chroma_w, 8))
-    chroma = _pad_to(chroma, _ceil_to(chroma_h, 8), chroma.shape[-1])
-    coded = _code_plane(chroma.reshape(batch * 2, *chroma.shape[-2:]), chroma_tables.repeat_interleave(2, dim=0))
-    coded = coded.reshape(batch, 2, *chroma.shape[-2:])[:, :, :chroma_h, :chroma_w]
+    chroma = _downsample_h2v2(ycc[..., 1:].permute(0, 3, 1, 2), _ceil_to(chroma_w, 8))
+    chroma = _pad_to(chroma, _ceil_to(chroma_h, 8), chroma.shape[-1]).to(torch.float64)
+    planes = chroma.reshape(batch * 2, *chroma.shape[-2:])
+    coded = _code_plane(planes, chroma_tables.repeat_interleave(2, dim=0)).to(torch.float32)
+    coded = coded.view(batch, 2, *chroma.shape[-2:])[:, :, :chroma_h, :chroma_w]
     chroma = _upsample_h2v2_fancy(coded)[:, :, :height, :width]
-    rgb = _ycbcr_to_rgb(torch.cat((luma.unsqueeze(1), chroma), dim=1))
-    return (rgb / 255.0).to(image.dtype)
+    rgb = _ycbcr_to_rgb(luma, chroma)
+    return rgb.div(255.0).to(image.dtype).contiguous()
