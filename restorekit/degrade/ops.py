@@ -319,8 +319,9 @@ def gaussian_noise(image: torch.Tensor, draws: Sequence[NoiseDraw]) -> torch.Ten
     for draw in draws:
         generator = _generator(draw.seed, image.device)
         shape = (1 if draw.gray else channels, height, width)
-        field = torch.randn(shape, generator=generator, device=image.device, dtype=image.dtype)
-        fields.append(field.expand(channels, height, width) * (draw.strength / 255.0))
+        # drawn in float32 whatever the image dtype, so a seed gives the same field
+        field = torch.randn(shape, generator=generator, device=image.device, dtype=torch.float32)
+        fields.append(field.to(image.dtype).expand(channels, height, width) * (draw.strength / 255.0))
     return torch.clamp(image + torch.stack(fields), 0.0, 1.0)
 
 
@@ -328,7 +329,7 @@ def _poisson_field(values: torch.Tensor, generator: torch.Generator) -> torch.Te
     """Poisson noise of one (C, H, W) image quantised to 8 bits, at its own number of levels."""
     levels = torch.unique(values).numel()
     levels = 2.0 ** math.ceil(math.log2(levels)) if levels > 1 else 1.0
-    counts = torch.poisson(values * levels, generator=generator)
+    counts = torch.poisson((values * levels).float(), generator=generator).to(values.dtype)
     return counts / levels - values
 
 
