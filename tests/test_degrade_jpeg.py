@@ -8,7 +8,6 @@ import degrade_reference as ref
 import numpy as np
 import pytest
 import torch
-from conftest import psnr, to_tensor
 from PIL import Image
 
 from restorekit.degrade.jpeg import (
@@ -18,6 +17,8 @@ from restorekit.degrade.jpeg import (
     quantization_tables,
 )
 from restorekit.errors import InvalidParameterError
+
+from conftest import psnr, to_tensor
 
 QUALITIES = [10, 30, 50, 75, 95]
 

@@ -6,7 +6,6 @@ import degrade_reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import to_tensor
 
 from restorekit.degrade.kernels import blur_kernel, sinc_kernel
 from restorekit.degrade.ops import (
@@ -23,6 +22,8 @@ from restorekit.degrade.ops import (
     usm_sharpen,
 )
 from restorekit.errors import InvalidParameterError
+
+from conftest import to_tensor
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import degrade_reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import to_tensor
 
 from restorekit.degrade import (
     DegradationPlan,
@@ -27,6 +26,8 @@ from restorekit.degrade import (
 from restorekit.degrade.kernels import blur_kernel, sinc_kernel
 from restorekit.degrade.pipeline import BlurPlan, FinalPlan, ResizePlan, SharpenPlan, StagePlan
 from restorekit.errors import CancelledError, InvalidParameterError
+
+from conftest import to_tensor
 
 
 @pytest.fixture(scope="module")
