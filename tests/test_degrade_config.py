@@ -162,6 +162,13 @@ def test_overrides_apply_on_top_of_a_preset() -> None:
     assert resolve_config("classic", {"noise_range": [2, 4]}).noise_range == (2.0, 4.0)
 
 
+def test_overrides_as_one_text_as_a_node_text_box_gives() -> None:
+    text = "blur_sigma=0.2,1.5   # milder\n\nsinc_prob=0; final_sinc_prob=0.5\n"
+    config = resolve_config("realesrgan", text)
+    assert config.blur_sigma == (0.2, 1.5) and config.sinc_prob == 0 and config.final_sinc_prob == 0.5
+    assert resolve_config("classic", "") == get_preset("classic")
+
+
 def test_config_round_trips_through_json() -> None:
     config = get_preset("light").replace(blur_sigma=(0.3, 0.9), kernel_list=["iso"], kernel_prob=[1.0])
     text = json.dumps(config.to_dict())

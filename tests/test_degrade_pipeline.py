@@ -132,6 +132,13 @@ def test_one_record_applies_the_same_degradation_to_other_images(crops) -> None:
     assert others.params == [result.params[0]] * 2
 
 
+def test_params_json_is_the_list_of_records(crops) -> None:
+    result = degrade(crops[:2], "light", seed=3, overrides="noise_range=1,2")
+    records = json.loads(result.params_json())
+    assert records == result.params and len(records) == 2
+    assert torch.equal(replay(crops[:2], records).lr, result.lr)
+
+
 def test_replay_rejects_records_that_are_not_plans(crops) -> None:
     with pytest.raises(InvalidParameterError, match="Not a valid degradation record"):
         replay(crops[:1], {"seed": 1})

@@ -28,6 +28,7 @@ from .config import (
     get_preset,
     parse_overrides,
     resolve_config,
+    split_overrides,
 )
 from .jpeg import jpeg_roundtrip
 from .kernels import KERNEL_FAMILIES, blur_kernel, sinc_kernel
@@ -75,6 +76,7 @@ __all__ = [
     "sample_plan",
     "sample_plans",
     "sinc_kernel",
+    "split_overrides",
     "target_size",
     "usm_sharpen",
 ]

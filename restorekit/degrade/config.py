@@ -154,12 +154,16 @@ class DegradeConfig:
         _check_names(changes)
         return dataclasses.replace(self, **{k: coerce_field(k, v) for k, v in changes.items()})
 
-    def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any] | None) -> DegradeConfig:
-        """A copy with ``field=value`` strings (as from ``--set``) or a mapping applied."""
+    def with_overrides(self, overrides: str | Iterable[str] | Mapping[str, Any] | None) -> DegradeConfig:
+        """A copy with overrides applied: ``field=value`` strings (as from ``--set``), one
+        text with one ``field=value`` per line or separated by ``;`` (as a node's text box
+        gives; ``#`` starts a comment), or a mapping of fields to values."""
         if not overrides:
             return self
         if isinstance(overrides, Mapping):
             return self.replace(**dict(overrides))
+        if isinstance(overrides, str):
+            overrides = split_overrides(overrides)
         return self.replace(**parse_overrides(overrides))
 
     def to_dict(self) -> dict[str, Any]:
@@ -282,6 +286,16 @@ def coerce_field(name: str, value: Any) -> Any:
         except InvalidParameterError as exc:
             errors.append(exc)
     raise errors[-1]
+
+
+def split_overrides(text: str) -> list[str]:
+    """``"blur_sigma=0.2,2; sinc_prob=0"`` or one per line -> ``["blur_sigma=0.2,2", "sinc_prob=0"]``."""
+    items = []
+    for line in text.splitlines():
+        for part in line.split("#", 1)[0].split(";"):
+            if part.strip():
+                items.append(part.strip())
+    return items
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -509,7 +523,7 @@ def get_preset(name: str) -> DegradeConfig:
 
 def resolve_config(
     config: DegradeConfig | str | Mapping[str, Any] | None = None,
-    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    overrides: str | Iterable[str] | Mapping[str, Any] | None = None,
 ) -> DegradeConfig:
     """A config from a preset name, a config, a dict of fields (over the default preset), or
     None (``realesrgan``), with ``overrides`` applied."""

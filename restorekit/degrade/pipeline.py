@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import secrets
 from collections import defaultdict
@@ -603,6 +604,10 @@ class DegradeResult:
 
         return kernels_image(self.kernels[index], cell=cell)
 
+    def params_json(self, *, indent: int | None = 2) -> str:
+        """The parameters of every image as one JSON text (a list, one record per image)."""
+        return json.dumps(self.params, indent=indent)
+
 
 @dataclass
 class PairResult:
@@ -623,7 +628,7 @@ def sample_plans(
     seed: int | None = None,
     first_index: int = 0,
     generator: torch.Generator | None = None,
-    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    overrides: str | Iterable[str] | Mapping[str, Any] | None = None,
 ) -> list[DegradationPlan]:
     """Plans for ``count`` images: image ``i`` uses ``image_seed(seed, first_index + i)``."""
     cfg = resolve_config(config, overrides)
@@ -638,7 +643,7 @@ def degrade(
     scale: float = 4,
     seed: int | None = None,
     generator: torch.Generator | None = None,
-    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    overrides: str | Iterable[str] | Mapping[str, Any] | None = None,
     first_index: int = 0,
     progress: ProgressCallback | Reporter | None = None,
     cancel: CancelCheck | None = None,
@@ -720,7 +725,7 @@ def make_pairs(
     seed: int | None = None,
     crop: int | None = None,
     generator: torch.Generator | None = None,
-    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    overrides: str | Iterable[str] | Mapping[str, Any] | None = None,
     first_index: int = 0,
     progress: ProgressCallback | Reporter | None = None,
     cancel: CancelCheck | None = None,
