@@ -324,6 +324,8 @@ def jpeg_roundtrip(image: torch.Tensor, quality: torch.Tensor | int | list[int])
         qualities = [check_quality(quality)] * batch
     if len(qualities) != batch:
         raise InvalidParameterError(f"Got {len(qualities)} JPEG qualities for {batch} images.")
+    if image.device.type == "mps":  # no float64 there; the exact integer arithmetic needs it
+        return jpeg_roundtrip(image.cpu(), qualities).to(image.device)
     q = torch.tensor(qualities, dtype=torch.float64)
     luma_tables = quantization_tables(q, LUMA_QUANT_TABLE)
     chroma_tables = quantization_tables(q, CHROMA_QUANT_TABLE)

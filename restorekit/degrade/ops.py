@@ -89,7 +89,7 @@ def filter2d(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     kernels = _trim_zero_border(kernels)
     size = kernels.shape[-1]
     padded = reflect_pad(image, size // 2)
-    weight = kernels.to(image.dtype).repeat_interleave(channels, dim=0).unsqueeze(1)
+    weight = kernels.to(device=image.device, dtype=image.dtype).repeat_interleave(channels, dim=0).unsqueeze(1)
     grouped = padded.reshape(1, batch * channels, height + size - 1, width + size - 1)
     grouped = grouped.contiguous(memory_format=torch.channels_last)
     out = F.conv2d(grouped, weight, groups=batch * channels)

@@ -651,7 +651,8 @@ def degrade(
     """Synthesise low-quality, low-resolution versions of a batch of images.
 
     Args:
-        images: (B, 3, H, W) float RGB in [0, 1] on any device (the work runs there).
+        images: (B, 3, H, W) float RGB in [0, 1] (values outside are clamped) on any device;
+            the work runs there.
         config: a preset name (``realesrgan``, ``classic``, ``bicubic``, ``light``), a
             :class:`DegradeConfig`, or a dict of fields.
         scale: LR size = floor(input size / scale); >= 1.
