@@ -174,21 +174,27 @@ FDCT_MATRIX = _matrix_of(_fdct_1d)
 IDCT_MATRIX = _matrix_of(_idct_1d)
 
 
-def _descale_(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """libjpeg's ``DESCALE`` in place: a right shift by ``bits`` with rounding (exact in float64)."""
-    return x.add_(float(1 << (bits - 1))).mul_(1.0 / (1 << bits)).floor_()
+def _rows_pass(plane: torch.Tensor, matrix: torch.Tensor, bits: int, offset: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``DESCALE(M @ x + offset, bits)`` for every 8-sample row group of (N, H, W).
 
-
-def _along_rows(matrix: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
-    """Apply an 8x8 matrix along the last axis of each 8-sample group of (N, H, W)."""
+    libjpeg's ``DESCALE`` is a right shift with rounding: ``floor((v + 2**(bits-1)) / 2**bits)``.
+    The power-of-two scale is folded into the matrix and the offset, which keeps every
+    product and sum exact in float64, so a pass is one matrix product and one floor.
+    """
     n, h, w = plane.shape
-    return torch.matmul(plane.view(n, h, w // 8, 8), matrix.T).view(n, h, w)
+    scale = 1.0 / (1 << bits)
+    bias = (offset + float(1 << (bits - 1))) * scale
+    bias = bias if isinstance(bias, torch.Tensor) else torch.full((8,), bias, dtype=plane.dtype, device=plane.device)
+    out = torch.addmm(bias, plane.reshape(-1, 8), (matrix * scale).T)
+    return out.floor_().view(n, h, w)
 
 
-def _along_columns(matrix: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
-    """Apply an 8x8 matrix down each 8-row group of (N, H, W)."""
+def _columns_pass(plane: torch.Tensor, matrix: torch.Tensor, bits: int) -> torch.Tensor:
+    """``DESCALE(M @ x, bits)`` down every 8-row group of (N, H, W) (see :func:`_rows_pass`)."""
     n, h, w = plane.shape
-    return torch.matmul(matrix, plane.view(n * h // 8, 8, w)).view(n, h, w)
+    scale = 1.0 / (1 << bits)
+    out = torch.matmul(matrix * scale, plane.view(n * h // 8, 8, w))
+    return out.add_(float(1 << (bits - 1)) * scale).floor_().view(n, h, w)
 
 
 def _code_plane(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
@@ -197,18 +203,20 @@ def _code_plane(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     n, h, w = plane.shape
     fdct = FDCT_MATRIX.to(plane.device)
     idct = IDCT_MATRIX.to(plane.device)
-    # forward: rows (pass 1) then columns (pass 2); the result is 8x the true DCT
-    coefficients = _descale_(_along_rows(fdct, plane - 128.0), CONST_BITS - PASS1_BITS)
-    coefficients = _descale_(_along_columns(fdct, coefficients), CONST_BITS + PASS1_BITS)
+    # forward: rows (pass 1, with the -128 level shift folded in) then columns (pass 2);
+    # the result is 8x the true DCT
+    level_shift = -128.0 * fdct.sum(dim=1)
+    coefficients = _rows_pass(plane, fdct, CONST_BITS - PASS1_BITS, level_shift)
+    coefficients = _columns_pass(coefficients, fdct, CONST_BITS + PASS1_BITS)
     # quantise, (|c| + 4q) // 8q with the sign restored, and dequantise
     blocks = coefficients.view(n, h // 8, 8, w // 8, 8)
     step = tables.to(plane.device).view(n, 1, 8, 1, 8)
     levels = blocks.abs().add_(4.0 * step).div_(8.0 * step).floor_()
     blocks = torch.copysign(levels, blocks).mul_(step).view(n, h, w)
-    # inverse: columns (pass 1) then rows (pass 2), level shift and range limit
-    samples = _descale_(_along_columns(idct, blocks), CONST_BITS - PASS1_BITS)
-    samples = _descale_(_along_rows(idct, samples), CONST_BITS + PASS1_BITS + 3)
-    return samples.add_(128.0).clamp_(0.0, 255.0)
+    # inverse: columns (pass 1) then rows (pass 2); +128 level shift, range limit
+    samples = _columns_pass(blocks, idct, CONST_BITS - PASS1_BITS)
+    samples = _rows_pass(samples, idct, CONST_BITS + PASS1_BITS + 3, 128.0 * (1 << (CONST_BITS + PASS1_BITS + 3)))
+    return samples.clamp_(0.0, 255.0)
 
 
 # --------------------------------------------------------------------------- colour, sampling

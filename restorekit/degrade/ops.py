@@ -7,6 +7,7 @@ tensors, so every image of a batch can have its own kernel, noise level and gene
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -96,16 +97,24 @@ def filter2d(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return out.reshape(batch, channels, height, width)
 
 
-def _band_matrix(length: int, taps: torch.Tensor) -> torch.Tensor:
-    """(length, length) matrix applying 1D ``taps`` along an axis with reflect padding folded in."""
-    size = taps.numel()
+@functools.lru_cache(maxsize=16)
+def _cached_band_matrix(length: int, taps: tuple[float, ...], dtype: torch.dtype, device: str) -> torch.Tensor:
+    size = len(taps)
     pad = size // 2
-    rows = torch.arange(length, device=taps.device).unsqueeze(1)
-    offsets = torch.arange(size, device=taps.device).unsqueeze(0)
-    sources = reflect_indices(length, pad, pad, taps.device)[rows + offsets]
-    matrix = torch.zeros(length, length, dtype=taps.dtype, device=taps.device)
-    matrix.index_put_((rows.expand_as(sources), sources), taps.expand_as(sources), accumulate=True)
+    values = torch.tensor(taps, dtype=dtype, device=device)
+    rows = torch.arange(length, device=device).unsqueeze(1)
+    offsets = torch.arange(size, device=device).unsqueeze(0)
+    sources = reflect_indices(length, pad, pad, torch.device(device))[rows + offsets]
+    matrix = torch.zeros(length, length, dtype=dtype, device=device)
+    matrix.index_put_((rows.expand_as(sources), sources), values.expand_as(sources), accumulate=True)
     return matrix
+
+
+def _band_matrix(length: int, taps: torch.Tensor) -> torch.Tensor:
+    """(length, length) matrix applying 1D ``taps`` along an axis with reflect padding folded
+    in (cached: the same sizes recur for every image of a dataset)."""
+    key = tuple(float(t) for t in taps.detach().cpu().tolist())
+    return _cached_band_matrix(length, key, taps.dtype, str(taps.device))
 
 
 _DENSE_LIMIT = 640
@@ -179,12 +188,11 @@ def usm_sharpen(
     The Gaussian is applied separably (see :func:`separable_filter`).
     """
     taps = gaussian_taps(kernel_size, sigma)
-    blur = separable_filter(image, taps)
-    residual = image - blur
-    mask = (residual.abs() * 255.0 > threshold).to(image.dtype)
+    residual = torch.sub(image, separable_filter(image, taps))
+    mask = (residual.abs().mul_(255.0) > threshold).to(image.dtype)
     soft_mask = separable_filter(mask, taps)
-    sharp = torch.clamp(image + weight * residual, 0.0, 1.0)
-    return soft_mask * sharp + (1.0 - soft_mask) * image
+    sharp = torch.add(image, residual, alpha=weight).clamp_(0.0, 1.0)
+    return torch.lerp(image, sharp, soft_mask)  # soft_mask * sharp + (1 - soft_mask) * image
 
 
 # --------------------------------------------------------------------------- resizing
@@ -327,7 +335,8 @@ def gaussian_noise(image: torch.Tensor, draws: Sequence[NoiseDraw]) -> torch.Ten
 
 def _poisson_field(values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Poisson noise of one (C, H, W) image quantised to 8 bits, at its own number of levels."""
-    levels = torch.unique(values).numel()
+    histogram = torch.bincount(torch.round(values * 255.0).long().flatten(), minlength=256)
+    levels = int(torch.count_nonzero(histogram))  # distinct 8-bit values, as torch.unique counts
     levels = 2.0 ** math.ceil(math.log2(levels)) if levels > 1 else 1.0
     counts = torch.poisson((values * levels).float(), generator=generator).to(values.dtype)
     return counts / levels - values
