@@ -67,6 +67,11 @@ def _trim_zero_border(kernels: torch.Tensor) -> torch.Tensor:
     return kernels[:, centre - reach : centre + reach + 1, centre - reach : centre + reach + 1]
 
 
+_CHANNELS_LAST_MAX_KERNEL = 15
+"""Depthwise convolutions with kernels up to this size run ~2x faster channels_last on CPU;
+larger ones run slightly faster contiguous (measured with torch 2.14's oneDNN)."""
+
+
 def filter2d(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """Correlate each image with its own kernel, with reflect padding (basicsr's ``filter2D``).
 
@@ -92,7 +97,8 @@ def filter2d(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     padded = reflect_pad(image, size // 2)
     weight = kernels.to(device=image.device, dtype=image.dtype).repeat_interleave(channels, dim=0).unsqueeze(1)
     grouped = padded.reshape(1, batch * channels, height + size - 1, width + size - 1)
-    grouped = grouped.contiguous(memory_format=torch.channels_last)
+    if size <= _CHANNELS_LAST_MAX_KERNEL:
+        grouped = grouped.contiguous(memory_format=torch.channels_last)
     out = F.conv2d(grouped, weight, groups=batch * channels)
     return out.reshape(batch, channels, height, width)
 
