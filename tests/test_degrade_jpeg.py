@@ -81,7 +81,7 @@ def test_roundtrip_is_much_closer_to_a_real_codec_than_diffjpeg(photo: np.ndarra
     ref.require_reference()
     diffjpeg = ref.diffjpeg().DiffJPEG(differentiable=False)
     image = to_tensor(photo)
-    for quality in QUALITIES:
+    for quality in (10, 50, 95):
         real = torch.from_numpy(_pillow_jpeg(photo, quality)[0]).permute(2, 0, 1)[None] / 255.0
         with torch.no_grad():
             theirs = diffjpeg(image.clone(), quality=torch.tensor([float(quality)]))
