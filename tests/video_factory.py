@@ -143,6 +143,14 @@ def make_undecodable(path: Path) -> Path:
     return path
 
 
+def audio_seconds(path: Path) -> float:
+    """Decoded duration of the first audio stream (samples / rate)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return samples / stream.codec_context.sample_rate
+
+
 @dataclass
 class Decoded:
     frames: list[np.ndarray]

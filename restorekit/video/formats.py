@@ -273,6 +273,33 @@ class EncoderSettings:
         return pixel_layout(self.pix_fmt)
 
 
+def _cpu_has_avx512() -> bool:
+    import torch
+
+    try:
+        return torch.backends.cpu.get_cpu_capability() == "AVX512"
+    except (AttributeError, RuntimeError):  # pragma: no cover - old torch
+        return False
+
+
+def reproducible_options(codec: str, options: Mapping[str, str]) -> dict[str, str]:
+    """Options that make the encoder give the same bytes for the same frames on every run,
+    which resumed jobs rely on.
+
+    x264 (core 165, in PyAV 18's FFmpeg) gives run-to-run different output with CRF on
+    AVX-512 CPUs: its AVX-512 macroblock-tree code is not deterministic (measured on Zen 5;
+    ``mbtree=0`` or ``asm=avx2`` both cure it). On such CPUs x264 is capped at AVX2, which
+    costs little since most of x264's assembly is AVX2. 10-bit x264, x265, libvpx-vp9,
+    SVT-AV1, ProRes and the lossless encoders were found deterministic as they are.
+    """
+    result = dict(options)
+    if codec == "libx264" and _cpu_has_avx512():
+        params = result.get("x264-params", "")
+        if "asm=" not in params and "no-asm" not in params:
+            result["x264-params"] = f"{params}:asm=avx2" if params else "asm=avx2"
+    return result
+
+
 def encoder_options(
     codec: str,
     *,
@@ -306,7 +333,7 @@ def encoder_options(
     if codec == "prores_ks" and pix_fmt is not None:
         options.setdefault("profile", "4" if pixel_layout(pix_fmt).chroma == (0, 0) else "3")
     options.update(extra or {})
-    return options
+    return reproducible_options(codec, options)
 
 
 def open_encoder_stream(container: object, settings: EncoderSettings, width: int, height: int) -> object:

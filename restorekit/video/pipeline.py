@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..device import is_out_of_memory
-from ..errors import InvalidParameterError, RestoreKitError, VideoError
+from ..errors import CancelledError, InvalidParameterError, RestoreKitError, VideoError
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .audio import AudioTrack, plan_audio
 from .formats import (
@@ -594,7 +594,7 @@ def process_video(
             reused = work.reused_chunks
             job = _Job(frames, processor, alpha, target, work, options, reporter)
             if not work.finished:
-                job.run()
+                _run_keeping_work(job, work)
             total = work.manifest.total_frames or 0
             reporter.step(total, total, "assembling: writing the output")
             width, height = _output_size(work, job)
@@ -625,6 +625,26 @@ def process_video(
         processed_frames=job.processed_frames,
         seconds=time.perf_counter() - began,
     )
+
+
+def _run_keeping_work(job: _Job, work: WorkFolder) -> None:
+    """Run the job; on a cancel or a failure, say what was kept and how to continue."""
+    try:
+        job.run()
+    except CancelledError as exc:
+        raise CancelledError(
+            f"Cancelled: {work.next_frame} frames in {len(work.chunks)} finished chunks are kept in "
+            f"{work.path}; run again with resume (--resume) to continue."
+        ) from exc
+    except RestoreKitError:
+        raise
+    except Exception:
+        logger.error(
+            "the video job failed; %d finished chunks are kept in %s for resume (--resume)",
+            len(work.chunks),
+            work.path,
+        )
+        raise
 
 
 def _with(options: VideoOptions, **changes: Any) -> VideoOptions:
