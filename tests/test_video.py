@@ -300,6 +300,57 @@ def test_bad_encoder_choices_fail_before_any_work(cfr_video, processor, tmp_path
     assert counter.calls == 0
 
 
+def test_memory_is_bounded_the_reader_stays_a_few_batches_ahead(media: Path, tmp_path: Path, monkeypatch) -> None:
+    """Decoding runs ahead of the model only as far as the bounded queues allow."""
+    import time
+
+    from restorekit.video import source as source_module
+
+    video = make_video(media / "long.mkv", frames=60, size=(32, 32), audio=None)
+    yielded = {"n": 0}
+    original = source_module.ContainerSource.frames
+
+    def counting(self, start: int = 0):
+        for frame in original(self, start):
+            yielded["n"] += 1
+            yield frame
+
+    monkeypatch.setattr(source_module.ContainerSource, "frames", counting)
+    processed = {"n": 0}
+    leads: list[int] = []
+
+    def slow(pixels: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.02)  # let the reader run ahead as far as it can
+        leads.append(yielded["n"] - processed["n"])
+        processed["n"] += pixels.shape[0]
+        return pixels.clone()
+
+    options = VideoOptions(batch_size=2, queue_batches=2, chunk_frames=60)
+    process_video(video.path, tmp_path / "out.mkv", slow, options)
+    # the batch being processed + 2 queued + 1 waiting to be queued + 1 being assembled
+    assert max(leads) <= 5 * 2
+    assert max(leads) >= 3 * 2  # and it does run ahead: decoding overlaps compute
+
+
+def test_display_rotation_is_kept(tmp_path: Path) -> None:
+    import av
+
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.set_display_rotation(90)
+        for index in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 90, np.uint8), format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    assert probe_video(str(path)).rotation == 90
+    process_video(path, tmp_path / "out.mkv", identity)
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert next(container.decode(video=0)).rotation == 90
+
+
 # --------------------------------------------------------------------------- depth, alpha, color
 
 
@@ -458,9 +509,46 @@ def test_cli_end_to_end_and_one_line_errors(cfr_video, tiny_model: Path, tmp_pat
     assert captured.err.count("\n") == 1 and "no video stream" in captured.err
 
 
+@pytest.mark.slow
+def test_ctrl_c_then_resume_from_the_command_line(media: Path, tmp_path: Path) -> None:
+    """A real SIGINT to a real CLI process: it stops cleanly, keeps its chunks, and
+    ``--resume`` finishes the job."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_state(num_feat=16, num_conv=4).items()}, str(model))
+    video = make_video(media / "ctrl-c.mp4", frames=64, size=(128, 96), audio="aac")
+    out = tmp_path / "out.mp4"
+    command = [sys.executable, "-m", "restorekit", "video", str(video.path), "-o", str(out), "--model", str(model),
+               "--chunk-frames", "8", "--batch", "2", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    manifest = default_work_dir(out) / "manifest.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.is_file() and json.loads(manifest.read_text())["chunks"]:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the job ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "--resume" in err and not out.exists()
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "chunks reused from the interrupted run" in done.stdout
+    got = decode_video(out)
+    assert len(got.frames) == 64 and got.times == video.times
+
+
 # --------------------------------------------------------------------------- real weights
 
 
+@pytest.mark.slow
 def test_realesr_animevideov3_on_a_video(shared_weights: Path, cfr_video, tmp_path: Path) -> None:
     """The real x4 video model, bf16 (auto) in batches, against its fp32 run frame by frame."""
     path = str(shared_weights / "realesr-animevideov3.safetensors")

@@ -366,7 +366,7 @@ class _Job:
     def _compute(self, batch: _Batch) -> _Processed:
         arrays = np.stack([frame.pixels for frame in batch.frames])
         scale = 255.0 if arrays.dtype == np.uint8 else 65535.0
-        samples = torch.from_numpy(np.multiply(arrays, 1.0 / scale, dtype=np.float32))
+        samples = torch.from_numpy(np.divide(arrays, scale, dtype=np.float32))
         planes = samples.permute(0, 3, 1, 2)  # a channels_last view, no copy
         rgb = planes[:, :3]
         count = len(batch.frames)
@@ -530,13 +530,21 @@ def _check_paths(source: Path, output: Path, options: VideoOptions) -> None:
 
 
 def _finish_folder(staging: Path, output: Path) -> None:
-    """Move the finished frames folder onto ``output`` (replacing an old one)."""
+    """Move the finished frames folder onto ``output`` (replacing an old one) by renames, so
+    the output folder appears complete or not at all."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
-    os.replace(staging, output)
+    try:
+        ready = staging
+        if staging.stat().st_dev != output.parent.stat().st_dev:  # --work-dir on another disk
+            ready = output.with_name(f".{output.name}.incoming-{os.getpid()}")
+            shutil.copytree(staging, ready)
+        old = None
+        if output.exists():
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            os.replace(output, old)
+        os.replace(ready, output)
+    except OSError as exc:
+        raise VideoError(f"Cannot move the finished frames into {output}: {exc.strerror or exc}.") from exc
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
