@@ -16,6 +16,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
+
 from ..errors import VideoError
 
 logger = logging.getLogger(__name__)
@@ -44,8 +46,6 @@ class AudioTrack:
 
 def _can_copy(muxer: str, stream: Any) -> str | None:
     """None if ``stream`` can be copied into ``muxer``, else the reason it cannot."""
-    import av
-
     codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
     try:
         with av.open(io.BytesIO(), "w", format=muxer) as probe:
@@ -61,8 +61,6 @@ def _can_copy(muxer: str, stream: Any) -> str | None:
 
 def plan_audio(path: Path, muxer: str, fallback_encoder: str) -> list[AudioTrack]:
     """How each audio stream of ``path`` goes into a ``muxer`` file (empty if it has none)."""
-    import av
-
     try:
         container = av.open(str(path), metadata_errors="replace")
     except FileNotFoundError as exc:
@@ -88,8 +86,6 @@ def plan_audio(path: Path, muxer: str, fallback_encoder: str) -> list[AudioTrack
 
 
 def _check_encoder(name: str) -> None:
-    import av
-
     try:
         av.codec.Codec(name, "w")
     except Exception as exc:
@@ -99,8 +95,6 @@ def _check_encoder(name: str) -> None:
 def audio_packets(container: Any, track: AudioTrack) -> Callable[[], Iterator[Any]]:
     """Add ``track``'s output stream to ``container`` and return a function that yields its
     packets in order (call it after ``container.start_encoding()``)."""
-    import av
-
     source = av.open(str(track.path), metadata_errors="replace")
     in_stream = source.streams.audio[track.stream]
     if track.copy:
@@ -126,8 +120,6 @@ def _copied(source: Any, in_stream: Any, out_stream: Any) -> Iterator[Any]:
 
 
 def _encoded(source: Any, in_stream: Any, out_stream: Any, rate: int, layout: str, sample_format: str) -> Iterator[Any]:
-    import av
-
     resampler = av.AudioResampler(format=sample_format, layout=layout, rate=rate)
     time_base = Fraction(1, rate)
     next_pts: int | None = None

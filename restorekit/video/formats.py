@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
+
 from ..errors import InvalidParameterError, VideoError
 
 logger = logging.getLogger(__name__)
@@ -109,8 +111,6 @@ def container_for(path: str | Path) -> ContainerSpec:
 
 def normalize_codec(name: str) -> str:
     """Canonical encoder name (``h264`` -> ``libx264``), checked against this FFmpeg build."""
-    import av
-
     key = name.strip().lower()
     codec = CODEC_ALIASES.get(key, key)
     try:
@@ -170,8 +170,6 @@ class PixelLayout:
 
 def pixel_layout(name: str) -> PixelLayout:
     """Describe an FFmpeg pixel format (raises :class:`VideoError` for unknown names)."""
-    import av
-
     try:
         fmt = av.VideoFormat(name, 64, 64)
     except (ValueError, av.error.FFmpegError) as exc:
@@ -191,8 +189,6 @@ def pixel_layout(name: str) -> PixelLayout:
 def _usable(name: str) -> bool:
     """Pixel formats worth choosing automatically (no palettes, bitstreams, hardware, 1-bit,
     legacy full-range yuvj*, semi-planar nv*)."""
-    import av
-
     if name.startswith(("yuvj", "nv", "pal", "mono", "bayer")):
         return False
     try:
@@ -212,8 +208,6 @@ def candidate_pixel_formats(
     subsampling (RGB sources become 4:2:0 with lossy encoders, for playability, and stay RGB
     with lossless ones), then the encoder's own order.
     """
-    import av
-
     spec = codec_spec(codec)
     formats = [f.name for f in (av.codec.Codec(codec, "w").video_formats or [])]
     layouts = [pixel_layout(name) for name in formats if _usable(name)]
@@ -354,8 +348,6 @@ def open_encoder_stream(container: object, settings: EncoderSettings, width: int
 def check_encoder(settings: EncoderSettings, width: int = 64, height: int = 64) -> None:
     """Open ``settings``' encoder and write a container header in memory, or raise
     :class:`VideoError` naming the codec, pixel format and options that failed."""
-    import av
-
     buffer = io.BytesIO()
     try:
         with av.open(buffer, "w", format=settings.muxer) as container:

@@ -171,7 +171,7 @@ def _plan_target(output: Path, info: VideoInfo, options: VideoOptions) -> _Targe
             target.notes.append("frame folders hold no audio: the audio was not written")
         return target
     spec = container_for(output)
-    if info.frame_rate is None:
+    if info.frame_rate is None and info.is_folder:
         raise InvalidParameterError(
             f"{info.path} is a folder of frames, which has no frame rate: pass --fps (for example --fps 25)."
         )
@@ -671,16 +671,12 @@ def _output_size(work: WorkFolder, job: _Job) -> tuple[int, int]:
         from ..imageio import read_image_size
 
         return read_image_size(first)
-    import av
-
     with av.open(str(first)) as container:
         context = container.streams.video[0].codec_context
         return context.width, context.height
 
 
 def _duration_of(path: Path) -> float | None:
-    import av
-
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         if stream.duration and stream.time_base:

@@ -20,13 +20,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from ..errors import VideoError
 from ..files import atomic_path, atomic_write_bytes
 from ..imageio import encode_image, image_from_array
 from .formats import EncoderSettings, PixelLayout, open_encoder_stream
-from .source import ColorTags
+from .source import ColorTags, packed_rgb_format
 from .work import ChunkRecord, WorkFolder
 
 logger = logging.getLogger(__name__)
@@ -109,8 +111,6 @@ class SegmentWriter:
         color: ColorTags,
         rotation: int = 0,
     ) -> None:
-        import av
-        from av.video.reformatter import Interpolation, VideoReformatter
 
         self.work = work
         self.index = index
@@ -145,11 +145,7 @@ class SegmentWriter:
             raise VideoError(f"Cannot start encoding chunk {index} with {settings.codec}: {exc}") from exc
 
     def _frame(self, pixels: np.ndarray) -> Any:
-        import av
-
-        deep = pixels.dtype == np.uint16
-        channels = pixels.shape[2]
-        fmt = {(False, 3): "rgb24", (False, 4): "rgba", (True, 3): "rgb48le", (True, 4): "rgba64le"}[(deep, channels)]
+        fmt = packed_rgb_format(pixels.dtype == np.uint16, pixels.shape[2] == 4)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format=fmt)
         if self.layout.rgb:
             return self._reformatter.reformat(frame, format=self.settings.pix_fmt, interpolation=self._flags)
@@ -163,8 +159,6 @@ class SegmentWriter:
 
     def write(self, frame: OutputFrame) -> None:
         """Encode one frame (padded to the encoder's size if needed)."""
-        import av
-
         pixels = pad_to(frame.pixels, self.width, self.height)
         if pixels.shape[2] == 4 and not self.layout.alpha:
             pixels = pixels[:, :, :3]
@@ -181,8 +175,6 @@ class SegmentWriter:
 
     def finish(self) -> ChunkRecord:
         """Flush the encoder, close the segment, rename it into place and describe it."""
-        import av
-
         try:
             self.container.mux(self.stream.encode(None))
             self.container.close()
@@ -266,8 +258,6 @@ def segment_packets(work: WorkFolder, out_stream: Any) -> Iterator[Any]:
     a container, like Matroska, does not store them), never beyond the packet's pts: each
     segment's encoder starts its dts before its first pts to make room for B-frames.
     """
-    import av
-
     target = Fraction(out_stream.time_base)
     last_dts: int | None = None
     for chunk in work.chunks:
@@ -309,8 +299,6 @@ def assemble_video(
     copied or re-encoded as each track's plan says. Nothing appears under ``output`` unless
     every frame was written.
     """
-    import av
-
     from .audio import audio_packets
 
     first_segment = work.file(work.chunks[0].files[0])

@@ -19,7 +19,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from ..errors import ImageReadError, InvalidParameterError, VideoError
 from ..imageio import IMAGE_EXTENSIONS, check_pixel_count, read_image
@@ -171,8 +173,6 @@ class FrameSource:
 
 
 def _open_container(path: Path) -> Any:
-    import av
-
     try:
         return av.open(str(path), metadata_errors="replace")
     except FileNotFoundError as exc:
@@ -203,8 +203,6 @@ def _video_stream(container: Any, path: Path) -> Any:
         )
     stream = streams[0]
     if stream.codec_context is None:
-        import av
-
         raise VideoError(
             f"{path}: its video codec cannot be decoded by this FFmpeg build (PyAV {av.__version__}). "
             "Convert it to a common codec (H.264, HEVC, VP9, ProRes, FFV1) first."
@@ -214,8 +212,6 @@ def _video_stream(container: Any, path: Path) -> Any:
 
 def _alpha_decoder(stream: Any) -> Any | None:
     """A libvpx decoder context for WebM VP8/VP9 with alpha (else None: use the stream's)."""
-    import av
-
     name = stream.codec_context.name
     if name not in _ALPHA_DECODERS or str(stream.metadata.get("alpha_mode", "0")) != "1":
         return None
@@ -231,10 +227,14 @@ def _alpha_decoder(stream: Any) -> Any | None:
 
 def _rgb_format(layout: PixelLayout) -> str:
     """The packed RGB(A) format frames are converted to for the engine."""
-    deep = layout.bits > 8
-    if layout.alpha:
-        return "rgba64le" if deep else "rgba"
-    return "rgb48le" if deep else "rgb24"
+    return packed_rgb_format(layout.bits > 8, layout.alpha)
+
+
+def packed_rgb_format(deep: bool, alpha: bool) -> str:
+    """``rgb24``/``rgba`` for 8-bit samples, ``rgb48le``/``rgba64le`` for 16-bit ones."""
+    return {(False, False): "rgb24", (False, True): "rgba", (True, False): "rgb48le", (True, True): "rgba64le"}[
+        (deep, alpha)
+    ]
 
 
 class ContainerSource(FrameSource):
@@ -251,8 +251,6 @@ class ContainerSource(FrameSource):
         self.info = self._probe(max_pixels)
 
     def _probe(self, max_pixels: int | None) -> VideoInfo:
-        import av
-
         with _open_container(self.path) as container:
             stream = _video_stream(container, self.path)
             context = stream.codec_context
@@ -289,8 +287,6 @@ class ContainerSource(FrameSource):
             )
 
     def _first_frame(self, container: Any, stream: Any) -> Any:
-        import av
-
         decoder = _alpha_decoder(stream) or stream.codec_context
         last_error: Exception | None = None
         for packet in container.demux(stream):
@@ -308,8 +304,6 @@ class ContainerSource(FrameSource):
         )
 
     def frames(self, start: int = 0) -> Iterator[SourceFrame]:
-        import av
-        from av.video.reformatter import Interpolation, VideoReformatter
 
         info = self.info
         target = _rgb_format(info.layout)
@@ -414,7 +408,7 @@ class FolderSource(FrameSource):
         rate = parse_fps(fps)
         bits = 8 if first.bit_depth <= 8 else 16
         layout = PixelLayout(
-            name=_rgb_format(PixelLayout("", bits, first.has_alpha, True, False, (0, 0))),
+            name=packed_rgb_format(bits > 8, first.has_alpha),
             bits=bits,
             alpha=first.has_alpha,
             rgb=True,
