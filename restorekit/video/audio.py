@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -92,31 +92,43 @@ def _check_encoder(name: str) -> None:
         raise VideoError(f"This FFmpeg build has no {name} encoder to re-encode the audio.") from exc
 
 
-def audio_packets(container: Any, track: AudioTrack) -> Callable[[], Iterator[Any]]:
-    """Add ``track``'s output stream to ``container`` and return a function that yields its
-    packets in order (call it after ``container.start_encoding()``)."""
-    source = av.open(str(track.path), metadata_errors="replace")
-    in_stream = source.streams.audio[track.stream]
-    if track.copy:
-        out_stream = container.add_stream_from_template(in_stream)
-        return lambda: _copied(source, in_stream, out_stream)
-    context = in_stream.codec_context
-    codec = av.codec.Codec(track.encoder, "w")
-    rates = list(codec.audio_rates or [])
-    rate = context.sample_rate if not rates or context.sample_rate in rates else 48000
-    layout = context.layout.name if context.layout.nb_channels <= 2 else "stereo"
-    out_stream = container.add_stream(track.encoder, rate=rate, layout=layout)
-    sample_format = codec.audio_formats[0].name if codec.audio_formats else "fltp"
-    return lambda: _encoded(source, in_stream, out_stream, rate, layout, sample_format)
+class AudioFeed:
+    """One audio track's output stream and the packets to mux into it.
+
+    Created before the output header is written (it adds the stream); :meth:`packets` is
+    iterated afterwards; :meth:`close` releases the source file.
+    """
+
+    def __init__(self, container: Any, track: AudioTrack) -> None:
+        self.track = track
+        self.source = av.open(str(track.path), metadata_errors="replace")
+        self.in_stream = self.source.streams.audio[track.stream]
+        if track.copy:
+            self.out_stream = container.add_stream_from_template(self.in_stream)
+            return
+        context = self.in_stream.codec_context
+        codec = av.codec.Codec(track.encoder, "w")
+        rates = list(codec.audio_rates or [])
+        self.rate = context.sample_rate if not rates or context.sample_rate in rates else 48000
+        self.layout = context.layout.name if context.layout.nb_channels <= 2 else "stereo"
+        self.sample_format = codec.audio_formats[0].name if codec.audio_formats else "fltp"
+        self.out_stream = container.add_stream(track.encoder, rate=self.rate, layout=self.layout)
+
+    def packets(self) -> Iterator[Any]:
+        if self.track.copy:
+            return _copied(self.source, self.in_stream, self.out_stream)
+        return _encoded(self.source, self.in_stream, self.out_stream, self.rate, self.layout, self.sample_format)
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def _copied(source: Any, in_stream: Any, out_stream: Any) -> Iterator[Any]:
-    with source:
-        for packet in source.demux(in_stream):
-            if packet.size == 0 or (packet.dts is None and packet.pts is None):
-                continue
-            packet.stream = out_stream
-            yield packet
+    for packet in source.demux(in_stream):
+        if packet.size == 0 or (packet.dts is None and packet.pts is None):
+            continue
+        packet.stream = out_stream
+        yield packet
 
 
 def _encoded(source: Any, in_stream: Any, out_stream: Any, rate: int, layout: str, sample_format: str) -> Iterator[Any]:
@@ -131,16 +143,15 @@ def _encoded(source: Any, in_stream: Any, out_stream: Any, rate: int, layout: st
             next_pts = (next_pts or 0) + frame.samples
             yield from out_stream.encode(frame)
 
-    with source:
-        for packet in source.demux(in_stream):
-            try:
-                decoded = packet.decode()
-            except av.error.FFmpegError as exc:
-                logger.warning("skipped an audio packet that does not decode (%s)", exc)
-                continue
-            for frame in decoded:
-                if next_pts is None:
-                    next_pts = round((frame.time or 0.0) * rate)
-                yield from stamp(resampler.resample(frame))
-        yield from stamp(resampler.resample(None))
-        yield from out_stream.encode(None)
+    for packet in source.demux(in_stream):
+        try:
+            decoded = packet.decode()
+        except av.error.FFmpegError as exc:
+            logger.warning("skipped an audio packet that does not decode (%s)", exc)
+            continue
+        for frame in decoded:
+            if next_pts is None:
+                next_pts = round((frame.time or 0.0) * rate)
+            yield from stamp(resampler.resample(frame))
+    yield from stamp(resampler.resample(None))
+    yield from out_stream.encode(None)

@@ -309,7 +309,7 @@ def _quantize(batch: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     maximum = 255.0 if dtype == np.uint8 else 65535.0
     scaled = batch.detach().to("cpu", torch.float32).mul(maximum).add_(0.5).clamp_(0.0, maximum)
     integers = scaled.to(torch.uint8 if dtype == np.uint8 else torch.int32)
-    array = integers.permute(0, 2, 3, 1).contiguous().numpy()
+    array = integers.permute(0, 2, 3, 1).contiguous().numpy()  # free for channels_last input
     return array if array.dtype == dtype else array.astype(dtype)
 
 
@@ -368,7 +368,7 @@ class _Job:
         scale = 255.0 if arrays.dtype == np.uint8 else 65535.0
         samples = torch.from_numpy(np.divide(arrays, scale, dtype=np.float32))
         planes = samples.permute(0, 3, 1, 2)  # a channels_last view, no copy
-        rgb = planes[:, :3]
+        rgb = planes if planes.shape[1] == 3 else planes[:, :3].contiguous(memory_format=torch.channels_last)
         count = len(batch.frames)
         try:
             with torch.inference_mode():

@@ -136,7 +136,8 @@ class ModelFrameProcessor:
             output = self._call(self.network, batch)
             if pad_w or pad_h:
                 output = output[..., : height * self.scale, : width * self.scale]
-            output = output.to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format)
+            # channels_last, so the pipeline's (B, H, W, C) view of the result needs no copy
+            output = output.to(device="cpu", dtype=torch.float32, memory_format=torch.channels_last)
             if self.outscale != self.scale:
                 size = scaled_size(height, width, self.outscale)
                 shrinking = size[0] < output.shape[-2]

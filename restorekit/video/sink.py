@@ -299,9 +299,10 @@ def assemble_video(
     copied or re-encoded as each track's plan says. Nothing appears under ``output`` unless
     every frame was written.
     """
-    from .audio import audio_packets
+    from .audio import AudioFeed
 
     first_segment = work.file(work.chunks[0].files[0])
+    feeds: list[AudioFeed] = []
     with atomic_path(output) as temp:
         try:
             with av.open(str(first_segment)) as template_file, av.open(
@@ -313,11 +314,15 @@ def assemble_video(
                     # VP8/VP9 alpha travels beside the frames; the muxer flags it from the
                     # pixel format, which the demuxer reports without alpha.
                     video.codec_context.pix_fmt = "yuva420p"
-                audio = [audio_packets(container, track) for track in audio_tracks]
+                for track in audio_tracks:
+                    feeds.append(AudioFeed(container, track))
                 container.start_encoding()
-                counts = mux_interleaved(container, [segment_packets(work, video), *(make() for make in audio)])
+                counts = mux_interleaved(container, [segment_packets(work, video), *(f.packets() for f in feeds)])
         except av.error.FFmpegError as exc:
             raise VideoError(f"Cannot write {output.name}: {exc}") from exc
+        finally:
+            for feed in feeds:
+                feed.close()
         if counts[0] != expected_frames:
             raise VideoError(  # pragma: no cover - a pipeline bug
                 f"{output.name}: {counts[0]} frames were assembled but {expected_frames} were processed."
