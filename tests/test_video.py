@@ -332,23 +332,28 @@ def test_memory_is_bounded_the_reader_stays_a_few_batches_ahead(media: Path, tmp
     assert max(leads) >= 3 * 2  # and it does run ahead: decoding overlaps compute
 
 
-def test_display_rotation_is_kept(tmp_path: Path) -> None:
+def test_display_rotation_and_pixel_aspect_are_kept(tmp_path: Path) -> None:
     import av
 
     path = tmp_path / "rotated.mp4"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(4, 3)  # anamorphic
         stream.set_display_rotation(90)
         for index in range(3):
             frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 90, np.uint8), format="rgb24")
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    assert probe_video(str(path)).rotation == 90
-    process_video(path, tmp_path / "out.mkv", identity)
-    with av.open(str(tmp_path / "out.mkv")) as container:
-        assert next(container.decode(video=0)).rotation == 90
+    info = probe_video(str(path))
+    assert info.rotation == 90 and info.sample_aspect_ratio == Fraction(4, 3)
+    for name in ("out.mkv", "out.mp4"):
+        process_video(path, tmp_path / name, identity)
+        with av.open(str(tmp_path / name)) as container:
+            stream = container.streams.video[0]
+            assert next(container.decode(stream)).rotation == 90, name
+            assert stream.sample_aspect_ratio == Fraction(4, 3), name
 
 
 # --------------------------------------------------------------------------- depth, alpha, color

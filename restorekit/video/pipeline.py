@@ -421,7 +421,15 @@ class _Job:
                 )
         color = output_color(self.info.color, self.info.layout, layout)
         return SegmentWriter(
-            self.work, index, first_frame, target.settings, target.suffix, self.encode_size, color, self.info.rotation
+            self.work,
+            index,
+            first_frame,
+            target.settings,
+            target.suffix,
+            self.encode_size,
+            color,
+            rotation=self.info.rotation,
+            sample_aspect_ratio=self.info.sample_aspect_ratio,
         )
 
     def _frames_out(self, item: _Processed) -> list[OutputFrame]:

@@ -110,6 +110,7 @@ class SegmentWriter:
         size: tuple[int, int],
         color: ColorTags,
         rotation: int = 0,
+        sample_aspect_ratio: Fraction | None = None,
     ) -> None:
 
         self.work = work
@@ -138,6 +139,8 @@ class SegmentWriter:
                 context.color_range = color.color_range
             context.color_primaries = color.color_primaries
             context.color_trc = color.color_trc
+            if sample_aspect_ratio:
+                context.sample_aspect_ratio = sample_aspect_ratio
             if rotation:
                 self.stream.set_display_rotation(rotation)
         except (av.error.FFmpegError, ValueError, OSError) as exc:

@@ -66,6 +66,7 @@ class VideoInfo:
         audio_streams: how many audio streams the file has.
         color: color tags to carry to the output.
         rotation: display rotation in degrees (kept as output metadata).
+        sample_aspect_ratio: pixel aspect ratio of anamorphic video (kept), else None.
         names: frame file names for folders (None for video files).
     """
 
@@ -82,6 +83,7 @@ class VideoInfo:
     audio_streams: int = 0
     color: ColorTags = field(default_factory=ColorTags)
     rotation: int = 0
+    sample_aspect_ratio: Fraction | None = None
     names: tuple[str, ...] | None = None
 
     @property
@@ -284,6 +286,7 @@ class ContainerSource(FrameSource):
                 audio_streams=len(container.streams.audio),
                 color=color,
                 rotation=int(first.rotation or 0),
+                sample_aspect_ratio=_aspect(stream),
             )
 
     def _first_frame(self, container: Any, stream: Any) -> Any:
@@ -353,6 +356,14 @@ class ContainerSource(FrameSource):
             logger.warning("%s: %d corrupt packets were skipped", self.path.name, corrupt)
         if index == 0:
             raise VideoError(f"{self.path}: no frame could be decoded; the file is corrupt.")
+
+
+def _aspect(stream: Any) -> Fraction | None:
+    """The stream's sample aspect ratio when it is not square (None for square pixels)."""
+    ratio = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not ratio or ratio == 1:
+        return None
+    return Fraction(ratio)
 
 
 def _default_step(info: VideoInfo) -> int:
