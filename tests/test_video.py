@@ -245,6 +245,21 @@ def test_a_damaged_chunk_is_made_again(cfr_video, processor, tmp_path: Path) -> 
     assert len(decode_video(out).frames) == 24
 
 
+def test_a_second_process_on_the_same_output_is_refused(cfr_video, processor, tmp_path: Path) -> None:
+    from restorekit.video.work import WorkFolder
+
+    out = tmp_path / "out.mp4"
+    with (
+        WorkFolder.open(default_work_dir(out), {}, output=out, resume=False, overwrite=False),
+        pytest.raises(VideoError, match="Another RestoreKit process is working on"),
+    ):
+        process_video(cfr_video.path, out, processor)
+    progress, cancel = cancel_after(1)  # cancelled before any chunk: nothing is left behind
+    with pytest.raises(CancelledError):
+        process_video(cfr_video.path, out, processor, VideoOptions(batch_size=2), progress=progress, cancel=cancel)
+    assert not default_work_dir(out).exists() and not out.exists()
+
+
 def test_existing_output_needs_overwrite(cfr_video, processor, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
     out.write_bytes(b"keep me")

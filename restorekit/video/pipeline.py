@@ -603,10 +603,9 @@ def process_video(
         target = _plan_target(output_path, info, options)
         work_dir = Path(options.work_dir) if options.work_dir else default_work_dir(output_path)
         settings = _settings_record(info, target, processor, options.chunk_frames)
-        work = WorkFolder.prepare(
+        with WorkFolder.open(
             work_dir, settings, output=output_path, resume=options.resume, overwrite=options.overwrite
-        )
-        with work.locked():
+        ) as work:
             reused = work.reused_chunks
             job = _Job(frames, processor, alpha, target, work, options, reporter)
             if not work.finished:
@@ -644,22 +643,22 @@ def process_video(
 
 
 def _run_keeping_work(job: _Job, work: WorkFolder) -> None:
-    """Run the job; on a cancel or a failure, say what was kept and how to continue."""
+    """Run the job; on a cancel or a failure, say what was kept and how to continue (or
+    remove the work folder when nothing was finished)."""
     try:
         job.run()
-    except CancelledError as exc:
-        raise CancelledError(
-            f"Cancelled: {work.next_frame} frames in {len(work.chunks)} finished chunks are kept in "
-            f"{work.path}; run again with resume (--resume) to continue."
-        ) from exc
-    except RestoreKitError:
-        raise
-    except Exception:
-        logger.error(
-            "the video job failed; %d finished chunks are kept in %s for resume (--resume)",
-            len(work.chunks),
-            work.path,
+    except BaseException as exc:
+        if not work.chunks:
+            work.remove()
+            raise
+        kept = (
+            f"{work.next_frame} frames in {len(work.chunks)} finished chunks are kept in {work.path}; "
+            "run again with resume (--resume) to continue"
         )
+        if isinstance(exc, CancelledError):
+            raise CancelledError(f"Cancelled: {kept}.") from exc
+        if not isinstance(exc, RestoreKitError):
+            logger.error("the video job failed; %s", kept)
         raise
 
 

@@ -30,6 +30,7 @@ from ..files import atomic_write_text, sha256_file
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = "lock"
 MANIFEST_VERSION = 1
 _EDGE = 1 << 20
 
@@ -127,12 +128,37 @@ class WorkFolder:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def prepare(
+    @contextlib.contextmanager
+    def open(
+        cls, path: Path, settings: dict[str, Any], *, output: Path, resume: bool, overwrite: bool
+    ) -> Iterator[WorkFolder]:
+        """Lock the work folder, then continue its job (``resume``), discard it
+        (``overwrite``), or refuse when unfinished work would be thrown away.
+
+        The lock is taken before anything is read or removed, so a second process on the same
+        output fails at once with :class:`VideoError` instead of deleting the first one's work.
+        """
+        from filelock import FileLock, Timeout
+
+        path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path / LOCK_NAME))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as exc:
+            raise VideoError(
+                f"Another RestoreKit process is working on {output} (lock in {path}); wait for it "
+                "or stop it."
+            ) from exc
+        try:
+            yield cls._prepare(path, settings, output=output, resume=resume, overwrite=overwrite)
+        finally:
+            lock.release()
+
+    @classmethod
+    def _prepare(
         cls, path: Path, settings: dict[str, Any], *, output: Path, resume: bool, overwrite: bool
     ) -> WorkFolder:
-        """Open the work folder for a job: continue it (``resume``), discard it
-        (``overwrite``), or refuse when unfinished work would be thrown away."""
-        settings = json.loads(json.dumps(settings))  # normalise tuples, Fractions-as-str
+        settings = json.loads(json.dumps(settings))  # plain JSON types, as stored
         manifest_path = path / MANIFEST_NAME
         existing: Manifest | None = None
         if manifest_path.is_file():
@@ -163,29 +189,16 @@ class WorkFolder:
             return work
         if resume:
             logger.info("nothing to resume for %s; starting from the beginning", output)
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
+        for entry in path.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         work = cls(path, Manifest(MANIFEST_VERSION, settings))
         work.save()
         return work
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[WorkFolder]:
-        """Hold the work folder's lock (another process on it raises :class:`VideoError`)."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.path / "lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout as exc:
-            raise VideoError(
-                f"Another RestoreKit process is working on {self.path}; wait for it or stop it."
-            ) from exc
-        try:
-            yield self
-        finally:
-            lock.release()
 
     def _verify(self) -> None:
         """Keep the longest prefix of recorded chunks whose files are intact."""
