@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -260,15 +261,23 @@ class EncoderSettings:
     options: Mapping[str, str]
     time_base: Fraction
     frame_rate: Fraction | None
-    container_options: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def layout(self) -> PixelLayout:
         return pixel_layout(self.pix_fmt)
 
 
+@functools.cache
 def _cpu_has_avx512() -> bool:
-    import torch
+    """True when the CPU has AVX-512 (x264 uses it whatever PyTorch is told to use)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return "avx512bw" in line.split()
+    except OSError:
+        pass
+    import torch  # other systems: PyTorch's own detection
 
     try:
         return torch.backends.cpu.get_cpu_capability() == "AVX512"
@@ -403,7 +412,5 @@ def _with_format(
     preset: str | None,
     extra: Mapping[str, str] | None,
 ) -> EncoderSettings:
-    from dataclasses import replace
-
     options = encoder_options(settings.codec, crf=crf, preset=preset, extra=extra, pix_fmt=pix_fmt)
     return replace(settings, pix_fmt=pix_fmt, options=options)
