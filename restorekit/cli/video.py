@@ -1,0 +1,128 @@
+"""``restorekit video``: restore every frame of a video or a folder of frames, keeping the
+timing, the audio, the bit depth and alpha; resumable with ``--resume``.
+
+Two option groups keep this easy to extend: :func:`add_processing_options` (what runs on each
+frame; :func:`build_processor` turns them into a frame processor) and
+:func:`add_video_options` (decoding, encoding, chunks; :func:`video_options`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..device import DEVICE_CHOICES, PRECISIONS
+from ..errors import InvalidParameterError
+from ..video import DEFAULT_BATCH, DEFAULT_CHUNK_FRAMES, FrameProcessor, VideoOptions, process_video
+from .common import cancel_on_interrupt, progress_for
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "video",
+        parents=[common],
+        help="restore/upscale every frame of a video or frame folder, keeping timing and audio",
+        description="Run the restoration engine on every frame of a video (or a folder of frames) "
+        "and write a video with the same timestamps and audio, or a folder of PNG frames. "
+        "Work is chunked: after Ctrl-C or a crash, run the same command with --resume.",
+    )
+    parser.add_argument("input", help="video file (mp4, mkv, mov, webm...) or folder of frames")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output video (.mp4, .mkv, .mov, .webm) or folder name (no extension) for PNG frames",
+    )
+    add_processing_options(parser)
+    add_video_options(parser)
+    parser.set_defaults(handler=cmd_video)
+    return parser
+
+
+def add_processing_options(parser: argparse.ArgumentParser) -> None:
+    """What runs on each frame (the model and how it runs)."""
+    group = parser.add_argument_group("processing")
+    group.add_argument("-m", "--model", help="upscale model: registry name or file (default: the registry default)")
+    group.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's scale)")
+    group.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}, cuda:N (default: auto)")
+    group.add_argument("--precision", default="auto", choices=PRECISIONS, help="network precision (default: auto)")
+
+
+def build_processor(args: argparse.Namespace) -> FrameProcessor:
+    """The frame processor for ``args`` (the one place a CLI command builds it)."""
+    from ..video import make_frame_processor
+
+    return make_frame_processor(
+        args.model, outscale=args.outscale, device=args.device, precision=args.precision
+    )
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def add_video_options(parser: argparse.ArgumentParser) -> None:
+    """Decoding, encoding, audio, chunking and resume options."""
+    group = parser.add_argument_group("video")
+    group.add_argument("-b", "--batch", type=int, default=DEFAULT_BATCH, help=f"frames per batch (default: {DEFAULT_BATCH})")
+    group.add_argument(
+        "-c", "--codec", help="video encoder: libx264, libx265, libvpx-vp9, libsvtav1, ffv1, png, qtrle, prores_ks "
+        "(default: libx264; libvpx-vp9 for .webm)"
+    )
+    group.add_argument("--crf", type=int, help="quality for x264/x265/VP9/AV1, lower is better (default: 18/20/30/32)")
+    group.add_argument("--preset", help="encoder speed preset (x264/x265: medium, slow...; VP9: cpu-used 0-8)")
+    group.add_argument("--pix-fmt", help="force a pixel format (default: keep the input's bit depth, chroma and alpha)")
+    group.add_argument(
+        "--encoder-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+        help="extra FFmpeg encoder option (repeatable), e.g. tune=film",
+    )
+    group.add_argument("--fps", help="frame rate of a frame-folder input, e.g. 25 or 30000/1001")
+    audio = group.add_mutually_exclusive_group()
+    audio.add_argument("--audio", metavar="FILE", help="take the audio from FILE instead of the input")
+    audio.add_argument("--no-audio", action="store_true", help="write no audio")
+    group.add_argument("--no-alpha", action="store_true", help="drop the alpha channel")
+    group.add_argument(
+        "--chunk-frames", type=int, default=DEFAULT_CHUNK_FRAMES,
+        help=f"frames per resumable chunk, each starting on a keyframe (default: {DEFAULT_CHUNK_FRAMES})",
+    )
+    group.add_argument("--work-dir", help="folder for chunks (default: .<output>.restorekit-work beside the output)")
+    group.add_argument("--resume", action="store_true", help="continue an interrupted run (same settings)")
+    group.add_argument("--overwrite", action="store_true", help="replace the output and discard unfinished work")
+    group.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+
+
+def video_options(args: argparse.Namespace) -> VideoOptions:
+    if args.batch < 1:
+        raise InvalidParameterError("--batch must be at least 1.")
+    return VideoOptions(
+        batch_size=args.batch,
+        chunk_frames=args.chunk_frames,
+        codec=args.codec,
+        crf=args.crf,
+        preset=args.preset,
+        pix_fmt=args.pix_fmt,
+        encoder_options=dict(args.encoder_option),
+        fps=args.fps,
+        audio=not args.no_audio,
+        audio_file=args.audio,
+        keep_alpha=not args.no_alpha,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        work_dir=args.work_dir,
+    )
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    options = video_options(args)
+    with cancel_on_interrupt() as cancel:
+        processor = build_processor(args)
+        bar = progress_for(args, unit="frame")
+        try:
+            result = process_video(args.input, args.output, processor, options, progress=bar, cancel=cancel)
+        finally:
+            bar.close()
+    print(result.summary())
+    return 0
