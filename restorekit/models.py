@@ -317,13 +317,28 @@ def prepared_network(module: nn.Module, plan: ExecutionPlan) -> nn.Module:
     clone = copy.deepcopy(module)
     clone = clone.to(device=plan.device, dtype=plan.dtype)
     if plan.channels_last:
-        clone = clone.to(memory_format=torch.channels_last)
+        _to_channels_last(clone)
     clone.eval()
     for parameter in clone.parameters():
         parameter.requires_grad_(False)
     with _lock:
         _prepared.setdefault(module, {})[key] = clone
     return clone
+
+
+def _to_channels_last(module: nn.Module) -> None:
+    """Put every 4-D parameter and buffer of ``module`` in channels_last, in place.
+
+    ``Module.to(memory_format=...)`` refuses networks with 5-D weights (StyleGAN2's
+    modulated convolutions), so the layout is changed tensor by tensor.
+    """
+    for sub in module.modules():
+        for parameter in sub.parameters(recurse=False):
+            if parameter.dim() == 4:
+                parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
+        for name, buffer in sub.named_buffers(recurse=False):
+            if buffer is not None and buffer.dim() == 4:
+                sub._buffers[name] = buffer.contiguous(memory_format=torch.channels_last)
 
 
 # --------------------------------------------------------------------------- import
