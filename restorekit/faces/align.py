@@ -145,7 +145,7 @@ def _prefilter(source: Tensor, inverse: Tensor, window: Window, scale: float) ->
     crop = source[:, :, top:bottom, left:right]
     new_h = max(1, round((bottom - top) * scale))
     new_w = max(1, round((right - left) * scale))
-    small = F.interpolate(crop, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    small = F.interpolate(crop, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
     to_small = compose(
         resize_matrix(new_w / (right - left), new_h / (bottom - top)),
         torch.tensor([[1.0, 0.0, -left], [0.0, 1.0, -top]], dtype=torch.float64),

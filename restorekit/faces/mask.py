@@ -42,6 +42,12 @@ BLUR_PASSES = 2
 BORDER_PIXELS = 10
 """facexlib's mask smoothing at 512: two 101-tap Gaussian blurs (sigma 11), 10-px border zeroed."""
 
+ELLIPSE_CENTRE = (256.0, 288.0)
+ELLIPSE_RADII = (152.0, 192.0)
+ELLIPSE_INNER = 0.7
+"""The fallback ellipse at 512: centred between the eyes and the chin of the FFHQ template,
+fully opaque inside 70% of its radii, fading to zero at its edge."""
+
 
 @dataclass(frozen=True)
 class ParserSpec:
@@ -154,12 +160,12 @@ def parsing_mask(parser: Callable[[Tensor], object], spec: ParserSpec, faces: Te
 def _ellipse(size: int) -> Tensor:
     """(1, 1, S, S) feathered ellipse over the face of an FFHQ-aligned crop."""
     s = size / 512.0
-    centre_x, centre_y = 256.0 * s, 286.0 * s
-    radius_x, radius_y = 168.0 * s, 206.0 * s
+    centre_x, centre_y = ELLIPSE_CENTRE[0] * s, ELLIPSE_CENTRE[1] * s
+    radius_x, radius_y = ELLIPSE_RADII[0] * s, ELLIPSE_RADII[1] * s
     ys = torch.arange(size, dtype=torch.float64)[:, None]
     xs = torch.arange(size, dtype=torch.float64)[None, :]
     distance = torch.sqrt(((xs - centre_x) / radius_x) ** 2 + ((ys - centre_y) / radius_y) ** 2)
-    inner, outer = 0.72, 1.0
+    inner, outer = ELLIPSE_INNER, 1.0
     t = ((outer - distance) / (outer - inner)).clamp(0.0, 1.0)
     mask = t * t * (3.0 - 2.0 * t)  # smoothstep: 1 inside, 0 from the ellipse's edge outwards
     return mask.to(torch.float32)[None, None]
@@ -169,7 +175,7 @@ def ellipse_mask(count: int, size: int = 512, *, device: torch.device | str = "c
     """(count, 1, size, size) feathered ellipse masks in aligned-face space.
 
     Covers forehead to chin and cheek to cheek of an FFHQ-aligned face, fades smoothly to
-    zero over the outer 28% of the radius, and is zero well inside the crop's border.
+    zero over the outer 30% of the radius, and is zero well inside the crop's border.
     """
     return _ellipse(int(size)).to(device).expand(int(count), 1, size, size).clone()
 
@@ -177,7 +183,8 @@ def ellipse_mask(count: int, size: int = 512, *, device: torch.device | str = "c
 def ellipse_extent(size: int = 512) -> tuple[float, float, float, float]:
     """(left, top, right, bottom) of the ellipse's support, in aligned pixels (for tests)."""
     s = size / 512.0
-    return (256.0 * s - 168.0 * s, 286.0 * s - 206.0 * s, 256.0 * s + 168.0 * s, 286.0 * s + 206.0 * s)
+    (cx, cy), (rx, ry) = ELLIPSE_CENTRE, ELLIPSE_RADII
+    return ((cx - rx) * s, (cy - ry) * s, (cx + rx) * s, (cy + ry) * s)
 
 
 __all__ = [

@@ -53,7 +53,6 @@ from .align import (
     compose,
     crop_face,
     invert_affine,
-    linear_scale,
     paste_window,
     resize_matrix,
     warp_affine,
@@ -458,8 +457,8 @@ class FacePipeline:
             if window is None:
                 continue
             x0, y0, w, h = window
-            mode = "bicubic" if linear_scale(matrix) > 1.0 else "bilinear"
-            warped = warp_affine(torch.cat([restored[number : number + 1], masks[number : number + 1]], dim=1), matrix, window, mode=mode)
+            pair = torch.cat([restored[number : number + 1], masks[number : number + 1]], dim=1)
+            warped = warp_affine(pair, matrix, window, mode="bicubic")
             face = warped[:, :3].clamp(0.0, 1.0)
             mask = warped[:, 3:].clamp(0.0, 1.0)
             coverage = face_mask[info.image_index : info.image_index + 1, :, y0 : y0 + h, x0 : x0 + w]

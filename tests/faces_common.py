@@ -1,0 +1,52 @@
+"""Shared pieces of the face tests: the hand-placed astronaut landmarks, random face
+networks with official keys, and installing them into a model home under registry names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from restorekit.architectures import build_module
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def astronaut_landmarks() -> torch.Tensor:
+    """(5, 2) float64 landmarks of the face in ``skimage.data.astronaut()``, placed by hand."""
+    data = json.loads((DATA / "astronaut_landmarks.json").read_text(encoding="utf-8"))
+    return torch.tensor(data["landmarks"], dtype=torch.float64)
+
+
+def astronaut_box() -> tuple[float, float, float, float]:
+    data = json.loads((DATA / "astronaut_landmarks.json").read_text(encoding="utf-8"))
+    return tuple(data["box"])  # type: ignore[return-value]
+
+
+def random_network_state(architecture: str, params: dict | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Weights of ``architecture`` as its own constructor initialises them (seeded), so the
+    network computes meaningful, non-vanishing activations (unlike tiny-std noise)."""
+    torch.manual_seed(seed)
+    module = build_module(architecture, params or {})
+    return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
+
+
+def install_random_model(name: str, seed: int = 0) -> Path:
+    """Save random weights for registry model ``name`` where the current model home keeps
+    it, as a download would (safetensors with our metadata). Returns the path."""
+    from restorekit.registry.convert import save_state_dict
+    from restorekit.registry.download import target_path
+    from restorekit.registry.schema import load_registry
+
+    entry = load_registry().get(name)
+    state = random_network_state(entry.architecture, dict(entry.params), seed)
+    path = target_path(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_state_dict(state, path, {"restorekit.name": name, "restorekit.architecture": entry.architecture})
+    return path
+
+
+def image_tensor(array) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
