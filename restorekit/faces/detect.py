@@ -247,6 +247,8 @@ class FaceDetector:
         size = torch.tensor([width, height], dtype=torch.float32, device=loc.device)
         boxes = decode_boxes(loc[0][chosen], priors) * size.repeat(2)
         points = decode_landmarks(landmark_out[0][chosen], priors) * size
+        finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(points).flatten(1).all(dim=1)
+        boxes, points, scores = boxes[finite], points[finite], scores[finite]
         keep = nms(boxes.cpu(), scores.cpu(), settings.nms)
         faces = []
         for index in keep.tolist():
