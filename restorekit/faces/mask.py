@@ -129,17 +129,17 @@ def smooth_mask(mask: Tensor) -> Tensor:
     return out.clamp_(0.0, 1.0)
 
 
-def parsing_mask(parser: Callable[[Tensor], object], spec: ParserSpec, faces: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """The paste-back mask of aligned faces from a face parser.
+def parse_labels(parser: Callable[[Tensor], object], spec: ParserSpec, faces: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """Per-pixel class indices of aligned faces.
 
     Args:
         parser: the parsing network (already on the faces' device, in ``dtype``).
         spec: its :class:`ParserSpec`.
-        faces: (N, 3, S, S) restored faces in [0, 1], float32.
+        faces: (N, 3, S, S) faces in [0, 1], float32.
         dtype: the network's input dtype (default: the faces' dtype).
 
     Returns:
-        (N, 1, S, S) float32 soft mask in [0, 1].
+        (N, S, S) int64 labels (indices into ``spec.labels``).
     """
     mean = torch.tensor(spec.mean, device=faces.device, dtype=faces.dtype).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=faces.device, dtype=faces.dtype).view(1, 3, 1, 1)
@@ -150,20 +150,29 @@ def parsing_mask(parser: Callable[[Tensor], object], spec: ParserSpec, faces: Te
         logits = spec.logits(parser(x)).float()
     if logits.shape[-2:] != faces.shape[-2:]:
         logits = F.interpolate(logits, size=faces.shape[-2:], mode="bilinear", align_corners=False)
-    labels = logits.argmax(dim=1)
+    return logits.argmax(dim=1)
+
+
+def labels_mask(labels: Tensor, spec: ParserSpec) -> Tensor:
+    """(N, S, S) labels -> (N, 1, S, S) float32 soft paste-back mask (:func:`smooth_mask`
+    of the classes the mask keeps)."""
     keep = spec.keep.to(labels.device)
-    hard = keep[labels][:, None].to(torch.float32)
-    return smooth_mask(hard)
+    return smooth_mask(keep[labels][:, None].to(torch.float32))
+
+
+def parsing_mask(parser: Callable[[Tensor], object], spec: ParserSpec, faces: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """The paste-back mask of aligned (restored) faces from a face parser: (N, 3, S, S)
+    in [0, 1] -> (N, 1, S, S) float32 in [0, 1]. See :func:`parse_labels`."""
+    return labels_mask(parse_labels(parser, spec, faces, dtype), spec)
 
 
 @functools.lru_cache(maxsize=4)
 def _ellipse(size: int) -> Tensor:
     """(1, 1, S, S) feathered ellipse over the face of an FFHQ-aligned crop."""
-    s = size / 512.0
-    centre_x, centre_y = ELLIPSE_CENTRE[0] * s, ELLIPSE_CENTRE[1] * s
-    radius_x, radius_y = ELLIPSE_RADII[0] * s, ELLIPSE_RADII[1] * s
-    ys = torch.arange(size, dtype=torch.float64)[:, None]
-    xs = torch.arange(size, dtype=torch.float64)[None, :]
+    # pixel centres of the S-sized crop, in the 512 template's pixel coordinates
+    coords = (torch.arange(size, dtype=torch.float64) + 0.5) * (512.0 / size) - 0.5
+    ys, xs = coords[:, None], coords[None, :]
+    (centre_x, centre_y), (radius_x, radius_y) = ELLIPSE_CENTRE, ELLIPSE_RADII
     distance = torch.sqrt(((xs - centre_x) / radius_x) ** 2 + ((ys - centre_y) / radius_y) ** 2)
     inner, outer = ELLIPSE_INNER, 1.0
     t = ((outer - distance) / (outer - inner)).clamp(0.0, 1.0)
@@ -196,6 +205,8 @@ __all__ = [
     "ellipse_extent",
     "ellipse_mask",
     "gaussian_blur",
+    "labels_mask",
+    "parse_labels",
     "parser_spec",
     "parsing_mask",
     "smooth_mask",
