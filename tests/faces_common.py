@@ -50,3 +50,31 @@ def install_random_model(name: str, seed: int = 0) -> Path:
 def image_tensor(array) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
     return torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
+
+
+SMALL_GFPGAN = {"out_size": 64, "num_style_feat": 64, "channel_multiplier": 1, "narrow": 0.125}
+"""A GFPGANv1Clean small enough for fast tests (64x64 faces); same code paths as 512."""
+
+
+def small_gfpgan_descriptor(seed: int = 0):
+    """A spandrel face descriptor around a small, randomly initialised GFPGANv1Clean, built
+    as spandrel's own GFPGAN loader builds the 512 one."""
+    from spandrel import ImageModelDescriptor, SizeRequirements
+    from spandrel.architectures.GFPGAN import GFPGANArch
+
+    torch.manual_seed(seed)
+    model = build_module("GFPGANv1Clean", SMALL_GFPGAN).eval()
+    return ImageModelDescriptor(
+        model,
+        model.state_dict(),
+        architecture=GFPGANArch(),
+        purpose="FaceSR",
+        tags=[],
+        supports_half=False,
+        supports_bfloat16=True,
+        scale=1,
+        input_channels=3,
+        output_channels=3,
+        size_requirements=SizeRequirements(minimum=64),
+        call_fn=lambda m, x: m(x)[0],
+    )

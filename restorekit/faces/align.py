@@ -202,9 +202,13 @@ def warp_affine(
 
 
 def crop_face(image: Tensor, matrix: Tensor, size: int = FACE_SIZE, *, border: Sequence[float] | None = BORDER_RGB) -> Tensor:
-    """The aligned ``size`` x ``size`` face of ``image`` (1, 3, H, W) under ``matrix``
-    (image -> aligned); outside the image is filled with ``border``. Returns (1, 3, size, size)."""
-    return warp_affine(image, matrix, (0, 0, size, size), mode="bilinear", border=border)
+    """The aligned ``size`` x ``size`` face of ``image`` (1, 3, H, W) in [0, 1] under
+    ``matrix`` (image -> aligned); outside the image is filled with ``border``.
+
+    Bilinear like facexlib's crop (faces smaller than ``size`` in the image, the usual
+    case, match it to its uint8 rounding); larger faces are low-passed first. Returns
+    (1, 3, size, size) in [0, 1]."""
+    return warp_affine(image, matrix, (0, 0, size, size), mode="bilinear", border=border).clamp_(0.0, 1.0)
 
 
 def paste_window(matrix: Tensor, size: int, out_height: int, out_width: int) -> Window | None:

@@ -33,6 +33,7 @@ from ..device import ExecutionPlan, empty_cache, is_out_of_memory, plan_for_mode
 from ..errors import InvalidParameterError, ModelIncompatibleError, RestoreKitError
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .align import FACE_SIZE
+from .background import resize
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,14 @@ def load_face_model(reference: Any, *, allow_paths: bool = True, download: bool 
     return descriptor
 
 
+def model_face_size(descriptor: Any) -> int:
+    """The face size a face model works at: GFPGAN's ``out_size``, else 512."""
+    log_size = getattr(descriptor.model, "log_size", None)
+    if descriptor.architecture.id == "GFPGAN" and isinstance(log_size, int):
+        return 2**log_size
+    return FACE_SIZE
+
+
 class FaceRestorer:
     """Restores aligned 512x512 faces in batches with a spandrel face model.
 
@@ -175,7 +184,7 @@ class FaceRestorer:
         fidelity: CodeFormer's fidelity weight w in [0, 1] (ignored by other models).
 
     ``restorer(faces)`` takes (N, 3, 512, 512) float32 faces in [0, 1] and returns restored
-    faces of the same shape in [0, 1]. Results do not depend on the batch size beyond float
+    faces of the same shape in [0, 1] (other square sizes are resized to the model's). Results do not depend on the batch size beyond float
     rounding (tested) and are identical from run to run.
     """
 
@@ -207,16 +216,23 @@ class FaceRestorer:
         self._run = spec.runner(module, {"fidelity": fidelity})
         default_batch = 4 if self.plan.device.type == "cuda" else 2
         self.batch_size = int(batch_size or default_batch)
+        self.face_size = model_face_size(self.descriptor)
 
     @property
     def name(self) -> str:
         return str(self.architecture)
 
     def _forward(self, faces: Tensor) -> Tensor:
+        size = faces.shape[-1]
+        if size != self.face_size:
+            faces = resize(faces, (self.face_size, self.face_size))
         x = self.plan.prepare_input(faces * 2.0 - 1.0)
         with torch.inference_mode():
             y = self._run(x)
-        return ((y.float().clamp(-1.0, 1.0) + 1.0) * 0.5).to(device=faces.device).contiguous()
+        out = ((y.float().clamp(-1.0, 1.0) + 1.0) * 0.5).to(device=faces.device)
+        if size != self.face_size:
+            out = resize(out, (size, size))
+        return out.contiguous()
 
     def __call__(
         self,
@@ -225,9 +241,9 @@ class FaceRestorer:
         progress: ProgressCallback | Reporter | None = None,
         cancel: CancelCheck | None = None,
     ) -> Tensor:
-        if faces.ndim != 4 or faces.shape[1] != 3 or tuple(faces.shape[-2:]) != (FACE_SIZE, FACE_SIZE):
+        if faces.ndim != 4 or faces.shape[1] != 3 or faces.shape[-1] != faces.shape[-2]:
             raise InvalidParameterError(
-                f"Face restoration takes aligned faces of shape (N, 3, {FACE_SIZE}, {FACE_SIZE}), got {tuple(faces.shape)}."
+                f"Face restoration takes square aligned faces, (N, 3, {FACE_SIZE}, {FACE_SIZE}), got {tuple(faces.shape)}."
             )
         reporter = Reporter.of(progress, cancel)
         total = faces.shape[0]
@@ -249,5 +265,5 @@ class FaceRestorer:
             done += chunk.shape[0]
             reporter.step(done, total, "restoring faces")
         if not outputs:
-            return faces.new_zeros((0, 3, FACE_SIZE, FACE_SIZE))
+            return faces.new_zeros((0, 3, *faces.shape[-2:]))
         return torch.cat(outputs)
