@@ -462,7 +462,7 @@ class FacePipeline:
             face = warped[:, :3].clamp(0.0, 1.0)
             mask = warped[:, 3:].clamp(0.0, 1.0)
             coverage = face_mask[info.image_index : info.image_index + 1, :, y0 : y0 + h, x0 : x0 + w]
-            coverage.copy_(1.0 - (1.0 - coverage) * (1.0 - mask))
+            coverage.add_(mask - coverage * mask)  # 1 - (1 - c)(1 - m), exact for small m
             if strength > 0.0:
                 region = image[info.image_index : info.image_index + 1, :, y0 : y0 + h, x0 : x0 + w]
                 region.add_((strength * mask) * (face - region))
@@ -482,7 +482,9 @@ class FacePipeline:
 
 def _is_model_reference(value: Any) -> bool:
     """A registry name, a model file, or a spandrel descriptor (which is callable too)."""
-    return isinstance(value, (str, os.PathLike)) or hasattr(value, "architecture")
+    if isinstance(value, FaceRestorer):
+        return False
+    return isinstance(value, (str, os.PathLike)) or (hasattr(value, "architecture") and hasattr(value, "model"))
 
 
 def _template_in_input(height: int, width: int) -> Tensor:
