@@ -142,8 +142,8 @@ def resolve_model(
         entry = registry.get(text)
         if purpose is not None and entry.purpose != purpose:
             raise ModelIncompatibleError(
-                f"{entry.name} is a {entry.purpose.replace('_', ' ')} model, not a "
-                f"{purpose.replace('_', ' ')} model. Pick one of: {', '.join(registry.names(purpose))}."
+                f"{entry.name} is {describe_purpose(entry.purpose)}, not {describe_purpose(purpose)}. "
+                f"Pick one of: {', '.join(registry.names(purpose))}."
             )
         if download:
             result = ensure_model(entry, progress=progress, cancel=cancel, home=home)
@@ -170,6 +170,19 @@ def resolve_model(
     if not path.is_file():
         raise ModelNotFoundError(f"Model file {path} does not exist.")
     return ResolvedModel(text, _safetensors_for_path(path.resolve(), home))
+
+
+_KINDS = {
+    "upscale": "an upscale model",
+    "face_restore": "a face restoration model",
+    "face_detect": "a face detector",
+    "face_parse": "a face parser",
+}
+
+
+def describe_purpose(purpose: str) -> str:
+    """``face_restore`` -> "a face restoration model" (for messages)."""
+    return _KINDS.get(purpose, f"a {purpose.replace('_', ' ')} model")
 
 
 def registry_missing_error(text: str, registry: Any) -> ModelNotFoundError:

@@ -32,19 +32,34 @@ def random_network_state(architecture: str, params: dict | None = None, seed: in
     return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
 
 
-def install_random_model(name: str, seed: int = 0) -> Path:
-    """Save random weights for registry model ``name`` where the current model home keeps
-    it, as a download would (safetensors with our metadata). Returns the path."""
+def random_model_file(name: str, folder: Path, seed: int = 0) -> Path:
+    """Random weights for registry model ``name`` saved as ``folder/<name>.safetensors``
+    (with our metadata, as a download installs them); made once per folder."""
     from restorekit.registry.convert import save_state_dict
-    from restorekit.registry.download import target_path
     from restorekit.registry.schema import load_registry
 
     entry = load_registry().get(name)
-    state = random_network_state(entry.architecture, dict(entry.params), seed)
-    path = target_path(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_state_dict(state, path, {"restorekit.name": name, "restorekit.architecture": entry.architecture})
+    path = folder / entry.filename
+    if not path.exists():
+        state = random_network_state(entry.architecture, dict(entry.params), seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_state_dict(state, path, {"restorekit.name": name, "restorekit.architecture": entry.architecture})
     return path
+
+
+def install_models(home: Path, cache: Path, names: list[str]) -> None:
+    """Install random-weight registry models into a model home under their registry names
+    (linked from ``cache``, where each is generated once), where a download would put them."""
+    from restorekit.registry.download import target_path
+    from restorekit.registry.home import ModelHome
+    from restorekit.registry.schema import load_registry
+
+    for name in names:
+        entry = load_registry().get(name)
+        target = target_path(entry, ModelHome(root=home.resolve()))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(random_model_file(name, cache))
 
 
 def image_tensor(array) -> torch.Tensor:

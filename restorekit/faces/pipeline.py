@@ -279,6 +279,14 @@ class FacePipeline:
             self._parser = (prepared_network(module, plan), spec, plan.dtype)
         return self._parser
 
+    def load(self) -> FacePipeline:
+        """Load every network the pipeline's options need now (detector and parser unless
+        ``aligned``), so that a wrong name fails before any image is processed."""
+        if not self.options.aligned:
+            _ = self.detector
+            self._parsing()
+        return self
+
     def masks(self, faces: Tensor) -> Tensor:
         """(N, 1, 512, 512) paste-back masks for restored aligned faces."""
         parsing = self._parsing()
@@ -494,15 +502,15 @@ def _template_in_input(height: int, width: int) -> Tensor:
 
 
 def _load_aux(name: str, purpose: str, download: bool) -> nn.Module:
-    from ..models import load_aux_network
+    from ..models import describe_purpose, load_aux_network
     from ..registry.schema import load_registry
 
-    entry = load_registry().get(name)
+    registry = load_registry()
+    entry = registry.get(name)
     if entry.purpose != purpose:
-        what = {"face_detect": "face detector", "face_parse": "face parser"}[purpose]
         raise ModelIncompatibleError(
-            f"{entry.name} is a {entry.purpose.replace('_', ' ')} model, not a {what}. "
-            f"Choose one of: {', '.join(load_registry().names(purpose))}."
+            f"{entry.name} is {describe_purpose(entry.purpose)}, not {describe_purpose(purpose)}. "
+            f"Choose one of: {', '.join(registry.names(purpose))}."
         )
     return load_aux_network(name, download=download)
 
