@@ -77,7 +77,7 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence) or ellipse (default: {DEFAULT_PARSER}, non-commercial weights)",
     )
     group.add_argument("--fidelity", type=_strength, default=0.5, metavar="W", help="CodeFormer only: 0 = best quality, 1 = most faithful (default: 0.5)")
-    group.add_argument("--face-batch", type=int, default=None, metavar="N", help="faces per forward pass (default: 2 on CPU, 4 on CUDA)")
+    group.add_argument("--face-batch", type=int, default=None, metavar="N", help="faces per forward pass (default: 4)")
 
 
 def face_options_from_args(args: argparse.Namespace, *, aligned: bool = False) -> Any:
