@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -501,8 +502,14 @@ def _template_in_input(height: int, width: int) -> Tensor:
     return face_template(FACE_SIZE) * torch.tensor([width / FACE_SIZE, height / FACE_SIZE], dtype=torch.float64)
 
 
+_AUX_CACHE: OrderedDict[tuple[str, str, float, int], nn.Module] = OrderedDict()
+_AUX_CACHE_SIZE = 4
+
+
 def _load_aux(name: str, purpose: str, download: bool) -> nn.Module:
-    from ..models import describe_purpose, load_aux_network
+    """A registry face detector or parser, loaded once per file (a small LRU cache, so that
+    one-shot :func:`restore_faces` calls do not reload 100 MB of weights each time)."""
+    from ..models import describe_purpose, load_aux_network, resolve_model
     from ..registry.schema import load_registry
 
     registry = load_registry()
@@ -512,7 +519,17 @@ def _load_aux(name: str, purpose: str, download: bool) -> nn.Module:
             f"{entry.name} is {describe_purpose(entry.purpose)}, not {describe_purpose(purpose)}. "
             f"Choose one of: {', '.join(registry.names(purpose))}."
         )
-    return load_aux_network(name, download=download)
+    path = resolve_model(entry.name, download=download).path
+    stat = path.stat()
+    key = (entry.name, str(path), stat.st_mtime, stat.st_size)
+    if key in _AUX_CACHE:
+        _AUX_CACHE.move_to_end(key)
+        return _AUX_CACHE[key]
+    network = load_aux_network(entry.name, download=False)
+    _AUX_CACHE[key] = network
+    while len(_AUX_CACHE) > _AUX_CACHE_SIZE:
+        _AUX_CACHE.popitem(last=False)
+    return network
 
 
 def restore_faces(
