@@ -182,7 +182,10 @@ def _check_images(images: Tensor, alpha: Tensor | None) -> None:
 
 
 class FacePipeline:
-    """Face restoration with its networks loaded once (lazily, only those a call needs).
+    """Face restoration with its networks loaded once, for repeated calls.
+
+    The face model is loaded at construction (a wrong model kind fails at once); the
+    detector and parser when first needed, or all at once with :meth:`load`.
 
     Args:
         face_model: a registry name (``GFPGANv1.4``...), a model file, a spandrel face
@@ -322,8 +325,9 @@ class FacePipeline:
             alpha: (B, 1, H, W) alpha to carry along (resized to the output), or None.
             detections: faces per image to use instead of running the detector (landmarks
                 from another tool, or fixed test data); selection still applies.
-            options: per-call :class:`FaceOptions` (strength, selection...) overriding the
-                pipeline's; detector/parser names are fixed when the pipeline is built.
+            options: per-call :class:`FaceOptions` (strength, selection, thresholds...)
+                overriding the pipeline's; the detector, parser and CodeFormer fidelity are
+                fixed when the pipeline is built.
         """
         opts = options or self.options
         reporter = Reporter.of(progress, cancel)
