@@ -19,6 +19,7 @@ from restorekit.faces.mask import (
     ellipse_extent,
     ellipse_mask,
     gaussian_blur,
+    inference_parser,
     labels_mask,
     parse_labels,
     parser_spec,
@@ -70,22 +71,43 @@ def test_smooth_mask_matches_facexlib_recipe() -> None:
     np.testing.assert_allclose(ours, reference, atol=2e-5)
 
 
-def test_parse_labels_call_the_parser_like_facexlib(astronaut: np.ndarray) -> None:
-    """facexlib's ParseNet (a 64-pixel one, to keep the test fast) with random weights:
-    the labels are the argmax of the parser's first output on faces normalised to [-1, 1],
-    as facexlib's paste-back computes them."""
+def _small_parsenet(seed: int) -> torch.nn.Module:
+    """facexlib's ParseNet (a 64-pixel one, to keep tests fast) with random weights and
+    random BatchNorm statistics, so that folding them is really exercised."""
     params = {"in_size": 64, "out_size": 64, "parsing_ch": 19}
     parser = build_module("ParseNet", params)
-    state = random_network_state("ParseNet", params, seed=2)
+    state = random_network_state("ParseNet", params, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    for key, value in state.items():
+        if key.endswith(("running_mean", "norm.norm.bias")):
+            value.copy_(torch.randn(value.shape, generator=generator) * 0.1)
+        elif key.endswith(("running_var", "norm.norm.weight")):
+            value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
     state["out_mask_conv.conv2d.bias"].zero_()  # so that random labels vary over the face
     parser.load_state_dict(state)
-    parser.eval()
+    return parser.eval()
+
+
+def test_inference_parsenet_computes_the_modules_logits(astronaut: np.ndarray) -> None:
+    """BatchNorm folded, no-op layers dropped, image head skipped: the same logits as the
+    module's own forward, and the labels facexlib's paste-back takes (argmax of the first
+    output on faces normalised to [-1, 1])."""
+    parser = _small_parsenet(seed=2)
     faces = crop_face(image_tensor(astronaut), alignment_matrix(astronaut_landmarks(), size=64), size=64)
-    labels = parse_labels(parser, parser_spec(parser), faces)
+    network, spec = inference_parser(parser)
+    assert inference_parser(parser)[0] is network  # made once per module
     with torch.no_grad():
-        reference = parser((faces - 0.5) / 0.5)[0].argmax(dim=1)
-    assert torch.equal(labels, reference)
+        reference = parser((faces - 0.5) / 0.5)[0]
+        ours = network((faces - 0.5) / 0.5)
+    assert float((ours - reference).abs().max()) < 1e-4 * float(reference.abs().max())
+    labels = parse_labels(network, spec, faces)
+    top2 = reference.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-3
+    assert torch.equal(labels[clear], reference.argmax(dim=1)[clear])
     assert len(torch.unique(labels)) >= 2
+    # the original module is untouched
+    assert any(type(m).__name__ == "BatchNorm2d" for m in parser.modules())
+    assert not any(type(m).__name__ == "BatchNorm2d" for m in network.modules())
 
 
 def test_labels_mask_matches_facexlib_recipe() -> None:

@@ -60,7 +60,7 @@ from .align import (
 )
 from .background import BackgroundFn, resize, resize_background
 from .detect import DetectionSettings, FaceDetection, FaceDetector, parse_selection, select_faces
-from .mask import ellipse_mask, parser_spec, parsing_mask
+from .mask import ellipse_mask, inference_parser, parsing_mask
 from .restore import FaceRestorer
 
 logger = logging.getLogger(__name__)
@@ -278,9 +278,9 @@ class FacePipeline:
                 module = _load_aux(str(self.options.parser), "face_parse", self.download)
             from ..models import prepared_network
 
-            spec = parser_spec(module)
+            network, spec = inference_parser(module)
             plan = plan_execution(self.device, self.precision)
-            self._parser = (prepared_network(module, plan), spec, plan.dtype)
+            self._parser = (prepared_network(network, plan), spec, plan.dtype)
         return self._parser
 
     def load(self) -> FacePipeline:
