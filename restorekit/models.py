@@ -139,8 +139,8 @@ def resolve_model(
         entry = registry.get(text)
         if purpose is not None and entry.purpose != purpose:
             raise ModelIncompatibleError(
-                f"{entry.name} is a {entry.purpose.replace('_', ' ')} model, not a "
-                f"{purpose.replace('_', ' ')} model. Pick one of: {', '.join(registry.names(purpose))}."
+                f"{entry.name} is {describe_purpose(entry.purpose)}, not {describe_purpose(purpose)}. "
+                f"Pick one of: {', '.join(registry.names(purpose))}."
             )
         if download:
             result = ensure_model(entry, progress=progress, cancel=cancel, home=home)
@@ -167,6 +167,20 @@ def resolve_model(
     if not path.is_file():
         raise ModelNotFoundError(f"Model file {path} does not exist.")
     return ResolvedModel(text, _safetensors_for_path(path.resolve(), home))
+
+
+_KINDS = {
+    "upscale": "an upscale model",
+    "face_restore": "a face restoration model",
+    "face_detect": "a face detector",
+    "face_parse": "a face parser",
+}
+
+
+def describe_purpose(purpose: str) -> str:
+    """``face_restore`` -> "a face restoration model" (for messages)."""
+    return _KINDS.get(purpose, f"a {purpose.replace('_', ' ')} model")
+
 
 
 # --------------------------------------------------------------------------- loading
@@ -306,13 +320,28 @@ def prepared_network(module: nn.Module, plan: ExecutionPlan) -> nn.Module:
     clone = copy.deepcopy(module)
     clone = clone.to(device=plan.device, dtype=plan.dtype)
     if plan.channels_last:
-        clone = clone.to(memory_format=torch.channels_last)
+        _to_channels_last(clone)
     clone.eval()
     for parameter in clone.parameters():
         parameter.requires_grad_(False)
     with _lock:
         _prepared.setdefault(module, {})[key] = clone
     return clone
+
+
+def _to_channels_last(module: nn.Module) -> None:
+    """Put every 4-D parameter and buffer of ``module`` in channels_last, in place.
+
+    ``Module.to(memory_format=...)`` refuses networks with 5-D weights (StyleGAN2's
+    modulated convolutions), so the layout is changed tensor by tensor.
+    """
+    for sub in module.modules():
+        for parameter in sub.parameters(recurse=False):
+            if parameter.dim() == 4:
+                parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
+        for name, buffer in sub.named_buffers(recurse=False):
+            if buffer is not None and buffer.dim() == 4:
+                sub._buffers[name] = buffer.contiguous(memory_format=torch.channels_last)
 
 
 # --------------------------------------------------------------------------- import

@@ -1,0 +1,202 @@
+"""Benchmark: face restoration, RestoreKit vs the official GFPGANer loop, on the CPU.
+
+Both sides use the same random-init GFPGANv1Clean weights (the official constructor's
+initialisation, seeded: identical FLOPs to the real GFPGANv1.4) and, end to end, the same
+random ParseNet weights. In one process, interleaved, so that the shared machine's load
+hits both alike:
+
+- **restore stage**: 4 aligned 512x512 faces.
+  - official: ``GFPGANer.enhance(face, has_aligned=True)`` per face: one face per forward,
+    float32, NCHW, random noise (GFPGAN's default).
+  - ours: ``FaceRestorer`` with the engine's precision (bf16 + channels_last here), batched,
+    modulation on the activations, stored noise.
+- **end to end**: a 1024x1024 frame with 4 faces (four astronauts), injected landmarks (no
+  detection on either side), output x2, resized background, ParseNet paste-back masks.
+  - official: ``GFPGANer.enhance(frame)`` with facexlib's ``FaceRestoreHelper``
+    (``get_face_landmarks_5`` replaced by the injected landmarks);
+  - ours: ``FacePipeline.run(frame, detections=..., outscale=2)``.
+
+GFPGANer and FaceRestoreHelper are built without their downloading constructors
+(tests/face_reference.py): their networks are given to them.
+
+    PYTHONPATH=$PWD python bench/bench_faces.py [--repeats 1] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from face_reference import apply_basicsr_shim, gfpganer  # noqa: E402
+from faces_common import astronaut_landmarks, random_network_state  # noqa: E402
+
+from restorekit.architectures import build_module  # noqa: E402
+from restorekit.faces import FaceDetection, FaceOptions, FacePipeline, FaceRestorer  # noqa: E402
+from restorekit.faces.align import alignment_matrix, crop_face  # noqa: E402
+
+FACES = 4
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:  # pragma: no cover
+        return "?"
+
+
+def frame_with_four_faces() -> tuple[np.ndarray, list[torch.Tensor]]:
+    """1024x1024 RGB uint8: the astronaut in each quadrant (the right ones mirrored)."""
+    from skimage import data
+
+    astronaut = data.astronaut()
+    mirrored = astronaut[:, ::-1]
+    top = np.concatenate([astronaut, mirrored], axis=1)
+    frame = np.ascontiguousarray(np.concatenate([top, top], axis=0))
+    base = astronaut_landmarks()
+    flipped = base.clone()
+    flipped[:, 0] = 511 - flipped[:, 0]
+    flipped = flipped[[1, 0, 2, 4, 3]]
+    landmarks = []
+    for dy in (0, 512):
+        landmarks.append(base + torch.tensor([0.0, dy], dtype=torch.float64))
+        landmarks.append(flipped + torch.tensor([512.0, dy], dtype=torch.float64))
+    return frame, landmarks
+
+
+def descriptor_from(state: dict[str, torch.Tensor]):
+    import spandrel
+
+    return spandrel.ModelLoader().load_from_state_dict(state).eval()
+
+
+def timed(function) -> tuple[float, object]:
+    """Wall time of ``function()`` and its value; the process CPU time goes to CPU_TIMES."""
+    start, cpu = time.perf_counter(), time.process_time()
+    value = function()
+    CPU_TIMES.append(time.process_time() - cpu)
+    return time.perf_counter() - start, value
+
+
+CPU_TIMES: list[float] = []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=1, help="timed rounds of each measurement (the minimum is kept)")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--batch", type=int, default=4, help="our faces per forward pass")
+    parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    apply_basicsr_shim()
+
+    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, load {load_average()}")
+    gfpgan_state = random_network_state("GFPGANv1Clean", {}, seed=0)
+    parse_params = {"in_size": 512, "out_size": 512, "parsing_ch": 19}
+    parser_net = build_module("ParseNet", parse_params)
+    parser_net.load_state_dict(random_network_state("ParseNet", parse_params, seed=1))
+    parser_net.eval()
+    descriptor = descriptor_from(gfpgan_state)
+
+    frame, landmarks = frame_with_four_faces()
+    frame_t = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
+    crops = torch.cat([crop_face(frame_t, alignment_matrix(lm)) for lm in landmarks])
+    crops_bgr = [(c.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8).copy() for c in crops]
+
+    official = gfpganer(gfpgan_state, upscale=2, parser=parser_net)
+    ours = FaceRestorer(descriptor, batch_size=args.batch)
+    print(f"ours: {ours.plan.describe()}, batch {ours.batch_size}; official: float32 NCHW, one face per forward")
+
+    def official_restore() -> None:
+        for face in crops_bgr:
+            official.enhance(face, has_aligned=True, paste_back=False)
+
+    def ours_restore() -> torch.Tensor:
+        return ours(crops)
+
+    # warm-up: one face each (first-call allocations, oneDNN kernels, our prepared copy)
+    official.enhance(crops_bgr[0], has_aligned=True, paste_back=False)
+    ours(crops[:1])
+
+    results: dict[str, list[float]] = {"restore_official": [], "restore_ours": [], "e2e_official": [], "e2e_ours": []}
+    cpu: dict[str, list[float]] = {key: [] for key in results}
+    for _ in range(args.repeats):
+        results["restore_official"].append(timed(official_restore)[0])
+        cpu["restore_official"].append(CPU_TIMES[-1])
+        results["restore_ours"].append(timed(ours_restore)[0])
+        cpu["restore_ours"].append(CPU_TIMES[-1])
+        print(
+            f"  restore: official {results['restore_official'][-1]:.1f} s ({cpu['restore_official'][-1]:.1f} CPU-s), "
+            f"ours {results['restore_ours'][-1]:.1f} s ({cpu['restore_ours'][-1]:.1f} CPU-s)  [load {load_average()}]"
+        )
+
+    if not args.skip_e2e:
+        helper = official.face_helper
+        frame_bgr = np.ascontiguousarray(frame[:, :, ::-1])
+
+        def inject(*_args: object, **_kwargs: object) -> int:
+            helper.all_landmarks_5 = [lm.numpy().copy() for lm in landmarks]
+            helper.det_faces = [np.zeros(5) for _ in landmarks]
+            return len(landmarks)
+
+        helper.get_face_landmarks_5 = inject
+        pipeline = FacePipeline(ours, options=FaceOptions(), parser=parser_net)
+        detections = [[FaceDetection.from_landmarks(lm) for lm in landmarks]]
+        pipeline.run(frame_t[:, :, :256, :256], detections=[[]])  # loads the parser copy
+        for _ in range(args.repeats):
+            elapsed, (_, _, official_out) = timed(lambda: official.enhance(frame_bgr, paste_back=True))
+            results["e2e_official"].append(elapsed)
+            cpu["e2e_official"].append(CPU_TIMES[-1])
+            elapsed, result = timed(lambda: pipeline.run(frame_t, detections=detections, outscale=2))
+            results["e2e_ours"].append(elapsed)
+            cpu["e2e_ours"].append(CPU_TIMES[-1])
+            assert official_out.shape == (2048, 2048, 3) and result.image.shape == (1, 3, 2048, 2048)
+            print(
+                f"  end to end: official {results['e2e_official'][-1]:.1f} s ({cpu['e2e_official'][-1]:.1f} CPU-s), "
+                f"ours {results['e2e_ours'][-1]:.1f} s ({cpu['e2e_ours'][-1]:.1f} CPU-s)  [load {load_average()}]"
+            )
+
+    print()
+    summary: dict[str, object] = {"threads": args.threads, "faces": FACES, "plan": ours.plan.describe(), "batch": ours.batch_size}
+    for stage in ("restore", "e2e"):
+        if not results[f"{stage}_ours"]:
+            continue
+        theirs, mine = min(results[f"{stage}_official"]), min(results[f"{stage}_ours"])
+        theirs_cpu, mine_cpu = min(cpu[f"{stage}_official"]), min(cpu[f"{stage}_ours"])
+        label = "restore stage (4 aligned faces)" if stage == "restore" else "end to end (1024^2 frame, 4 faces, x2, ParseNet)"
+        print(f"{label}, best of {args.repeats}:")
+        print(f"  official GFPGANer: {theirs:7.2f} s  {FACES / theirs:6.3f} faces/s  ({theirs_cpu:.1f} CPU-s)")
+        print(f"  RestoreKit:        {mine:7.2f} s  {FACES / mine:6.3f} faces/s  ({mine_cpu:.1f} CPU-s)")
+        print(f"  speed-up:          {theirs / mine:7.2f}x wall, {theirs_cpu / mine_cpu:.2f}x CPU time")
+        summary[stage] = {
+            "official_s": theirs,
+            "ours_s": mine,
+            "official_fps": FACES / theirs,
+            "ours_fps": FACES / mine,
+            "speedup": theirs / mine,
+            "official_cpu_s": theirs_cpu,
+            "ours_cpu_s": mine_cpu,
+            "speedup_cpu": theirs_cpu / mine_cpu,
+            "rounds_wall_s": {"official": results[f"{stage}_official"], "ours": results[f"{stage}_ours"]},
+        }
+    summary["load_average_end"] = load_average()
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Batched face restoration: the fast GFPGAN forward against spandrel's, the [-1, 1]
+calling convention, batching, determinism, precision, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from faces_common import (
+    astronaut_landmarks,
+    image_tensor,
+    random_network_state,
+    small_gfpgan_descriptor,
+)
+from safetensors.torch import save_file
+
+from restorekit.errors import CancelledError, ModelIncompatibleError
+from restorekit.faces.align import alignment_matrix, crop_face
+from restorekit.faces.gfpgan import FastGFPGAN
+from restorekit.faces.restore import FaceRestorer, load_face_model
+
+from conftest import psnr
+
+
+@pytest.fixture(scope="module")
+def descriptor():
+    return small_gfpgan_descriptor(seed=7)
+
+
+@pytest.fixture(scope="module")
+def faces(astronaut: np.ndarray) -> torch.Tensor:
+    """Three 64x64 aligned faces: the astronaut, mirrored, and darker."""
+    face = crop_face(image_tensor(astronaut), alignment_matrix(astronaut_landmarks(), size=64), size=64)
+    return torch.cat([face, face.flip(-1), face * 0.6])
+
+
+def test_fast_forward_equals_spandrel_gfpgan(descriptor, faces: torch.Tensor) -> None:
+    """Modulation on the activations computes what the official grouped convolution does
+    (stored noise: spandrel's ``randomize_noise=False``)."""
+    model = descriptor.model
+    x = faces * 2 - 1
+    with torch.inference_mode():
+        reference = model(x, return_rgb=False, randomize_noise=False)[0]
+        ours = FastGFPGAN(model)(x)
+    assert float(reference.std()) > 0.05  # a meaningful, non-vanishing output
+    assert torch.allclose(ours, reference, atol=2e-5, rtol=0)
+
+
+def test_batch_equals_one_by_one_and_runs_repeat_exactly(descriptor, faces: torch.Tensor) -> None:
+    restorer = FaceRestorer(descriptor, precision="fp32", batch_size=3)
+    together = restorer(faces)
+    single = FaceRestorer(descriptor, precision="fp32", batch_size=1)
+    one_by_one = torch.cat([single(faces[i : i + 1]) for i in range(3)])
+    assert together.shape == faces.shape and together.dtype == torch.float32
+    assert float((together - one_by_one).abs().max()) < 1e-5
+    assert torch.equal(restorer(faces), together)  # deterministic: no fresh noise
+
+
+def test_auto_precision_is_bf16_here_and_close_to_fp32(descriptor, faces: torch.Tensor) -> None:
+    from restorekit.device import cpu_has_fast_bf16
+
+    auto = FaceRestorer(descriptor)
+    if cpu_has_fast_bf16():
+        assert auto.plan.dtype == torch.bfloat16 and auto.plan.channels_last
+    exact = FaceRestorer(descriptor, precision="fp32")
+    assert psnr(auto(faces), exact(faces)) > 35.0
+
+
+def test_faces_go_in_as_minus_one_to_one(descriptor, faces: torch.Tensor) -> None:
+    """The descriptor's call clamps to [0, 1] (facerestore_cf's white faces); the runners
+    give the network [-1, 1] and map its [-1, 1] output back."""
+    from restorekit.faces.restore import FACE_ARCHITECTURES
+
+    seen: list[torch.Tensor] = []
+
+    class Identity(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+            seen.append(x.detach().float().clone())
+            return x, None
+
+    restorer = FaceRestorer(descriptor, precision="fp32", batch_size=3)
+    restorer._run = FACE_ARCHITECTURES["RestoreFormer"].runner(Identity(), {})
+    out = restorer(faces)
+    assert float(seen[0].min()) < -0.5 and float(seen[0].max()) <= 1.0
+    assert torch.allclose(seen[0], faces * 2 - 1, atol=1e-6)
+    assert torch.allclose(out, faces, atol=1e-6)
+
+
+def test_restoreformer_runner_matches_spandrels_own_call(faces: torch.Tensor) -> None:
+    """spandrel's RestoreFormer call normalises [0, 1] -> [-1, 1] itself; ours, going to
+    ``.model`` directly, gives the same faces."""
+    import spandrel
+
+    from restorekit.device import plan_execution
+    from restorekit.faces.restore import FACE_ARCHITECTURES
+
+    descriptor = spandrel.ModelLoader().load_from_state_dict(random_network_state("RestoreFormer", {}, seed=1)).eval()
+    x = faces[:1]
+    with torch.inference_mode():
+        expected = descriptor(x)
+        run = FACE_ARCHITECTURES["RestoreFormer"].runner(descriptor.model, {})
+        ours = (run(plan_execution("cpu", "fp32").prepare_input(x * 2 - 1)).clamp(-1, 1) + 1) / 2
+    assert torch.allclose(ours, expected.clamp(0, 1), atol=1e-5)
+
+
+def test_progress_cancel_and_out_of_memory_fallback(descriptor, faces: torch.Tensor) -> None:
+    restorer = FaceRestorer(descriptor, precision="fp32", batch_size=2)
+    calls: list[tuple[int, int]] = []
+    expected = restorer(faces, progress=lambda d, t, m: calls.append((d, t)))
+    assert calls == [(0, 3), (2, 3), (3, 3)]
+    with pytest.raises(CancelledError):
+        restorer(faces, cancel=lambda: True)
+
+    real = restorer._run
+    sizes: list[int] = []
+
+    def tight_memory(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(x.shape[0])
+        if x.shape[0] > 1:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        return real(x)
+
+    restorer._run = tight_memory
+    assert float((restorer(faces) - expected).abs().max()) < 1e-5
+    assert sizes == [2, 1, 1, 1]
+
+
+def test_upscale_model_as_face_model_is_refused(isolated_home: Path) -> None:
+    with pytest.raises(ModelIncompatibleError, match="upscale model"):
+        FaceRestorer("RealESRGAN_x4plus")
+    import spandrel
+
+    from model_factory import tiny_state
+
+    upscaler = spandrel.ModelLoader().load_from_state_dict(tiny_state())
+    with pytest.raises(ModelIncompatibleError, match="upscale model"):
+        load_face_model(upscaler)
+
+
+def test_codeformer_needs_extra_arches_and_names_its_licence(tmp_path: Path, isolated_home: Path) -> None:
+    from restorekit.faces.restore import extra_arches_available
+
+    if extra_arches_available():
+        pytest.skip("spandrel_extra_arches is installed here; the message is for when it is not")
+    state = {
+        "position_emb": torch.zeros(256, 512),
+        "idx_pred_layer.1.weight": torch.zeros(1024, 512),
+        "quantize.embedding.weight": torch.zeros(1024, 256),
+        "ft_layers.0.self_attn.in_proj_weight": torch.zeros(1536, 512),
+        "encoder.blocks.0.weight": torch.zeros(64, 3, 3, 3),
+    }
+    path = tmp_path / "codeformer.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(ModelIncompatibleError) as error:
+        FaceRestorer(str(path))
+    assert "spandrel_extra_arches" in str(error.value) and "S-Lab" in str(error.value) and "non-commercial" in str(error.value)
