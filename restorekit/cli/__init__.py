@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from .. import __version__
 from .common import add_common_options, run_guarded, setup_logging
 
-COMMANDS: tuple[str, ...] = ("demo", "models")
+COMMANDS: tuple[str, ...] = ("demo", "upscale", "models")
 """Command modules under ``restorekit.cli``, in help order."""
 
 
