@@ -131,7 +131,13 @@ def model_traits(descriptor: Any) -> ModelTraits:
     image-to-image models.
     """
     purpose = getattr(descriptor, "purpose", None)
-    if purpose not in ("SR", "Restoration", "FaceSR") or not hasattr(descriptor, "model"):
+    if purpose == "FaceSR":
+        raise ModelIncompatibleError(
+            f"{getattr(descriptor.architecture, 'name', 'This')} is a face restoration model; it "
+            "works on aligned 512 px face crops. Use it through face restoration, and an "
+            "upscale model such as RealESRGAN_x4plus for the whole image."
+        )
+    if purpose not in ("SR", "Restoration") or not hasattr(descriptor, "model"):
         raise ModelIncompatibleError(
             f"{type(descriptor).__name__} is not an image-to-image model (purpose {purpose!r}); "
             "use an upscale model such as RealESRGAN_x4plus."

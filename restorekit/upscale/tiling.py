@@ -293,7 +293,7 @@ class Tiler:
             index += len(group)
             if report:
                 self.on_windows(len(group))
-        return canvas
+        return canvas.clamp_(0.0, 1.0)  # weights sum to one only up to float rounding
 
     @staticmethod
     def _accumulate(
