@@ -332,3 +332,17 @@ def test_non_image_models_are_refused(tiny_x2):
     inpaint = SimpleNamespace(purpose="Inpainting", architecture=SimpleNamespace(name="LaMa"), model=torch.nn.Identity())
     with pytest.raises(ModelIncompatibleError, match="not an image-to-image model"):
         Upscaler(inpaint)
+
+
+@pytest.mark.parametrize("scale", [4, 2, 1])
+def test_rrdb_tail_in_strips_equals_the_plain_network(scale, monkeypatch):
+    from restorekit.upscale import network
+
+    model = random_model("RRDBNet", {"num_feat": 8, "num_block": 1, "num_grow_ch": 32, "scale": scale}, std=0.1)
+    strips = network.StripTailForward.of(model.model)
+    assert strips is not None and strips.shuffle == {4: 1, 2: 2, 1: 4}[scale]
+    monkeypatch.setattr(network, "TAIL_STRIP_BYTES", 64 << 10)  # force many strips
+    x = torch.rand(1, 3, 36, 44, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert torch.allclose(strips(x), model.model(x), atol=1e-6)
+    assert network.StripTailForward.of(torch.nn.Conv2d(3, 3, 3)) is None
