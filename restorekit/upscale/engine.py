@@ -30,7 +30,7 @@ from ..progress import CancelCheck, ProgressCallback, Reporter
 from .alpha import check_alpha_mode, fill_transparent, is_opaque
 from .network import ModelTraits, NetworkRunner, padding_for, reflect_pad
 from .resize import FILTERS, resize
-from .tiling import LAYOUTS, Tiler, plan_tiles
+from .tiling import LAYOUTS, TilePlan, Tiler, plan_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -371,7 +371,8 @@ class Upscaler:
             device=self.plan.device,
             check=reporter.check,
         )
-        plans = self._plan_passes(steps, in_h, in_w, image.shape[0])
+        plans = self._plan_passes(steps, in_h, in_w)
+        fallbacks_before = self.runner.fallbacks
         total = sum(len(plan) * image.shape[0] for plan, _ in plans)
         done = 0
 
@@ -398,6 +399,8 @@ class Upscaler:
         elif mask is not None:
             out_alpha = torch.ones((batch, 1, *target)) if opaque else resize(mask, target, method=self.resize_method)
         result = to_gray(current) if gray else current
+        if 0 in result.stride():  # a gray model's output expanded to RGB: give a real tensor
+            result = result.contiguous()
         return UpscaleResult(
             pixels=result,
             alpha=out_alpha,
@@ -406,11 +409,12 @@ class Upscaler:
             tile=tiler.largest,
             precision=self.plan.precision,
             device=str(self.plan.device),
-            fp32_fallbacks=self.runner.fallbacks,
+            fp32_fallbacks=self.runner.fallbacks - fallbacks_before,
             seconds=time.perf_counter() - started,
         )
 
-    def _plan_passes(self, steps: Sequence[Step], height: int, width: int, batch: int) -> list[tuple[Any, tuple[int, int]]]:
+    def _plan_passes(self, steps: Sequence[Step], height: int, width: int) -> list[tuple[TilePlan, tuple[int, int]]]:
+        """The tile plan and window limit of every model pass (for progress totals)."""
         plans = []
         current = (height, width)
         for step in steps:
