@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 from conftest import shared_weight_path
@@ -100,3 +103,17 @@ def test_collect_jobs_detects_colliding_outputs(tmp_path):
     assert len(jobs) == 1 and len(problems) == 1 and "also the output of" in problems[0][1]
     jobs, problems = collect_jobs([tmp_path / "x"], tmp_path / "out", suffix="_x4")
     assert sorted(j.target.name for j in jobs) == ["p_x4.jpg", "p_x4.png"] and not problems
+
+
+def test_cli_process_memory_tuning_keeps_user_settings(monkeypatch):
+    from restorekit.cli.common import tune_process_memory
+
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1")
+    assert tune_process_memory() is False  # the user's own allocator settings win
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
+    applied = tune_process_memory()
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    assert applied is sys.platform.startswith("linux")
