@@ -372,7 +372,7 @@ class Upscaler:
             check=reporter.check,
         )
         plans = self._plan_passes(steps, in_h, in_w)
-        fallbacks_before = self.runner.fallbacks
+        fallbacks_before = getattr(self.runner, "fallbacks", 0)
         total = sum(len(plan) * image.shape[0] for plan, _ in plans)
         done = 0
 
@@ -409,7 +409,7 @@ class Upscaler:
             tile=tiler.largest,
             precision=self.plan.precision,
             device=str(self.plan.device),
-            fp32_fallbacks=self.runner.fallbacks - fallbacks_before,
+            fp32_fallbacks=getattr(self.runner, "fallbacks", 0) - fallbacks_before,
             seconds=time.perf_counter() - started,
         )
 
