@@ -419,12 +419,19 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     return image
 
 
+_HEADER_BYTES = 1 << 18
+
+
 def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) of an image from its header, without decoding pixels."""
     path = Path(path)
     with open(path, "rb") as handle:
-        data = handle.read()
-    header = _probe_header(data, str(path), max_pixels=2**62)  # only the size is wanted here
+        data = handle.read(_HEADER_BYTES)
+        try:  # headers (and EXIF) sit at the start of nearly every file
+            header = _probe_header(data, str(path), max_pixels=2**62)
+        except ImageReadError:  # e.g. a TIFF whose directory is at the end
+            data += handle.read()
+            header = _probe_header(data, str(path), max_pixels=2**62)
     width, height = header["width"], header["height"]
     if header["orientation"] in (5, 6, 7, 8):
         width, height = height, width
