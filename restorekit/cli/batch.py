@@ -216,7 +216,7 @@ def run_image_batch(
                 raise
             except RestoreKitError as exc:
                 report.failed.append((item.source, str(exc)))
-            except (OSError, ValueError, RuntimeError) as exc:  # a corrupt file can surface as these
+            except (OSError, ValueError) as exc:  # decoder or disk errors on this one file
                 report.failed.append((item.source, f"{type(exc).__name__}: {exc}"))
             else:
                 report.done.append(item)
