@@ -48,6 +48,10 @@ class ImageWriteError(RestoreKitError):
     """An output file cannot be written (bad format, existing file, unwritable folder)."""
 
 
+class InsufficientMemoryError(RestoreKitError):
+    """A job ran out of device or host memory even after shrinking its work units."""
+
+
 class VideoError(RestoreKitError):
     """A video cannot be read or written: no video stream, unsupported codec, corrupt file."""
 

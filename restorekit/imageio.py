@@ -16,12 +16,14 @@ opens (GIF, palette images, CMYK JPEG).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import os
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,26 @@ def check_pixel_count(width: int, height: int, max_pixels: int | None, name: str
 
 # --------------------------------------------------------------------------- decoding
 
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _own_pixel_cap() -> Iterator[None]:
+    """Let Pillow open images of any size: our own cap (checked from the header, and
+    configurable) replaces Pillow's fixed one, which would refuse images the user allowed.
+    Pillow's limit is a module global, so it is lifted only under a lock and restored after."""
+    from PIL import Image
+
+    with _PIL_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
 
 def _orientation_transform(array: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) to an (H, W[, C]) array, as Pillow's exif_transpose."""
@@ -145,35 +167,65 @@ def _orientation_transform(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transform(array)) if transform else array
 
 
-def _probe_header(data: bytes, name: str) -> dict[str, Any]:
-    """Read format, size, mode and metadata from the header only (no pixel decoding)."""
+def _png_exif(data: bytes) -> bytes | None:
+    """The payload of a PNG's eXIf chunk, found by walking chunk headers (no decompression).
+
+    Pillow's ``getexif()`` on a PNG decodes the whole image to look for an eXIf chunk after
+    the pixel data, which would defeat the pixel cap.
+    """
+    position = 8
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        if kind == b"eXIf":
+            return data[position + 8 : position + 8 + length]
+        if kind == b"IEND":
+            break
+        position += 12 + length
+    return None
+
+
+def _exif_of(im: Any, data: bytes) -> Any:
+    from PIL import Image
+
+    if im.format == "PNG":
+        exif = Image.Exif()
+        raw = _png_exif(data)
+        if raw:
+            exif.load(raw)
+        return exif
+    return im.getexif()
+
+
+def _probe_header(data: bytes, name: str, max_pixels: int | None = None) -> dict[str, Any]:
+    """Read format, size, mode and metadata from the header only (no pixel decoding), and
+    refuse images over the pixel cap before anything else is read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                exif = im.getexif()
-                orientation = int(exif.get(0x0112, 1) or 1)
-                exif_bytes = None
-                if len(exif):
-                    if 0x0112 in exif:
-                        exif[0x0112] = 1
-                    exif_bytes = exif.tobytes()
-                return {
-                    "format": (im.format or "").lower() or None,
-                    "width": im.width,
-                    "height": im.height,
-                    "mode": im.mode,
-                    "orientation": orientation if 1 <= orientation <= 8 else 1,
-                    "icc_profile": im.info.get("icc_profile"),
-                    "exif": exif_bytes,
-                    "dpi": im.info.get("dpi"),
-                    "has_transparency": "transparency" in im.info,
-                    "frames": getattr(im, "n_frames", 1),
-                }
-    except Image.DecompressionBombError as exc:  # pragma: no cover - we check first
-        raise ImageTooLargeError(f"{name}: {exc}") from exc
+        with _own_pixel_cap(), Image.open(io.BytesIO(data)) as im:
+            check_pixel_count(im.width, im.height, max_pixels, name)
+            exif = _exif_of(im, data)
+            orientation = int(exif.get(0x0112, 1) or 1)
+            exif_bytes = None
+            if len(exif):
+                if 0x0112 in exif:
+                    exif[0x0112] = 1
+                exif_bytes = exif.tobytes()
+            return {
+                "format": (im.format or "").lower() or None,
+                "width": im.width,
+                "height": im.height,
+                "mode": im.mode,
+                "orientation": orientation if 1 <= orientation <= 8 else 1,
+                "icc_profile": im.info.get("icc_profile"),
+                "exif": exif_bytes,
+                "dpi": im.info.get("dpi"),
+                "has_transparency": "transparency" in im.info,
+                "animated": bool(getattr(im, "is_animated", False)),
+            }
+    except Image.DecompressionBombError as exc:  # pragma: no cover - the cap is lifted above
+        raise ImageTooLargeError(f"{name}: {exc} Raise RESTOREKIT_MAX_PIXELS if you trust it.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return _probe_tiff_header(data, name)
@@ -209,7 +261,7 @@ def _probe_tiff_header(data: bytes, name: str) -> dict[str, Any]:
                 "exif": None,
                 "dpi": None,
                 "has_transparency": False,
-                "frames": len(tif.pages),
+                "animated": False,
             }
     except Exception as exc:
         raise ImageReadError(f"{name} is not a readable TIFF ({exc}).") from exc
@@ -242,8 +294,7 @@ def _decode_pil(data: bytes, header: dict[str, Any], name: str) -> np.ndarray:
     """Decode 8-bit formats with Pillow; returns (H, W) or (H, W, C) in L/LA/RGB/RGBA order."""
     from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with _own_pixel_cap():
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
@@ -302,12 +353,12 @@ def decode_image(
     """Decode image bytes into a :class:`DecodedImage` (header checked against the cap first)."""
     if not data:
         raise ImageReadError(f"{name} is empty (0 bytes).")
-    header = _probe_header(data, name)
+    header = _probe_header(data, name, max_pixels)
     check_pixel_count(header["width"], header["height"], max_pixels, name)
     fmt = header["format"]
     array = _decode_cv2(data, name) if fmt in ("png", "tiff") else _decode_pil(data, header, name)
-    if header["frames"] > 1:
-        logger.info("%s has %d frames; using the first", name, header["frames"])
+    if header["animated"]:
+        logger.info("%s is animated; using the first frame", name)
 
     was_gray = header["mode"] in _GRAY_MODES
     bit_depth = _bit_depth_of(array)
@@ -368,12 +419,19 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     return image
 
 
+_HEADER_BYTES = 1 << 18
+
+
 def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) of an image from its header, without decoding pixels."""
     path = Path(path)
     with open(path, "rb") as handle:
-        data = handle.read()
-    header = _probe_header(data, str(path))
+        data = handle.read(_HEADER_BYTES)
+        try:  # headers (and EXIF) sit at the start of nearly every file
+            header = _probe_header(data, str(path), max_pixels=2**62)
+        except ImageReadError:  # e.g. a TIFF whose directory is at the end
+            data += handle.read()
+            header = _probe_header(data, str(path), max_pixels=2**62)
     width, height = header["width"], header["height"]
     if header["orientation"] in (5, 6, 7, 8):
         width, height = height, width
@@ -407,12 +465,12 @@ def normalize_format(fmt: str) -> str:
 
 def _quantize(array: np.ndarray, bit_depth: int) -> np.ndarray:
     """Float [0, 1] to uint8/uint16 with round-half-up, or float32 for 32."""
-    array = np.clip(array, 0.0, 1.0)
-    if bit_depth == 8:
-        return (array * 255.0 + 0.5).astype(np.uint8)
-    if bit_depth == 16:
-        return (array * 65535.0 + 0.5).astype(np.uint16)
-    return array.astype(np.float32)
+    array = np.clip(array, 0.0, 1.0, dtype=np.float32)  # one float copy, then in place
+    if bit_depth == 32:
+        return array
+    array *= 255.0 if bit_depth == 8 else 65535.0
+    array += 0.5
+    return array.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
 def to_gray(pixels: torch.Tensor) -> torch.Tensor:

@@ -97,3 +97,34 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB between two tensors in [0, 1]."""
     mse = torch.mean((a.double() - b.double()) ** 2).item()
     return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def load_shared_model(name: str):
+    """A spandrel descriptor (float32, CPU, eval) of ``../shared/weights/<name>``, or skip."""
+    import spandrel
+    from safetensors.torch import load_file
+
+    path = shared_weight_path(name)
+    return spandrel.ModelLoader().load_from_state_dict(load_file(str(path))).eval()
+
+
+@pytest.fixture(scope="session")
+def animevideov3():
+    """realesr-animevideov3 (SRVGGNetCompact x4, receptive-field radius 18) from ../shared."""
+    return load_shared_model("realesr-animevideov3")
+
+
+@pytest.fixture(scope="session")
+def x4plus():
+    """RealESRGAN_x4plus (RRDBNet x4, 23 blocks) from ../shared."""
+    return load_shared_model("RealESRGAN_x4plus")
+
+
+def random_model(architecture: str, params: dict, *, seed: int = 0, std: float = 0.02):
+    """A spandrel descriptor with random weights and the official keys (tiny test models)."""
+    import spandrel
+
+    from restorekit.architectures import random_state_dict
+
+    state = random_state_dict(architecture, params, seed=seed, std=std)
+    return spandrel.ModelLoader().load_from_state_dict(state).eval()

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from .common import add_common_options, run_guarded, setup_logging
+from .common import add_common_options, run_guarded, setup_logging, tune_process_memory
 
-COMMANDS: tuple[str, ...] = ("demo", "models", "faces", "degrade", "interpolate", "video")
+COMMANDS: tuple[str, ...] = ("demo", "upscale", "faces", "video", "degrade", "interpolate", "models")
 """Command modules under ``restorekit.cli``, in help order."""
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_process_memory()  # before the command modules import torch
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     setup_logging(args.verbose, args.quiet)

@@ -1,0 +1,386 @@
+"""Upscale benchmark: RestoreKit against the reference implementations, in one run.
+
+Configurations (same weights, same input, each measured in its own subprocess so that peak
+RSS is honest):
+
+- ``official``: Real-ESRGAN's ``RealESRGANer`` with its defaults (fp32, tile=0, pre_pad=10),
+  through ``enhance()`` on a BGR uint8 image, as its inference script does;
+- ``comfy``: ComfyUI core's ``ImageUpscaleWithModel`` pattern, re-implemented here: a spandrel
+  descriptor in fp32, the IMAGE tensor (B, H, W, C) moved to (B, C, H, W) with ``movedim``
+  and run through ``comfy.utils.tiled_scale``'s algorithm (512 px tiles, 32 px overlap,
+  feathered masks, a weight canvas);
+- ``ours-fp32`` / ``ours-bf16``: :class:`restorekit.upscale.Upscaler` with ``tile='auto'``,
+  run the way the CLI runs it (same process memory settings).
+
+Reported per model and size: wall time of the upscale call, speed ratio against
+``official``, PSNR and max difference (8-bit levels) against the official fp32 output, peak
+RSS of the process, and efficiency = model FLOPs on the input image / wall time / the conv
+peak measured here (a 64->64 3x3 conv, channels_last, in fp32 and bf16).
+
+    python bench/bench_upscale.py                  # full run: 128, 512, 1024 px
+    python bench/bench_upscale.py --quick          # 128 px only, x4plus and animevideov3
+    python bench/bench_upscale.py --sizes 256 --models x4plus --configs official,ours-bf16
+
+Absolute times drift between sessions on shared hosts; compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # reference_shim (test/bench only)
+
+MODELS = {
+    "x4plus": ("RealESRGAN_x4plus", {"num_block": 23}),
+    "animevideov3": ("realesr-animevideov3", {"num_conv": 16}),
+}
+CONFIGS = ("official", "comfy", "ours-fp32", "ours-bf16")
+EXTRA_CONFIGS = ("ours-fp32-exact",)
+"""``ours-fp32-exact``: RestoreKit's runner with the reference's own layout (pre-pad bottom/right
+only, whole image): the same computation as ``official``, to compare numerics (needs as
+much memory as the reference, so it is opt-in)."""
+BORDER = 64
+"""The reference pre-pads only bottom/right, so its top/left border shows the network's zero
+padding, which RestoreKit's mirrored pre-pad on all sides avoids; differences are also
+reported away from that border (this many input pixels)."""
+DEFAULT_WEIGHTS = Path(os.environ.get("RESTOREKIT_SHARED", REPO.parent / "shared")) / "weights"
+
+
+# --------------------------------------------------------------------------- inputs and models
+
+
+def make_input(size: int) -> np.ndarray:
+    """A real photo (skimage astronaut) at size x size, RGB uint8."""
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut())
+    return np.asarray(photo.resize((size, size), Image.LANCZOS if size < 512 else Image.BICUBIC))
+
+
+def load_descriptor(weights: Path, model: str) -> Any:
+    import spandrel
+    from safetensors.torch import load_file
+
+    name = MODELS[model][0]
+    return spandrel.ModelLoader().load_from_state_dict(load_file(str(weights / f"{name}.safetensors"))).eval()
+
+
+def reference_network(weights: Path, model: str) -> Any:
+    from reference_shim import import_reference
+    from safetensors.torch import load_file
+
+    name = MODELS[model][0]
+    if model == "x4plus":
+        arch = import_reference("basicsr.archs.rrdbnet_arch")
+        net = arch.RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
+    else:
+        arch = import_reference("realesrgan.archs.srvgg_arch")
+        net = arch.SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=16, upscale=4, act_type="prelu")
+    net.load_state_dict(load_file(str(weights / f"{name}.safetensors")), strict=True)
+    return net.eval()
+
+
+def model_flops(descriptor: Any, height: int, width: int) -> float:
+    """Multiply-adds x 2 of every convolution for one (height, width) input image."""
+    import torch
+
+    total = 0
+
+    def hook(module: Any, inputs: Any, output: Any) -> None:
+        nonlocal total
+        k = module.kernel_size[0] * module.kernel_size[1]
+        total += output.numel() * (module.in_channels // module.groups) * k * 2
+
+    probe = 32
+    handles = [m.register_forward_hook(hook) for m in descriptor.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            descriptor.model(torch.zeros(1, 3, probe, probe))
+    finally:
+        for h in handles:
+            h.remove()
+    return total * (height * width) / (probe * probe)
+
+
+def conv_peak(dtype_name: str, repeats: int = 12) -> float:
+    """GFLOP/s of one 64->64 3x3 conv, channels_last, 256x256 (best of ``repeats``)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last).eval()
+    x = torch.randn(1, 64, 256, 256).to(dtype=dtype, memory_format=torch.channels_last)
+    best = math.inf
+    with torch.no_grad():
+        for _ in range(3):
+            conv(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - start)
+    return 2 * 64 * 64 * 9 * 256 * 256 / best / 1e9
+
+
+# --------------------------------------------------------------------------- the configurations
+
+
+def timed(function: Any) -> tuple[Any, float, float]:
+    """``function()``'s result, wall seconds and CPU seconds (all threads of this process)."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    result = function()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result, wall, cpu
+
+
+def run_official(weights: Path, model: str, image: np.ndarray) -> tuple[np.ndarray, float, float]:
+    from reference_shim import official_upsampler
+
+    upsampler = official_upsampler(reference_network(weights, model), 4)  # tile=0, pre_pad=10
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        upsampler.enhance(bgr[:32, :32])  # warm-up (oneDNN primitives)
+        _, seconds, cpu = timed(lambda: upsampler.enhance(bgr, outscale=4))
+    # enhance() clamps its float output in place before rounding to 8 bits: read it back
+    out = upsampler.output[0].float().numpy().transpose(1, 2, 0)
+    return out, seconds, cpu
+
+
+def comfy_tiled_scale(samples: Any, function: Any, tile: int, overlap: int, scale: int) -> Any:
+    """ComfyUI's ``comfy.utils.tiled_scale`` algorithm (2-D case), re-implemented."""
+    import itertools
+
+    import torch
+
+    batch, _, height, width = samples.shape
+    output = torch.empty((batch, 3, round(height * scale), round(width * scale)))
+    for b in range(batch):
+        s = samples[b : b + 1]
+        if height <= tile and width <= tile:
+            output[b : b + 1] = function(s).to("cpu")
+            continue
+        out = torch.zeros((1, 3, round(height * scale), round(width * scale)))
+        out_div = torch.zeros_like(out)
+        positions = [
+            range(0, dim - overlap, tile - overlap) if dim > tile else [0] for dim in (height, width)
+        ]
+        for y, x in itertools.product(*positions):
+            ys, xs = max(0, min(height - overlap, y)), max(0, min(width - overlap, x))
+            hh, ww = min(tile, height - ys), min(tile, width - xs)
+            ps = function(s[:, :, ys : ys + hh, xs : xs + ww]).to("cpu")
+            mask = torch.ones_like(ps)
+            feather = round(overlap * scale)
+            for d in (2, 3):
+                if feather >= mask.shape[d]:
+                    continue
+                for t in range(feather):
+                    a = (t + 1) / feather
+                    mask.narrow(d, t, 1).mul_(a)
+                    mask.narrow(d, mask.shape[d] - 1 - t, 1).mul_(a)
+            oy, ox = round(ys * scale), round(xs * scale)
+            out[:, :, oy : oy + ps.shape[2], ox : ox + ps.shape[3]] += ps * mask
+            out_div[:, :, oy : oy + ps.shape[2], ox : ox + ps.shape[3]] += mask
+        output[b : b + 1] = out / out_div
+    return output
+
+
+def run_comfy(weights: Path, model: str, image: np.ndarray) -> tuple[np.ndarray, float, float]:
+    import torch
+
+    descriptor = load_descriptor(weights, model)
+    pixels = torch.from_numpy(image.astype(np.float32) / 255.0)[None]  # ComfyUI IMAGE: B,H,W,C
+
+    def upscale(image_bhwc: Any) -> Any:
+        in_img = image_bhwc.movedim(-1, -3)
+        with torch.inference_mode():
+            s = comfy_tiled_scale(in_img, lambda a: descriptor(a), 512, 32, descriptor.scale)
+        return torch.clamp(s.movedim(-3, -1), min=0, max=1.0)
+
+    upscale(pixels[:, :32, :32])  # warm-up
+    out, seconds, cpu = timed(lambda: upscale(pixels))
+    return out[0].numpy(), seconds, cpu
+
+
+def run_ours(
+    weights: Path, model: str, image: np.ndarray, precision: str, exact: bool = False
+) -> tuple[np.ndarray, float, float, dict]:
+    import torch
+
+    from restorekit.upscale import Upscaler
+
+    settings: dict[str, Any] = {"layout": "official", "tile": 0} if exact else {"tile": "auto"}
+    upscaler = Upscaler(load_descriptor(weights, model), precision=precision, **settings)
+    pixels = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    upscaler.upscale(pixels[:, :, :32, :32])  # warm-up
+    result, seconds, cpu = timed(lambda: upscaler.upscale(pixels))
+    info = {"tile": list(result.tile), "precision": result.precision}
+    return result.pixels[0].permute(1, 2, 0).numpy(), seconds, cpu, info
+
+
+def worker(args: argparse.Namespace) -> None:
+    if args.config.startswith("ours"):  # as the CLI does, before torch is imported
+        from restorekit.cli.common import tune_process_memory
+
+        tune_process_memory()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    image = np.load(args.input)
+    info: dict[str, Any] = {}
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    if args.config == "official":
+        out, seconds, cpu = run_official(args.weights, args.model, image)
+    elif args.config == "comfy":
+        out, seconds, cpu = run_comfy(args.weights, args.model, image)
+    else:
+        out, seconds, cpu, info = run_ours(
+            args.weights, args.model, image, args.config.split("-")[1], exact=args.config.endswith("exact")
+        )
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    np.save(args.output, out.astype(np.float32))
+    info.update(
+        seconds=seconds,
+        cpu_seconds=cpu,
+        minor_faults=after.ru_minflt - before.ru_minflt,
+        peak_rss_mb=after.ru_maxrss / 1024,
+    )
+    print(json.dumps(info))
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def measure(config: str, model: str, size: int, image_path: Path, out_path: Path, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable, __file__, "--worker", config, "--model-name", model, "--input", str(image_path),
+        "--output", str(out_path), "--weights", str(args.weights), "--threads", str(args.threads),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{config} {model} {size}: {completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def compare(out: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
+    """PSNR (dB), max difference in 8-bit levels, and that max away from the top/left border."""
+    diff = out.astype(np.float64) - reference.astype(np.float64)
+    mse = float(np.mean(diff**2))
+    psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    inner = diff[BORDER * 4 :, BORDER * 4 :]
+    return psnr, float(np.abs(diff).max() * 255), float(np.abs(inner).max() * 255) if inner.size else math.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="128,512,1024", help="comma-separated square input sizes")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {list(CONFIGS + EXTRA_CONFIGS)}")
+    parser.add_argument("--quick", action="store_true", help="128 px only")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--model-name", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.config, args.model = args.worker, args.model_name
+        worker(args)
+        return
+    if not args.weights.is_dir():
+        sys.exit(f"weights folder {args.weights} not found (set RESTOREKIT_SHARED or --weights)")
+    sizes = [128] if args.quick else [int(s) for s in args.sizes.split(",")]
+    models = args.models.split(",")
+    configs = args.configs.split(",")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    peaks = {name: conv_peak(name) for name in ("fp32", "bf16")}
+    print(f"conv peak (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        for model in models:
+            descriptor = load_descriptor(args.weights, model)
+            for size in sizes:
+                image_path = tmp / f"in{size}.npy"
+                np.save(image_path, make_input(size))
+                flops = model_flops(descriptor, size, size)
+                outputs: dict[str, Path] = {}
+                results: dict[str, dict] = {}
+                for config in configs:
+                    outputs[config] = tmp / f"{model}-{size}-{config}.npy"
+                    results[config] = measure(config, model, size, image_path, outputs[config], args)
+                    r = results[config]
+                    print(f"  {model} {size} {config}: {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU", flush=True)
+                reference = np.load(outputs["official"]) if "official" in outputs else None
+                base = results.get("official", {}).get("seconds")
+                for config in configs:
+                    r = results[config]
+                    row = {"model": model, "size": size, "config": config, **r}
+                    row["speedup"] = base / r["seconds"] if base else None
+                    cpu_base = results.get("official", {}).get("cpu_seconds")
+                    row["cpu_speedup"] = cpu_base / r["cpu_seconds"] if cpu_base else None
+                    precision = "bf16" if config.endswith("bf16") else "fp32"
+                    row["efficiency"] = flops / r["seconds"] / (peaks[precision] * 1e9)
+                    row["gflops"] = flops / 1e9
+                    if reference is not None:
+                        row["psnr_db"], row["max_diff_levels"], row["max_diff_inner_levels"] = compare(
+                            np.load(outputs[config]), reference
+                        )
+                    rows.append(row)
+                for path in outputs.values():
+                    path.unlink(missing_ok=True)
+    print_table(rows, peaks, args.threads)
+    if args.json:
+        args.json.write_text(json.dumps({"conv_peak_gflops": peaks, "threads": args.threads, "rows": rows}, indent=2))
+
+
+def print_table(rows: list[dict], peaks: dict[str, float], threads: int) -> None:
+    print()
+    print(
+        "| model | size | config | seconds | vs official | vs official (CPU time) | PSNR vs official | max diff (levels) "
+        f"| max diff >{BORDER}px from top/left | peak RSS | efficiency | largest tile |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
+        cpu_speed = f"{r['cpu_speedup']:.2f}x" if r.get("cpu_speedup") else "-"
+        psnr = r.get("psnr_db")
+        psnr_text = "-" if psnr is None else ("exact" if psnr == math.inf else f"{psnr:.1f} dB")
+        diff = "-" if r.get("max_diff_levels") is None else f"{r['max_diff_levels']:.2f}"
+        inner = r.get("max_diff_inner_levels")
+        inner_text = "-" if inner is None or math.isnan(inner) else f"{inner:.2f}"
+        tile = "x".join(str(t) for t in r["tile"]) if r.get("tile") else "-"
+        print(
+            f"| {r['model']} | {r['size']}² | {r['config']} | {r['seconds']:.2f} | {speed} | {cpu_speed} | {psnr_text} | {diff} "
+            f"| {inner_text} | {r['peak_rss_mb']:.0f} MB | {100 * r['efficiency']:.0f}% | {tile} |"
+        )
+    print(
+        f"\nconv peak: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s ({threads} threads); "
+        "efficiency = model FLOPs on the input image / wall time / the peak of the config's precision"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Tile planning, seamless tiling on real weights, OOM recovery, cancel and progress."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import psnr, random_model, to_tensor
+
+from restorekit.errors import CancelledError, InsufficientMemoryError, InvalidParameterError
+from restorekit.upscale import Upscaler, upscale_tensor
+from restorekit.upscale.tiling import feather_axis, official_axis, plan_tiles
+
+
+def _coverage(windows, length: int, scale: int) -> torch.Tensor:
+    total = torch.zeros(length * scale, dtype=torch.float64)
+    for window in windows:
+        total[window.out_start : window.out_stop] += window.weights.double()
+    return total
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap", "align", "radius", "scale"),
+    [
+        (100, 40, 8, 1, None, 4),
+        (1044, 370, 16, 1, 349, 4),  # deep model: cross-fade
+        (500, 128, 18, 1, 18, 4),  # exact: overlap == radius
+        (501, 97, 20, 1, 18, 2),  # exact with room for a ramp
+        (236, 64, 10, 4, 8, 2),  # pixel-unshuffle alignment
+        (64, 63, 0, 1, None, 1),  # no overlap: hard seams
+    ],
+)
+def test_feather_weights_partition_unity_with_fixed_aligned_windows(length, tile, overlap, align, radius, scale):
+    windows = feather_axis(length, tile, overlap, scale=scale, align=align, radius=radius)
+    assert len(windows) > 1
+    assert torch.allclose(_coverage(windows, length, scale), torch.ones(length * scale, dtype=torch.float64), atol=1e-6)
+    assert len({w.length for w in windows}) == 1, "all windows share one shape"
+    assert windows[0].length <= tile and windows[0].length % align == 0
+    assert all(w.start % align == 0 for w in windows)
+    assert windows[0].start == 0 and windows[-1].start + windows[-1].length == length
+    for left, right in itertools.pairwise(windows):
+        assert left.start + left.length - right.start >= 2 * overlap, "neighbours share 2 x overlap"
+    assert all(bool((w.weights > 0).all()) for w in windows)
+
+
+def test_exact_layout_only_uses_pixels_with_full_context():
+    radius, scale = 18, 4
+    windows = feather_axis(300, 100, 20, scale=scale, radius=radius)
+    for i, window in enumerate(windows):
+        first_input = window.out_start // scale
+        last_input = (window.out_stop - 1) // scale
+        if i > 0:
+            assert first_input - window.start >= radius
+        if i < len(windows) - 1:
+            assert window.start + window.length - 1 - last_input >= radius
+
+
+def test_official_axis_is_realesrganer_grid():
+    windows = official_axis(90, 40, 10, scale=4)
+    assert [(w.start, w.length) for w in windows] == [(0, 50), (30, 60), (70, 20)]
+    assert [(w.out_start, w.out_stop) for w in windows] == [(0, 160), (160, 320), (320, 360)]
+    assert all(bool((w.weights == 1).all()) for w in windows)
+
+
+def test_tile_smaller_than_two_overlaps_is_refused():
+    with pytest.raises(InvalidParameterError, match="twice the overlap"):
+        plan_tiles(200, 200, (32, 32), 16, scale=4)
+
+
+def test_plan_is_whole_image_when_it_fits():
+    plan = plan_tiles(120, 80, (128, 128), 16, scale=4)
+    assert len(plan) == 1 and plan.window_shape == (120, 80)
+
+
+# ----------------------------------------------------------------------------- real weights
+
+
+def test_tiled_equals_whole_for_animevideov3_when_overlap_covers_radius(animevideov3, coffee, chelsea):
+    upscaler_whole = Upscaler(animevideov3, precision="fp32", tile=0)
+    assert upscaler_whole.traits.radius == 18
+    for photo, crop in ((coffee, (slice(60, 140), slice(150, 260))), (chelsea, (slice(40, 117), slice(100, 193)))):
+        image = to_tensor(photo[crop])
+        whole = upscaler_whole.upscale(image).pixels
+        for tile, overlap in ((64, 18), (84, 24)):
+            tiled = upscale_tensor(animevideov3, image, precision="fp32", tile=tile, overlap=overlap)
+            assert tiled.tile[0] <= tile and tiled.tile[1] <= tile
+            assert (tiled.pixels - whole).abs().max().item() < 1e-4
+
+
+def test_overlap_below_radius_is_blended_not_exact(animevideov3, coffee):
+    image = to_tensor(coffee[60:160, 150:290])
+    whole = upscale_tensor(animevideov3, image, precision="fp32", tile=0).pixels
+    blended = upscale_tensor(animevideov3, image, precision="fp32", tile=48, overlap=6).pixels
+    hard = upscale_tensor(animevideov3, image, precision="fp32", tile=36, overlap=6, layout="official").pixels
+    assert (blended - whole).abs().max().item() > 1e-3  # the guarantee really needs overlap >= radius
+    # feathering hides what hard pasting (the reference's tiles) shows as seams
+    assert (blended - whole).abs().max() < (hard - whole).abs().max() / 3
+    assert psnr(blended, whole) > psnr(hard, whole) + 3.0 > 45.0
+
+
+def test_tiled_rrdb_cross_fade_stays_close_to_whole_image(x4plus, astronaut):
+    """Deep RRDB (radius ~349 px): tiles cannot be exact; the 32 px cross-fade keeps them close."""
+    image = to_tensor(astronaut[60:92, 200:232])  # 32x32 (an eye), pre-padded to 52x52
+    whole = upscale_tensor(x4plus, image, precision="fp32", tile=0).pixels
+    tiled = upscale_tensor(x4plus, image, precision="fp32", tile=40)  # 3x3 windows of 39
+    assert tiled.tile[0] <= 40 and tiled.tile[1] <= 40
+    assert psnr(tiled.pixels, whole) > 35.0
+    assert (tiled.pixels - whole).abs().mean().item() < 2.0 / 255
+
+
+def test_runs_are_deterministic(animevideov3, chelsea):
+    image = to_tensor(chelsea[:70, :90])
+    first = upscale_tensor(animevideov3, image, tile=48, overlap=8).pixels
+    second = upscale_tensor(animevideov3, image, tile=48, overlap=8).pixels
+    assert torch.equal(first, second)
+
+
+# ----------------------------------------------------------------------------- OOM, cancel, progress
+
+
+class _AllocationFailure:
+    """Wraps a runner: windows larger than ``max_side`` fail like a CPU allocation does."""
+
+    def __init__(self, runner, max_side: int) -> None:
+        self.runner = runner
+        self.max_side = max_side
+        self.failures = 0
+        self.fallbacks = 0
+        self.calls: list[tuple[int, ...]] = []
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(batch.shape))
+        if max(batch.shape[-2:]) > self.max_side or batch.shape[0] > 1:
+            self.failures += 1
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough memory: "
+                "you tried to allocate 9663676416 bytes."
+            )
+        return self.runner(batch)
+
+
+def test_out_of_memory_halves_the_tile_and_resumes(animevideov3, coffee):
+    image = to_tensor(coffee[100:196, 200:328])
+    whole = upscale_tensor(animevideov3, image, precision="fp32", tile=0).pixels
+    upscaler = Upscaler(animevideov3, precision="fp32", tile=160, batch=2)
+    failing = _AllocationFailure(upscaler.runner, max_side=100)
+    upscaler.runner = failing
+    result = upscaler.upscale(image)
+    assert failing.failures >= 1
+    assert result.tile[0] <= 100 and result.tile[1] <= 100
+    # every finished window came from a successful call; the result is still exact
+    assert (result.pixels - whole).abs().max().item() < 1e-4
+
+
+def test_out_of_memory_at_the_smallest_tile_is_a_clear_error(animevideov3, coffee):
+    upscaler = Upscaler(animevideov3, precision="fp32", tile=96)
+    upscaler.runner = _AllocationFailure(upscaler.runner, max_side=8)
+    with pytest.raises(InsufficientMemoryError, match="Out of memory"):
+        upscaler.upscale(to_tensor(coffee[:80, :80]))
+
+
+def test_other_runtime_errors_are_not_swallowed(animevideov3, coffee):
+    upscaler = Upscaler(animevideov3, precision="fp32", tile=64)
+
+    def broken(batch):
+        raise RuntimeError("shape mismatch in some layer")
+
+    upscaler.runner = broken
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        upscaler.upscale(to_tensor(coffee[:80, :80]))
+
+
+def test_progress_reports_every_tile_and_cancel_stops(animevideov3, coffee):
+    image = to_tensor(coffee[:120, :120])
+    seen: list[tuple[int, int]] = []
+    upscale_tensor(animevideov3, image, tile=64, overlap=8, progress=lambda d, t, m: seen.append((d, t)))
+    total = seen[-1][1]
+    assert total > 1 and seen == [(i, total) for i in range(1, total + 1)]
+
+    calls = 0
+
+    def cancel() -> bool:
+        return calls >= 2
+
+    def progress(done: int, total: int, message: str) -> None:
+        nonlocal calls
+        calls += 1
+
+    with pytest.raises(CancelledError):
+        upscale_tensor(animevideov3, image, tile=64, overlap=8, progress=progress, cancel=cancel)
+    assert calls == 2
+
+
+def test_pixel_unshuffle_model_tiles_exactly_with_aligned_windows():
+    model = random_model("RRDBNet", {"num_feat": 8, "num_block": 1, "num_grow_ch": 32, "scale": 2}, std=0.1)
+    upscaler = Upscaler(model, precision="fp32", tile=0)
+    assert upscaler.traits.multiple_of == 4
+    radius = upscaler.traits.radius
+    image = torch.rand(1, 3, 61, 75, generator=torch.Generator().manual_seed(1))
+    whole = upscaler.upscale(image).pixels
+    tiled = upscale_tensor(model, image, precision="fp32", tile=2 * radius + 24, overlap=radius)
+    assert tiled.pixels.shape == (1, 3, 122, 150)
+    assert whole.std() > 1e-3
+    assert (tiled.pixels - whole).abs().max().item() < 1e-4
