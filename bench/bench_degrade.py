@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-import degrade_reference as ref  # noqa: E402
-
 from restorekit.degrade import get_preset, jpeg_roundtrip, make_pairs, sample_plan, usm_sharpen  # noqa: E402
 from restorekit.degrade.ops import filter2d  # noqa: E402
+
+import degrade_reference as ref  # noqa: E402
 
 # train_realesrgan_x4plus.yml
 OPT = {

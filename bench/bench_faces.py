@@ -39,12 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from face_reference import apply_basicsr_shim, gfpganer  # noqa: E402
-from faces_common import astronaut_landmarks, random_network_state  # noqa: E402
-
 from restorekit.architectures import build_module  # noqa: E402
 from restorekit.faces import FaceDetection, FaceOptions, FacePipeline, FaceRestorer  # noqa: E402
 from restorekit.faces.align import alignment_matrix, crop_face  # noqa: E402
+
+from face_reference import apply_basicsr_shim, gfpganer  # noqa: E402
+from faces_common import astronaut_landmarks, random_network_state  # noqa: E402
 
 FACES = 4
 

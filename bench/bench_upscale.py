@@ -81,8 +81,9 @@ def load_descriptor(weights: Path, model: str) -> Any:
 
 
 def reference_network(weights: Path, model: str) -> Any:
-    from reference_shim import import_reference
     from safetensors.torch import load_file
+
+    from reference_shim import import_reference
 
     name = MODELS[model][0]
     if model == "x4plus":

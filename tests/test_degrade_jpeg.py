@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import degrade_reference as ref
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,7 @@ from restorekit.degrade.jpeg import (
 )
 from restorekit.errors import InvalidParameterError
 
+import degrade_reference as ref
 from conftest import psnr, to_tensor
 
 QUALITIES = [10, 30, 50, 75, 95]

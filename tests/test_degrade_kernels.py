@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import degrade_reference as ref
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,8 @@ from restorekit.degrade.kernels import (
     sinc_kernel,
 )
 from restorekit.errors import InvalidParameterError
+
+import degrade_reference as ref
 
 TOLERANCE = 1e-6  # the bar; the kernels actually agree to ~1e-16
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import degrade_reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ from restorekit.degrade.ops import (
 )
 from restorekit.errors import InvalidParameterError
 
+import degrade_reference as ref
 from conftest import to_tensor
 
 

@@ -6,7 +6,6 @@ import json
 import math
 from collections import Counter
 
-import degrade_reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,6 +26,7 @@ from restorekit.degrade.kernels import blur_kernel, sinc_kernel
 from restorekit.degrade.pipeline import BlurPlan, FinalPlan, ResizePlan, SharpenPlan, StagePlan
 from restorekit.errors import CancelledError, InvalidParameterError
 
+import degrade_reference as ref
 from conftest import to_tensor
 
 

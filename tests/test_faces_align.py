@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from faces_common import astronaut_landmarks, image_tensor
 
 from restorekit.errors import InvalidParameterError
 from restorekit.faces.align import (
@@ -25,6 +24,7 @@ from restorekit.faces.align import (
 )
 
 from conftest import psnr
+from faces_common import astronaut_landmarks, image_tensor
 
 
 def similarity(angle: float, scale: float, tx: float, ty: float) -> torch.Tensor:
@@ -174,9 +174,9 @@ def test_paste_back_geometry_matches_facexlib(astronaut: np.ndarray, scale: int)
     pixel came from in the aligned face. facexlib's inverse affine adds 0.5*s instead of
     the exact 0.5*(s-1) that lines pixel edges up, so it sits half an output pixel right of
     and below ours for s > 1; apart from that the geometry agrees to 0.02 output pixels."""
-    from face_reference import face_helper
-
     from restorekit.faces import FaceDetection, restore_faces
+
+    from face_reference import face_helper
 
     landmarks = astronaut_landmarks()
     axis = torch.arange(512, dtype=torch.float32) / 511.0

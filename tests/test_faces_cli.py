@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from faces_common import install_models
 from PIL import Image
 
 from restorekit.cli import main
 from restorekit.faces.background import resize_background
 from restorekit.imageio import read_image
 
+from faces_common import install_models
 from model_factory import safetensors_bytes, tiny_state
 
 FAST = ["--face-detector", "detection_mobilenet0.25_Final", "--face-parser", "ellipse", "-q"]

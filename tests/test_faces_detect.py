@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from faces_common import astronaut_landmarks, image_tensor, random_network_state
 
 from restorekit.architectures import build_module
 from restorekit.device import plan_execution
@@ -23,6 +22,8 @@ from restorekit.faces.detect import (
     prior_boxes,
     select_faces,
 )
+
+from faces_common import astronaut_landmarks, image_tensor, random_network_state
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from faces_common import astronaut_landmarks, image_tensor, install_models, random_network_state
 
 from restorekit.errors import ModelIncompatibleError
 from restorekit.faces import FaceDetection, FaceOptions, FacePipeline, model_background
@@ -21,6 +20,7 @@ from restorekit.faces.background import resize_background
 from restorekit.faces.mask import ellipse_mask
 
 from conftest import psnr
+from faces_common import astronaut_landmarks, image_tensor, install_models, random_network_state
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from faces_common import astronaut_landmarks, image_tensor, random_network_state
 
 from restorekit.architectures import build_module
 from restorekit.errors import ModelIncompatibleError
@@ -25,6 +24,8 @@ from restorekit.faces.mask import (
     parser_spec,
     smooth_mask,
 )
+
+from faces_common import astronaut_landmarks, image_tensor, random_network_state
 
 FACEXLIB_COLORMAP = [0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0]
 """``MASK_COLORMAP`` of facexlib's paste_faces_to_input_image (ParseNet class indices)."""

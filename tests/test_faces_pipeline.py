@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from faces_common import astronaut_landmarks, image_tensor, small_gfpgan_descriptor
 
 from restorekit.errors import CancelledError, InvalidParameterError
 from restorekit.faces import FaceDetection, FaceOptions, FacePipeline, FaceRestorer, restore_faces
@@ -23,6 +22,8 @@ from restorekit.faces.align import (
 from restorekit.faces.background import resize_background, scaled_size
 from restorekit.faces.mask import ELLIPSE_CENTRE
 from restorekit.imageio import to_gray
+
+from faces_common import astronaut_landmarks, image_tensor, small_gfpgan_descriptor
 
 
 def invert(faces: torch.Tensor) -> torch.Tensor:

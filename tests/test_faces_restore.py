@@ -8,12 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from faces_common import (
-    astronaut_landmarks,
-    image_tensor,
-    random_network_state,
-    small_gfpgan_descriptor,
-)
 from safetensors.torch import save_file
 
 from restorekit.errors import CancelledError, ModelIncompatibleError
@@ -22,6 +16,12 @@ from restorekit.faces.gfpgan import FastGFPGAN
 from restorekit.faces.restore import FaceRestorer, load_face_model
 
 from conftest import psnr
+from faces_common import (
+    astronaut_landmarks,
+    image_tensor,
+    random_network_state,
+    small_gfpgan_descriptor,
+)
 
 
 @pytest.fixture(scope="module")

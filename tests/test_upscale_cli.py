@@ -7,11 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import shared_weight_path
 from PIL import Image
 
 from restorekit.cli import main
 from restorekit.cli.batch import collect_jobs
+
+from conftest import shared_weight_path
 
 
 @pytest.fixture

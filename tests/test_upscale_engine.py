@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import psnr, random_model, to_tensor
 from PIL import Image
 
 from restorekit.errors import ImageTooLargeError, InvalidParameterError, ModelIncompatibleError
@@ -28,6 +27,8 @@ from restorekit.upscale import (
     upscale_image,
     upscale_tensor,
 )
+
+from conftest import psnr, random_model, to_tensor
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import shared_weight_path, to_tensor
 
 from restorekit.upscale import Upscaler, upscale_tensor
 from restorekit.upscale.network import reflect_pad
+
+from conftest import shared_weight_path, to_tensor
 
 
 def _reference_network(name: str):

@@ -6,11 +6,12 @@ import itertools
 
 import pytest
 import torch
-from conftest import psnr, random_model, to_tensor
 
 from restorekit.errors import CancelledError, InsufficientMemoryError, InvalidParameterError
 from restorekit.upscale import Upscaler, upscale_tensor
 from restorekit.upscale.tiling import feather_axis, official_axis, plan_tiles
+
+from conftest import psnr, random_model, to_tensor
 
 
 def _coverage(windows, length: int, scale: int) -> torch.Tensor:
