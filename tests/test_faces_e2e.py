@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from restorekit.errors import ModelIncompatibleError
-from restorekit.faces import FaceDetection, FaceOptions, FacePipeline, model_background
+from restorekit.faces import FaceDetection, FaceOptions, FacePipeline
 from restorekit.faces.background import resize_background
 from restorekit.faces.mask import ellipse_mask
+from restorekit.upscale import Upscaler
 
 from conftest import psnr
 from faces_common import astronaut_landmarks, image_tensor, install_models, random_network_state
@@ -92,7 +93,7 @@ def test_wrong_model_kinds_are_refused(isolated_home: Path, model_cache: Path) -
     with pytest.raises(ModelIncompatibleError, match="RealESRGAN_x4plus is an upscale model, not a face restoration model"):
         FacePipeline("RealESRGAN_x4plus")
     with pytest.raises(ModelIncompatibleError, match=r"GFPGANv1\.4 is a face restoration model, not an upscale model"):
-        model_background("GFPGANv1.4")
+        Upscaler("GFPGANv1.4")
     pipeline = FacePipeline("GFPGANv1.4", options=FaceOptions(detector="parsing_parsenet"))
     with pytest.raises(ModelIncompatibleError, match="not a face detector"):
         pipeline.load()

@@ -183,14 +183,18 @@ def _save_faces(result: Any, source: Path, folder: Path, overwrite: bool) -> Non
 
 
 def _background(args: argparse.Namespace) -> tuple[Any, float]:
-    """The background function and the output scale."""
+    """The background function (the tiled upscale engine with ``--bg-model``, else a
+    high-quality resize) and the output scale."""
     if not args.bg_model:
         return None, float(args.outscale or 1.0)
-    from ..faces import model_background
-    from ..models import load_model
+    from ..upscale import Upscaler
 
-    descriptor = load_model(args.bg_model, purpose="upscale")
-    return model_background(descriptor, device=args.device, precision=args.precision), float(args.outscale or descriptor.scale)
+    upscaler = Upscaler(args.bg_model, device=args.device, precision=args.precision)
+
+    def background(images: Any, scale: float) -> Any:
+        return upscaler.upscale(images, outscale=scale).pixels
+
+    return background, float(args.outscale or upscaler.scale)
 
 
 def cmd_faces(args: argparse.Namespace) -> int:

@@ -1,15 +1,17 @@
 """``restorekit upscale``: upscale image files and folders with any upscale model.
 
-The job for each image is built by :func:`build_job` from the parsed arguments: a spandrel
-model (registry name or file, through :class:`restorekit.upscale.Upscaler`) or one of the
-built-in pseudo-models in :data:`BUILTIN_MODELS`. Reading, writing, skipping, failures,
+The job for each image is a :class:`restorekit.restore.Restorer` built once from the parsed
+arguments (:func:`settings_from_args`): a spandrel model through the tiled upscale engine
+(optionally blended along its registry pair by ``--denoise``/``--sharpness``), zero-shot SR
+(``--model zssr``) or a plain resize, then optional face restoration (``--face-restore``). Reading, writing, skipping, failures,
 progress and the summary are the shared batch runner's (:mod:`restorekit.cli.batch`).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import logging
+import sys
 from typing import Any
 
 from ..device import PRECISIONS
@@ -19,10 +21,7 @@ from ..progress import CancelCheck, ProgressCallback
 from .batch import ImageJob, add_output_arguments, run_image_batch
 from .common import cancel_on_interrupt, progress_for
 
-BUILTIN_MODELS: dict[str, Callable[[argparse.Namespace], ImageJob]] = {}
-"""Pseudo-models that are not spandrel networks, by ``--model`` name: each maps the parsed
-arguments to an :data:`~restorekit.cli.batch.ImageJob`. Wiring one in is one line, e.g.
-``BUILTIN_MODELS["zssr"] = zssr_job``."""
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -36,6 +35,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     )
     add_output_arguments(parser)
     add_upscale_arguments(parser)
+    add_strength_arguments(parser)
+    from .faces import add_face_arguments
+
+    add_face_arguments(parser, model_flag="--face-restore", model_default=None)
+    add_zssr_arguments(parser)
     parser.set_defaults(handler=cmd_upscale)
     return parser
 
@@ -90,8 +94,9 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="NAME|PATH",
-        help="registry model name, imported model name or model file (default: the registry's "
-        "default upscaler, RealESRGAN_x4plus)",
+        help="registry model name, imported model name or model file; 'zssr' for zero-shot SR "
+        "(no weights) or 'resize' for a plain Lanczos resize (default: the registry's default "
+        "upscaler, RealESRGAN_x4plus)",
     )
     size = parser.add_argument_group("output size (default: the model's scale)")
     size.add_argument("-s", "--outscale", type=_positive_float, metavar="S", help="any scale factor > 0, e.g. 2 or 3.5")
@@ -110,37 +115,108 @@ def _check_size_arguments(args: argparse.Namespace) -> None:
         raise InvalidParameterError("Give --outscale or --width/--height, not both.")
 
 
-def _model_job(args: argparse.Namespace) -> ImageJob:
-    from ..models import load_model
-    from ..registry import load_registry
-    from ..upscale import Upscaler
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
-    reference = args.model or load_registry().default_model("upscale").name
-    with cancel_on_interrupt() as cancel:
-        bar = progress_for(args)
-        try:
-            descriptor = load_model(reference, purpose="upscale", progress=bar, cancel=cancel)
-        finally:
-            bar.close()
-    upscaler = Upscaler(descriptor, precision=args.precision, device=args.device, tile=args.tile, overlap=args.overlap)
-    options = {"outscale": args.outscale, "width": args.width, "height": args.height, "alpha_mode": args.alpha}
 
-    def job(image: DecodedImage, progress: ProgressCallback, cancel: CancelCheck) -> DecodedImage:
-        return upscaler.upscale_image(image, progress=progress, cancel=cancel, **options)
-
-    job.description = (  # type: ignore[attr-defined]
-        f"{reference} (x{upscaler.scale}, {upscaler.plan.describe()})"
+def add_strength_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--denoise`` / ``--sharpness``: move along the model's registry pair."""
+    group = parser.add_argument_group("model pair strength (registry pairs only)").add_mutually_exclusive_group()
+    group.add_argument(
+        "--denoise",
+        type=_strength,
+        metavar="D",
+        help="realesr-general-x4v3: 0 keeps noise and detail .. 1 denoises most (the official -dn)",
     )
-    return job
+    group.add_argument(
+        "--sharpness",
+        type=_strength,
+        metavar="S",
+        help="RealESRGAN_x4plus: 0 = smooth RealESRNet .. 1 = sharp RealESRGAN",
+    )
+
+
+def add_zssr_arguments(parser: argparse.ArgumentParser) -> None:
+    """Budget options for ``--model zssr``."""
+    group = parser.add_argument_group("zero-shot SR (--model zssr)")
+    group.add_argument("--zssr-iterations", type=_positive_int, default=None, metavar="N", help="training iterations per stage")
+    group.add_argument("--zssr-seconds", type=_positive_float, default=None, metavar="T", help="time budget per image in seconds")
+    group.add_argument("--seed", type=int, default=0, help="random seed of zero-shot training (default: 0)")
+
+
+def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
+    """:class:`~restorekit.restore.RestoreSettings` from the upscale, strength, face and
+    zero-shot options (whichever the command has)."""
+    from ..restore import RestoreSettings
+
+    face_model = getattr(args, "face_model", None)
+    face_options = None
+    if face_model is not None:
+        from .faces import face_options_from_args
+
+        face_options = face_options_from_args(args)
+    zssr = None
+    if (args.model or "").strip().lower() == "zssr":
+        from ..zssr import ZSSRConfig
+
+        changes: dict[str, Any] = {"device": args.device, "precision": args.precision, "seed": getattr(args, "seed", 0)}
+        if getattr(args, "zssr_iterations", None):
+            changes["iterations"] = args.zssr_iterations
+        if getattr(args, "zssr_seconds", None):
+            changes["time_budget_s"] = args.zssr_seconds
+        zssr = ZSSRConfig(**changes)
+    values: dict[str, Any] = {
+        "model": args.model,
+        "denoise": getattr(args, "denoise", None),
+        "sharpness": getattr(args, "sharpness", None),
+        "outscale": args.outscale,
+        "width": args.width,
+        "height": args.height,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "precision": args.precision,
+        "device": args.device,
+        "alpha_mode": args.alpha,
+        "face_model": face_model,
+        "face_options": face_options,
+        "face_batch": getattr(args, "face_batch", None),
+        "zssr": zssr,
+    }
+    values.update(overrides)
+    return RestoreSettings(**values)
 
 
 def build_job(args: argparse.Namespace) -> ImageJob:
-    """The per-image job for these arguments: a built-in pseudo-model or a spandrel model."""
+    """The per-image job for these arguments: one :class:`~restorekit.restore.Restorer`
+    (loaded once, before any file is read) applied to every image."""
+    from ..restore import Restorer
+
     _check_size_arguments(args)
-    name = (args.model or "").strip().lower()
-    if name in BUILTIN_MODELS:
-        return BUILTIN_MODELS[name](args)
-    return _model_job(args)
+    settings = settings_from_args(args)
+    with cancel_on_interrupt() as cancel:
+        bar = progress_for(args)
+        try:
+            restorer = Restorer(settings, progress=bar, cancel=cancel)
+        finally:
+            bar.close()
+    for notice in restorer.notices:
+        print(f"restorekit: note: {notice}", file=sys.stderr)
+
+    def job(image: DecodedImage, progress: ProgressCallback, cancel: CancelCheck) -> DecodedImage:
+        out, result = restorer.run_image(image, progress=progress, cancel=cancel)
+        for notice in result.notices:
+            if notice not in restorer.notices:
+                logger.warning("%s: %s", image.source or "image", notice)
+        return out
+
+    job.description = restorer.description  # type: ignore[attr-defined]
+    return job
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:

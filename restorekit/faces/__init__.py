@@ -9,7 +9,7 @@ template and warps), :mod:`.restore` (batched face models), :mod:`.mask` (paste-
 from __future__ import annotations
 
 from .align import FACE_SIZE, alignment_matrix, crop_face, warp_affine
-from .background import BackgroundFn, model_background, resize_background, scaled_size
+from .background import BackgroundFn, resize_background, scaled_size
 from .detect import DetectionSettings, FaceDetection, FaceDetector, select_faces
 from .pipeline import FaceInfo, FaceOptions, FacePipeline, FaceResult, restore_faces
 from .restore import FaceRestorer, load_face_model
@@ -28,7 +28,6 @@ __all__ = [
     "alignment_matrix",
     "crop_face",
     "load_face_model",
-    "model_background",
     "resize_background",
     "restore_faces",
     "scaled_size",

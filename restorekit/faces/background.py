@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -43,47 +41,3 @@ def resize(images: Tensor, size: tuple[int, int]) -> Tensor:
 def resize_background(images: Tensor, scale: float) -> Tensor:
     """The default background: the image resized by ``scale`` (see :func:`resize`)."""
     return resize(images, scaled_size(images.shape[-2], images.shape[-1], scale))
-
-
-def model_background(
-    model: Any,
-    *,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-) -> BackgroundFn:
-    """A background that runs an upscale model over the whole image, then resizes its
-    result to the requested scale.
-
-    This is the minimal whole-image path used until the tiled upscale engine
-    (``restorekit.upscale``) is wired in by the front ends; it needs memory for the whole
-    image at the model's scale.
-
-    Args:
-        model: a registry name, a model file, or a spandrel upscale descriptor.
-    """
-    from ..device import plan_for_model
-    from ..errors import ModelIncompatibleError
-    from ..models import load_model, prepared_network
-
-    descriptor = load_model(model, purpose="upscale") if isinstance(model, str) else model
-    if getattr(descriptor, "purpose", None) == "FaceSR":
-        raise ModelIncompatibleError(
-            f"{descriptor.architecture.name} is a face restoration model; use it as the face model, "
-            "and an upscale model (or none) for the background."
-        )
-    plan = plan_for_model(descriptor, device, precision)
-    network = prepared_network(descriptor.model, plan)
-    requirements = descriptor.size_requirements
-
-    def run(images: Tensor, scale: float) -> Tensor:
-        _, _, height, width = images.shape
-        pad_w, pad_h = requirements.get_padding(width, height)
-        x = images.float()
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < height and pad_w < width else "replicate")
-        with torch.inference_mode():
-            y = network(plan.prepare_input(x)).float().to(images.device)
-        y = y[..., : height * descriptor.scale, : width * descriptor.scale].clamp(0.0, 1.0)
-        return resize(y, scaled_size(height, width, scale))
-
-    return run
