@@ -164,6 +164,7 @@ def _model_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep
         )
         return result.pixels, result.alpha
 
+    run.upscaler = upscaler  # type: ignore[attr-defined]
     return run, description
 
 
@@ -239,6 +240,8 @@ class Restorer:
         self.settings = settings or RestoreSettings()
         reporter = Reporter.of(progress, cancel)
         self._base, base_description = BASE_METHODS[self.settings.method](self.settings, reporter)
+        self.upscaler = getattr(self._base, "upscaler", None)
+        """The :class:`~restorekit.upscale.Upscaler` of the ``model`` method, else None."""
         self.faces: Any = None
         self.notices: list[str] = []
         description = base_description

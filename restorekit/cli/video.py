@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..device import DEVICE_CHOICES, PRECISIONS
 from ..errors import InvalidParameterError
 from ..video import DEFAULT_BATCH, DEFAULT_CHUNK_FRAMES, FrameProcessor, VideoOptions, process_video
 from .common import cancel_on_interrupt, progress_for
@@ -40,21 +39,24 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
 
 
 def add_processing_options(parser: argparse.ArgumentParser) -> None:
-    """What runs on each frame (the model and how it runs)."""
-    group = parser.add_argument_group("processing")
-    group.add_argument("-m", "--model", help="upscale model: registry name or file (default: the registry default)")
-    group.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's scale)")
-    group.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}, cuda:N (default: auto)")
-    group.add_argument("--precision", default="auto", choices=PRECISIONS, help="network precision (default: auto)")
+    """What runs on each frame: the upscale options of ``restorekit upscale`` (model, size,
+    tiling, precision), the pair strengths and face restoration (``--face-restore``)."""
+    from .faces import add_face_arguments
+    from .upscale import add_strength_arguments, add_upscale_arguments
+
+    add_upscale_arguments(parser)
+    add_strength_arguments(parser)
+    add_face_arguments(parser, model_flag="--face-restore", model_default=None)
 
 
 def build_processor(args: argparse.Namespace) -> FrameProcessor:
     """The frame processor for ``args`` (the one place a CLI command builds it)."""
     from ..video import make_frame_processor
+    from .upscale import settings_from_args
 
-    return make_frame_processor(
-        args.model, outscale=args.outscale, device=args.device, precision=args.precision
-    )
+    if args.outscale is not None and (args.width is not None or args.height is not None):
+        raise InvalidParameterError("Give --outscale or --width/--height, not both.")
+    return make_frame_processor(settings=settings_from_args(args))
 
 
 def _key_value(text: str) -> tuple[str, str]:

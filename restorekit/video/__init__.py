@@ -20,7 +20,7 @@ from .pipeline import DEFAULT_BATCH, DEFAULT_CHUNK_FRAMES, VideoOptions, VideoRe
 from .processor import (
     AlphaPath,
     FrameProcessor,
-    ModelFrameProcessor,
+    RestorerFrameProcessor,
     make_frame_processor,
     resize_alpha,
 )
@@ -38,7 +38,7 @@ __all__ = [
     "DEFAULT_CHUNK_FRAMES",
     "AlphaPath",
     "FrameProcessor",
-    "ModelFrameProcessor",
+    "RestorerFrameProcessor",
     "VideoInfo",
     "VideoOptions",
     "VideoResult",

@@ -26,8 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from ..device import ExecutionPlan, plan_for_model
-from ..errors import InvalidParameterError, ModelIncompatibleError
+from ..errors import InvalidParameterError
 from ..progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -77,83 +76,50 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return value
 
 
-class ModelFrameProcessor:
-    """Run a spandrel image model on whole frames (no tiling), in batches.
+class RestorerFrameProcessor:
+    """Run a :class:`~restorekit.restore.Restorer` (upscale engine + optional faces) on
+    batches of frames.
 
-    Args:
-        model: a spandrel ``ImageModelDescriptor`` (e.g. from :func:`restorekit.models.load_model`).
-        outscale: final scale relative to the input; the model's output is resized to it
-            (bicubic, antialiased when shrinking) when it differs from the model's scale.
-            None keeps the model's scale.
-        device, precision: see :mod:`restorekit.device` (``auto`` = bf16 channels_last on
-            CPUs with AVX512-BF16).
-
-    The network runs on ``plan.device`` in ``plan.dtype``; frames that do not meet the model's
-    size requirements are padded (reflect, then replicate) and the padding is cropped off.
+    ``fingerprint`` covers the settings and the weights of the upscale model, so ``--resume``
+    never mixes chunks made differently. Zero-shot SR is refused: it would train a network
+    per frame.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        *,
-        outscale: float | None = None,
-        device: str = "auto",
-        precision: str = "auto",
-    ) -> None:
-        from ..models import prepared_network
-
-        if getattr(model, "input_channels", 3) != 3 or getattr(model, "output_channels", 3) != 3:
-            raise ModelIncompatibleError(
-                f"{type(model.model).__name__} takes {model.input_channels} and gives "
-                f"{model.output_channels} channels; video frames need an RGB-to-RGB model."
+    def __init__(self, restorer: Any) -> None:
+        if restorer.settings.method == "zssr":
+            raise InvalidParameterError(
+                "Zero-shot SR trains one network per image, which is far too slow for video; "
+                "use an upscale model (or 'resize') for videos."
             )
-        if outscale is not None and not 0.05 <= float(outscale) <= 16:
-            raise InvalidParameterError(f"outscale must be between 0.05 and 16, got {outscale}.")
-        self.descriptor = model
-        self.scale = int(getattr(model, "scale", 1))
-        self.outscale = float(outscale) if outscale is not None else float(self.scale)
-        self.plan: ExecutionPlan = plan_for_model(model, device, precision)
-        self.network = prepared_network(model.model, self.plan)
-        self._call = getattr(model, "_call_fn", None) or (lambda net, x: net(x))
-        self.fingerprint = (
-            f"model={type(model.model).__name__}:{weights_fingerprint(model.model)} "
-            f"scale={self.scale} outscale={self.outscale:g} "
-            f"precision={self.plan.precision} device={self.plan.device.type}"
-        )
+        self.restorer = restorer
+        self.fingerprint = _settings_fingerprint(restorer)
 
     def describe(self) -> str:
-        name = getattr(getattr(self.descriptor, "architecture", None), "name", type(self.descriptor.model).__name__)
-        return f"{name} x{self.scale} -> x{self.outscale:g} on {self.plan.describe()}"
+        return str(self.restorer.description)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float32 [0, 1] -> (B, 3, round(H*outscale), round(W*outscale)) on the CPU."""
-        _, _, height, width = pixels.shape
-        with torch.inference_mode():
-            batch = self.plan.prepare_input(pixels)
-            pad_w, pad_h = self.descriptor.size_requirements.get_padding(width, height)
-            if pad_w or pad_h:
-                batch = _pad(batch, pad_w, pad_h)
-            output = self._call(self.network, batch)
-            if pad_w or pad_h:
-                output = output[..., : height * self.scale, : width * self.scale]
-            # channels_last, so the pipeline's (B, H, W, C) view of the result needs no copy
-            output = output.to(device="cpu", dtype=torch.float32, memory_format=torch.channels_last)
-            if self.outscale != self.scale:
-                size = scaled_size(height, width, self.outscale)
-                shrinking = size[0] < output.shape[-2]
-                output = F.interpolate(output, size=size, mode="bicubic", align_corners=False, antialias=shrinking)
-            return output.clamp_(0.0, 1.0)
+        """(B, 3, H, W) float32 [0, 1] -> (B, 3, H', W') float32 [0, 1] on the CPU."""
+        result = self.restorer.run(pixels)
+        # channels_last, so the pipeline's (B, H, W, C) view of the result needs no copy
+        return result.pixels.contiguous(memory_format=torch.channels_last)
+
+    def process_alpha(self, alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return resize_alpha(alpha, size)
 
 
-def _pad(batch: torch.Tensor, pad_w: int, pad_h: int) -> torch.Tensor:
-    """Pad right/bottom: reflect as far as the image allows, then replicate."""
-    height, width = batch.shape[-2:]
-    reflect_w, reflect_h = min(pad_w, width - 1), min(pad_h, height - 1)
-    if reflect_w or reflect_h:
-        batch = F.pad(batch, (0, reflect_w, 0, reflect_h), mode="reflect")
-    if pad_w - reflect_w or pad_h - reflect_h:
-        batch = F.pad(batch, (0, pad_w - reflect_w, 0, pad_h - reflect_h), mode="replicate")
-    return batch
+def _settings_fingerprint(restorer: Any) -> str:
+    """Everything that changes a Restorer's output, as one string."""
+    settings = restorer.settings
+    parts = []
+    for name in ("model", "denoise", "sharpness", "outscale", "width", "height", "tile", "overlap", "precision", "device", "face_model", "face_options", "face_batch"):
+        value = getattr(settings, name)
+        if isinstance(value, torch.nn.Module) or hasattr(value, "model"):
+            value = weights_fingerprint(value.model if hasattr(value, "model") else value)
+        parts.append(f"{name}={value!r}")
+    upscaler = getattr(restorer, "upscaler", None)
+    if upscaler is not None:
+        parts.append(f"weights={weights_fingerprint(upscaler.descriptor.model)} plan={upscaler.plan.describe()}")
+    return " ".join(parts)
 
 
 def make_frame_processor(
@@ -165,19 +131,19 @@ def make_frame_processor(
     allow_paths: bool = True,
     download: bool = True,
     progress: ProgressCallback | None = None,
-) -> ModelFrameProcessor:
+    settings: Any = None,
+) -> RestorerFrameProcessor:
     """Build the frame processor front ends use for ``restorekit video``.
 
-    ``model`` is a registry name, a file path, a loaded spandrel descriptor, or None for the
-    registry's default upscale model. This is the seam where the tiled upscale engine and the
-    face pipeline plug in: front ends call only this function.
+    Either ``settings`` (a :class:`~restorekit.restore.RestoreSettings`, with face
+    restoration, strengths, tiling...) or the simple arguments: ``model`` (a registry name,
+    a file, a loaded descriptor or None for the default), ``outscale``, ``device`` and
+    ``precision``.
     """
-    if model is None or isinstance(model, str):
-        from ..models import load_model
-        from ..registry import load_registry
+    from ..restore import Restorer, RestoreSettings
 
-        reference = model or load_registry().default_model("upscale").name
-        model = load_model(
-            reference, purpose="upscale", allow_paths=allow_paths, download=download, progress=progress
+    if settings is None:
+        settings = RestoreSettings(
+            model=model, outscale=outscale, device=device, precision=precision, allow_paths=allow_paths, download=download
         )
-    return ModelFrameProcessor(model, outscale=outscale, device=device, precision=precision)
+    return RestorerFrameProcessor(Restorer(settings, progress=progress))
