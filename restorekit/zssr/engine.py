@@ -18,7 +18,7 @@ from ..imageio import DecodedImage, check_pixel_count
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .config import MAX_SCALE, ZSSRConfig
 from .geometry import DIHEDRAL_COUNT
-from .inference import back_project, count_tiles, ensemble_forward
+from .inference import back_project, ensemble_forward
 from .network import ZSSRNet
 from .resize import Size, make_downscaler, resize_bicubic
 from .training import (
@@ -190,21 +190,26 @@ class TimeBudget:
 class _Progress:
     """Maps training iterations and inference tiles onto one ``(done, total)`` count.
 
-    Each stage counts its iteration budget plus its inference tiles. When a time budget is
-    set, a stage's iteration count is re-estimated from the time used so far, so the total
-    may change while the job runs.
+    The unit is one training iteration. A stage's inference counts as the iterations it
+    costs about as much as (a training iteration is about three network passes over the
+    batch's pixels; inference is one pass per transform over the output). When a time
+    budget is set, each stage's iteration count is re-estimated from the time used so far,
+    so the total may change while the job runs.
     """
 
-    def __init__(self, reporter: Reporter, stages: list[StagePlan], iterations: int, tiles: list[int]) -> None:
+    def __init__(self, reporter: Reporter, stages: list[StagePlan], config: ZSSRConfig, passes: int) -> None:
         self.reporter = reporter
-        self.iterations = [iterations] * len(stages)
-        self.tiles = tiles
+        self.iterations = [config.iterations] * len(stages)
         self.done_iterations = [0] * len(stages)
-        self.done_tiles = [0] * len(stages)
+        self.done_inference = [0] * len(stages)
+        crop_pixels = config.batch_size * config.crop_size**2
+        self.inference = [
+            max(1, round(passes * s.output_size[0] * s.output_size[1] / (3 * crop_pixels))) for s in stages
+        ]
 
     def _emit(self, message: str) -> None:
-        done = sum(self.done_iterations) + sum(self.done_tiles)
-        total = sum(self.iterations) + sum(self.tiles)
+        done = sum(self.done_iterations) + sum(self.done_inference)
+        total = sum(self.iterations) + sum(self.inference)
         self.reporter.step(done, total, message)
 
     def training(self, stage: int, iteration: int, estimate: int, message: str) -> None:
@@ -217,8 +222,8 @@ class _Progress:
         self.done_iterations[stage] = iteration
         self.iterations[stage] = iteration
 
-    def inference(self, stage: int, tile: int, message: str) -> None:
-        self.done_tiles[stage] = tile
+    def inference_tile(self, stage: int, tile: int, tiles: int, message: str) -> None:
+        self.done_inference[stage] = round(self.inference[stage] * tile / tiles)
         self._emit(message)
 
 
@@ -234,8 +239,7 @@ class _Run:
         self.downscalers = [make_downscaler(config.kernel, s.factor) for s in self.stages]
         self.transforms = list(range(DIHEDRAL_COUNT)) if config.self_ensemble else [0]
         self.budget = TimeBudget(config.time_budget_s, self.stages, len(self.transforms))
-        tiles = [count_tiles(*s.output_size, config.tile_size) for s in self.stages]
-        self.progress = _Progress(reporter, self.stages, config.iterations, tiles)
+        self.progress = _Progress(reporter, self.stages, config, len(self.transforms))
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.net = ZSSRNet(self.image.shape[1], config.width, config.depth)
@@ -359,7 +363,7 @@ class _Run:
         label = f"ZSSR stage {stage.index + 1}/{stage.count} x{stage.factor:.3g} inference"
 
         def on_tile(done: int, total: int) -> None:
-            self.progress.inference(stage.index, done, f"{label}: tile {done}/{total}")
+            self.progress.inference_tile(stage.index, done, total, f"{label}: tile {done}/{total}")
 
         output = ensemble_forward(
             self.net,

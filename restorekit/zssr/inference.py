@@ -26,10 +26,6 @@ def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, i
     return [(ys[i], ys[i + 1], xs[j], xs[j + 1]) for i in range(rows) for j in range(cols)]
 
 
-def count_tiles(height: int, width: int, tile: int) -> int:
-    return math.ceil(height / tile) * math.ceil(width / tile)
-
-
 def _transform_groups(transforms: list[int], square: bool) -> Iterator[list[int]]:
     """Transforms whose outputs share a shape, so each group runs as one batch."""
     if square:
