@@ -174,6 +174,7 @@ def cmd_zssr(args: argparse.Namespace) -> int:
     gains = ", ".join(
         f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason}), self-reconstruction "
         f"{s.reconstruction_psnr - s.bicubic_reconstruction_psnr:+.2f} dB vs bicubic"
+        + ("" if s.network_used else ", too little training: bicubic used")
         for s in result.stages
     )
     print(

@@ -26,8 +26,8 @@ class ZSSRConfig:
     Budget (training stops at whichever comes first, in every stage):
         iterations: training iterations per stage. This is the deterministic control: the
             same seed, image and settings give the same output on the same machine.
-        time_budget_s: wall-clock budget of the whole job in seconds (training and
-            inference together), or None. A time budget is *not* deterministic: the
+        time_budget_s: wall-clock budget in seconds for each image (training and
+            inference of all its stages together), or None. A time budget is *not* deterministic: the
             iteration it stops at depends on the machine's speed and load. ZSSR always
             trains at least one iteration and always finishes inference, so a very small
             budget is exceeded.

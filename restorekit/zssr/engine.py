@@ -53,7 +53,9 @@ class StageReport:
 
     ``reconstruction_psnr`` is how well the trained network rebuilds the stage input from
     its own downscaled copy; ``bicubic_reconstruction_psnr`` is the same for plain bicubic
-    interpolation. Their difference is a ground-truth-free sign of what was learned.
+    interpolation. Their difference is a ground-truth-free sign of what was learned. When
+    the network does not beat bicubic there (a budget too small to learn anything), the
+    stage falls back to bicubic interpolation and ``network_used`` is False.
     """
 
     index: int
@@ -67,6 +69,7 @@ class StageReport:
     loss: float = math.nan
     reconstruction_psnr: float = math.nan
     bicubic_reconstruction_psnr: float = math.nan
+    network_used: bool = True
     train_seconds: float = 0.0
     inference_seconds: float = 0.0
 
@@ -167,9 +170,6 @@ class TimeBudget:
         self.passes = passes
         self.start = time.perf_counter()
         self.seconds_per_pixel: float | None = None
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
 
     def inference_estimate(self, from_stage: int) -> float:
         if self.seconds_per_pixel is None:
@@ -347,6 +347,15 @@ class _Run:
         report.lr_changes = list(policy.changes)
         report.loss = smoothed
         report.reconstruction_psnr = _psnr(error)
+        report.network_used = error < probe.bicubic_mse
+        if not report.network_used:
+            logger.warning(
+                "ZSSR stage %d/%d: after %d iterations the network does not rebuild the image "
+                "from its own downscale better than bicubic does (%.2f vs %.2f dB); using "
+                "bicubic for this stage. Give it more iterations or time.",
+                stage.index + 1, stage.count, trained, report.reconstruction_psnr,
+                report.bicubic_reconstruction_psnr,
+            )
         report.train_seconds = time.perf_counter() - stage_start
 
     def _set_learning_rate(self, value: float) -> None:
@@ -364,15 +373,19 @@ class _Run:
         def on_tile(done: int, total: int) -> None:
             self.progress.inference_tile(stage.index, done, total, f"{label}: tile {done}/{total}")
 
-        output = ensemble_forward(
-            self.net,
-            interpolated,
-            transforms=self.transforms,
-            tile=config.tile_size,
-            memory_format=self.plan.memory_format,
-            autocast=self.autocast,
-            on_tile=on_tile,
-        )
+        if report.network_used:
+            output = ensemble_forward(
+                self.net,
+                interpolated,
+                transforms=self.transforms,
+                tile=config.tile_size,
+                memory_format=self.plan.memory_format,
+                autocast=self.autocast,
+                on_tile=on_tile,
+            )
+        else:
+            output = interpolated.clamp(0, 1)
+            on_tile(1, 1)
         if config.back_projection and config.back_projection_iterations:
             output = back_project(output, current, self.downscalers[stage.index], config.back_projection_iterations)
         report.inference_seconds = time.perf_counter() - start
