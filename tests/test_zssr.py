@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import psnr, to_tensor
 
 from restorekit.errors import CancelledError, InvalidParameterError
 from restorekit.imageio import DecodedImage, image_from_array, read_image, write_image
@@ -32,6 +31,8 @@ from restorekit.zssr.inference import back_project, ensemble_forward
 from restorekit.zssr.network import ZSSRNet
 from restorekit.zssr.resize import kernel_downscaler, resize_bicubic
 from restorekit.zssr.training import LearningRatePolicy, fit_line, probe_regions
+
+from conftest import psnr, to_tensor
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -240,8 +241,12 @@ def test_network_alone_beats_bicubic(coffee: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- behaviour
 
-# A handful of iterations: enough to exercise every code path, not to learn much.
-TINY = ZSSRConfig(iterations=6, crop_size=16, batch_size=2, eval_every=2, lr_window=6, lr_patience=4, tile_size=32)
+# A handful of iterations: enough to exercise every code path, not to learn much (so the
+# bicubic fallback is off: these runs must go through the network).
+TINY = ZSSRConfig(
+    iterations=6, crop_size=16, batch_size=2, eval_every=2, lr_window=6, lr_patience=4,
+    tile_size=32, bicubic_fallback=False,
+)
 
 
 def test_same_seed_gives_identical_output_and_another_seed_does_not(astronaut: np.ndarray) -> None:
@@ -283,7 +288,9 @@ def test_cancel_stops_training_promptly(coffee: np.ndarray) -> None:
 
 def test_time_budget_stops_training_early_and_too_little_training_falls_back_to_bicubic(coffee: np.ndarray) -> None:
     _, low = _pair(coffee, 100, 220, 64)
-    result = zssr_upscale_with_report(low, 2, TINY.replace(iterations=100_000, time_budget_s=1e-3))
+    result = zssr_upscale_with_report(
+        low, 2, TINY.replace(iterations=100_000, time_budget_s=1e-3, bicubic_fallback=True)
+    )
     stage = result.stages[0]
     assert stage.stop_reason == "time budget"
     assert 1 <= stage.iterations < 100_000
@@ -293,6 +300,10 @@ def test_time_budget_stops_training_early_and_too_little_training_falls_back_to_
     assert not stage.network_used
     expected = back_project(_bicubic_x2(low), low, resize_bicubic, TINY.back_projection_iterations)
     torch.testing.assert_close(result.output, expected, atol=1e-6, rtol=0)
+    # Without the fallback the (untrained) network is used, whatever it gives.
+    forced = zssr_upscale_with_report(low, 2, TINY.replace(iterations=100_000, time_budget_s=1e-3))
+    assert forced.stages[0].network_used
+    assert not torch.equal(forced.output, result.output)
 
 
 def test_x4_runs_as_two_x2_stages_learning_from_the_first_output(chelsea: np.ndarray) -> None:

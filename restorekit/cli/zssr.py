@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,24 +90,6 @@ class ZSSRProgress(TqdmProgress):
         self._bar.refresh()
 
 
-def keep_freed_memory() -> None:
-    """Let glibc keep freed memory for reuse instead of handing it back to the OS.
-
-    Training allocates the same activation buffers every iteration; by default glibc
-    unmaps them after each step, and touching fresh pages costs about 4,000 page faults per
-    iteration (measured: about 9% of the CPU time). Process-wide, so only the CLI does this
-    for its own process; elsewhere (musl, macOS, Windows) it is skipped.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: heap (reusable) below 32 MiB
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
 def _output_path(args: argparse.Namespace, source: Path) -> Path:
     output = Path(args.output)
     if output.is_dir():
@@ -159,7 +140,6 @@ def cmd_zssr(args: argparse.Namespace) -> int:
             raise InvalidParameterError(f"{output} exists; pass --overwrite to replace it.")
     config = build_config(args)
     image = read_image(source)
-    keep_freed_memory()
     with cancel_on_interrupt() as cancel:
         bar = progress_for(args)
         progress = ZSSRProgress(disable=bar.disable)

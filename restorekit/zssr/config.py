@@ -73,6 +73,9 @@ class ZSSRConfig:
             projection through the same downscaling kernel).
         back_projection_iterations: the number of back-projection steps.
         tile_size: output tile side for inference (bounds memory; results are exact).
+        bicubic_fallback: when the trained network rebuilds the image from its own
+            downscale worse than bicubic does (a budget too small to learn), use bicubic
+            for that stage instead of the network.
 
     Execution:
         seed, device (auto/cpu/cuda/cuda:N), precision (auto/fp32/fp16/bf16; auto is
@@ -111,6 +114,7 @@ class ZSSRConfig:
     back_projection: bool = True
     back_projection_iterations: int = 10
     tile_size: int = 256
+    bicubic_fallback: bool = True
 
     seed: int = 0
     device: str = "auto"

@@ -347,7 +347,7 @@ class _Run:
         report.lr_changes = list(policy.changes)
         report.loss = smoothed
         report.reconstruction_psnr = _psnr(error)
-        report.network_used = error < probe.bicubic_mse
+        report.network_used = error < probe.bicubic_mse or not config.bicubic_fallback
         if not report.network_used:
             logger.warning(
                 "ZSSR stage %d/%d: after %d iterations the network does not rebuild the image "
