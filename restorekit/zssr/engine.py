@@ -1,0 +1,515 @@
+"""Running ZSSR: stages, the training loop, the time budget, progress and the public API."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..device import ExecutionPlan, plan_execution
+from ..errors import InvalidParameterError
+from ..imageio import DecodedImage, check_pixel_count
+from ..progress import CancelCheck, ProgressCallback, Reporter
+from .config import MAX_SCALE, ZSSRConfig
+from .geometry import DIHEDRAL_COUNT
+from .inference import back_project, ensemble_forward
+from .network import ZSSRNet
+from .resize import Size, make_downscaler, resize_bicubic
+from .training import (
+    LearningRatePolicy,
+    PairSampler,
+    ReconstructionProbe,
+    is_integer_factor,
+    round_half_up,
+    training_crop,
+)
+
+logger = logging.getLogger(__name__)
+
+MIN_SON_SIDE = 4
+"""The downscaled copy of the input must keep at least this many pixels per side."""
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One upscaling step: ``input_size`` -> ``output_size`` (both ``(height, width)``)."""
+
+    index: int
+    count: int
+    factor: float
+    input_size: Size
+    output_size: Size
+
+
+@dataclass
+class StageReport:
+    """What one stage did (for logs, benchmarks and the CLI summary).
+
+    ``reconstruction_psnr`` is how well the trained network rebuilds the stage input from
+    its own downscaled copy; ``bicubic_reconstruction_psnr`` is the same for plain bicubic
+    interpolation. Their difference is a ground-truth-free sign of what was learned. When
+    the network does not beat bicubic there (a budget too small to learn anything), the
+    stage falls back to bicubic interpolation and ``network_used`` is False.
+    """
+
+    index: int
+    factor: float
+    input_size: Size
+    output_size: Size
+    iterations: int = 0
+    stop_reason: str = ""
+    learning_rate: float = 0.0
+    lr_changes: list[int] = field(default_factory=list)
+    loss: float = math.nan
+    reconstruction_psnr: float = math.nan
+    bicubic_reconstruction_psnr: float = math.nan
+    network_used: bool = True
+    train_seconds: float = 0.0
+    inference_seconds: float = 0.0
+
+
+@dataclass
+class ZSSRResult:
+    """The output (1, C, H*s, W*s) float32 in [0, 1] and a report per image and stage."""
+
+    output: torch.Tensor
+    stages: list[StageReport]
+    execution: str
+    seconds: float
+
+    @property
+    def iterations(self) -> int:
+        return sum(stage.iterations for stage in self.stages)
+
+
+def _psnr(mse: float) -> float:
+    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+
+
+def plan_stages(size: Size, scale: float, max_stage_scale: float) -> list[StagePlan]:
+    """Split ``scale`` into the fewest equal steps of at most ``max_stage_scale``.
+
+    Intermediate sizes are ``round(size * step**k)``; the last is ``round(size * scale)``
+    (halves rounded up).
+    """
+    count = max(1, math.ceil(math.log(scale) / math.log(max_stage_scale) - 1e-9))
+    step = scale ** (1.0 / count)
+    if is_integer_factor(step):
+        step = float(round(step))
+    height, width = size
+    sizes = [(height, width)]
+    for k in range(1, count):
+        sizes.append((round_half_up(height * step**k), round_half_up(width * step**k)))
+    sizes.append((round_half_up(height * scale), round_half_up(width * scale)))
+    return [
+        StagePlan(index=k, count=count, factor=step, input_size=sizes[k], output_size=sizes[k + 1])
+        for k in range(count)
+    ]
+
+
+def check_scale(scale: object) -> float:
+    """Validate the total upscaling factor (a number in (1, 16])."""
+    ok = isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, bool)
+    value = float(scale) if ok else math.nan  # type: ignore[arg-type]
+    if not (math.isfinite(value) and 1.0 < value <= MAX_SCALE):
+        raise InvalidParameterError(
+            f"ZSSR scale must be a number greater than 1 and at most {MAX_SCALE:g}, got {scale!r}."
+        )
+    return value
+
+
+def _check_pixels(pixels: object) -> torch.Tensor:
+    if not isinstance(pixels, torch.Tensor):
+        raise InvalidParameterError(
+            f"ZSSR expects a torch tensor of shape (B, C, H, W), got {type(pixels).__name__}."
+        )
+    if pixels.ndim != 4 or pixels.shape[1] not in (1, 3) or pixels.shape[0] < 1:
+        raise InvalidParameterError(
+            "ZSSR expects pixels of shape (B, 1 or 3, H, W) in [0, 1], got "
+            f"{tuple(pixels.shape)}."
+        )
+    if not pixels.is_floating_point():
+        raise InvalidParameterError(
+            f"ZSSR expects float pixels in [0, 1], got {pixels.dtype}; divide by 255 or 65535."
+        )
+    if not bool(torch.isfinite(pixels).all()):
+        raise InvalidParameterError("The image contains NaN or infinite values.")
+    return pixels
+
+
+def _check_size(size: Size, stages: list[StagePlan]) -> None:
+    height, width = size
+    needed = max(8, math.ceil(MIN_SON_SIDE * stages[0].factor - 1e-9))
+    if min(height, width) < needed:
+        raise InvalidParameterError(
+            f"The image is {width}x{height}; ZSSR x{stages[0].factor:g} steps need at least "
+            f"{needed} pixels per side, because it learns from a downscaled copy of the image. "
+            "Use plain interpolation for images this small."
+        )
+    out_height, out_width = stages[-1].output_size
+    check_pixel_count(out_width, out_height, None, "The ZSSR output")
+
+
+class TimeBudget:
+    """Splits a wall-clock budget between the stages' training, keeping time for inference.
+
+    The forward speed measured by the reconstruction probe (seconds per pixel) predicts the
+    inference time of this and every later stage; what is left is shared equally by the
+    stages' training.
+    """
+
+    def __init__(self, seconds: float | None, stages: list[StagePlan], passes: int) -> None:
+        self.seconds = seconds
+        self.stages = stages
+        self.passes = passes
+        self.start = time.perf_counter()
+        self.seconds_per_pixel: float | None = None
+
+    def inference_estimate(self, from_stage: int) -> float:
+        if self.seconds_per_pixel is None:
+            return 0.0
+        pixels = sum(s.output_size[0] * s.output_size[1] for s in self.stages[from_stage:])
+        # +15%: tile margins, the median and back-projection.
+        return 1.15 * self.passes * pixels * self.seconds_per_pixel
+
+    def training_allowance(self, stage: int, stage_start: float) -> float:
+        """Seconds stage ``stage`` (started at ``stage_start``, absolute) may train."""
+        if self.seconds is None:
+            return math.inf
+        remaining = self.seconds - (stage_start - self.start)
+        stages_left = len(self.stages) - stage
+        return max(0.0, (remaining - self.inference_estimate(stage)) / stages_left)
+
+
+class _Progress:
+    """Maps training iterations and inference tiles onto one ``(done, total)`` count.
+
+    The unit is one training iteration. A stage's inference counts as the iterations it
+    costs about as much as (a training iteration is about three network passes over the
+    batch's pixels; inference is one pass per transform over the output). When a time
+    budget is set, each stage's iteration count is re-estimated from the time used so far,
+    so the total may change while the job runs.
+    """
+
+    def __init__(self, reporter: Reporter, stages: list[StagePlan], config: ZSSRConfig, passes: int) -> None:
+        self.reporter = reporter
+        self.iterations = [config.iterations] * len(stages)
+        self.done_iterations = [0] * len(stages)
+        self.done_inference = [0] * len(stages)
+        crop_pixels = config.batch_size * config.crop_size**2
+        self.inference = [
+            max(1, round(passes * s.output_size[0] * s.output_size[1] / (3 * crop_pixels))) for s in stages
+        ]
+
+    def _emit(self, message: str) -> None:
+        done = sum(self.done_iterations) + sum(self.done_inference)
+        total = sum(self.iterations) + sum(self.inference)
+        self.reporter.step(done, total, message)
+
+    def training(self, stage: int, iteration: int, estimate: int, message: str) -> None:
+        self.done_iterations[stage] = iteration
+        for k in range(stage, len(self.iterations)):
+            self.iterations[k] = max(estimate, iteration) if k == stage else max(estimate, 1)
+        self._emit(message)
+
+    def finish_training(self, stage: int, iteration: int) -> None:
+        self.done_iterations[stage] = iteration
+        self.iterations[stage] = iteration
+
+    def inference_tile(self, stage: int, tile: int, tiles: int, message: str) -> None:
+        self.done_inference[stage] = round(self.inference[stage] * tile / tiles)
+        self._emit(message)
+
+
+class _Run:
+    """One image through every stage (training state carries over between stages)."""
+
+    def __init__(self, image: torch.Tensor, scale: float, config: ZSSRConfig, reporter: Reporter) -> None:
+        self.config = config
+        self.plan: ExecutionPlan = plan_execution(config.device, config.precision)
+        self.image = image.to(self.plan.device, torch.float32).clamp(0, 1)
+        self.stages = plan_stages(tuple(self.image.shape[-2:]), scale, config.max_stage_scale)
+        _check_size(tuple(self.image.shape[-2:]), self.stages)
+        self.downscalers = [make_downscaler(config.kernel, s.factor) for s in self.stages]
+        self.transforms = list(range(DIHEDRAL_COUNT)) if config.self_ensemble else [0]
+        self.budget = TimeBudget(config.time_budget_s, self.stages, len(self.transforms))
+        self.progress = _Progress(reporter, self.stages, config, len(self.transforms))
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.net = ZSSRNet(self.image.shape[1], config.width, config.depth)
+        self.net.reset_parameters(self.generator, config.init_variance, config.output_init_variance)
+        self.net.to(self.plan.device, memory_format=self.plan.memory_format)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate)
+        self.scaler = torch.amp.GradScaler(self.plan.device.type, enabled=self.plan.dtype == torch.float16)
+        self.policy = LearningRatePolicy(config)
+
+    def autocast(self) -> AbstractContextManager[object]:
+        if self.plan.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.plan.device.type, dtype=self.plan.dtype)
+
+    def run(self) -> list[StageReport]:
+        sources = [self.image]
+        reports: list[StageReport] = []
+        current = self.image
+        for stage in self.stages:
+            report = StageReport(stage.index, stage.factor, stage.input_size, stage.output_size)
+            self._train(stage, sources, report)
+            current = self._infer(stage, current, report)
+            sources.append(current)
+            reports.append(report)
+            logger.info(
+                "ZSSR stage %d/%d x%.3g: %d iterations (%s), reconstruction %.2f dB vs "
+                "bicubic %.2f dB, %.1f s training, %.1f s inference",
+                stage.index + 1, stage.count, stage.factor, report.iterations,
+                report.stop_reason, report.reconstruction_psnr,
+                report.bicubic_reconstruction_psnr, report.train_seconds,
+                report.inference_seconds,
+            )
+        self.output = current
+        return reports
+
+    # ------------------------------------------------------------------ training
+
+    def _train(self, stage: StagePlan, sources: list[torch.Tensor], report: StageReport) -> None:
+        config = self.config
+        downscale = self.downscalers[stage.index]
+        crop = training_crop(stage.input_size, stage.factor, config.crop_size)
+        sampler = PairSampler(sources, stage.factor, crop, downscale, config, self.rng, self.generator)
+        probe = ReconstructionProbe(
+            sources[-1], stage.factor, downscale, config.eval_max_pixels, self.plan.memory_format
+        )
+        report.bicubic_reconstruction_psnr = _psnr(probe.bicubic_mse)
+        policy = self.policy
+        policy.restart()
+        self._set_learning_rate(policy.learning_rate)
+        stage_start = time.perf_counter()
+        allowance = self.budget.training_allowance(stage.index, stage_start)
+        smoothed = math.nan
+        error = math.nan
+        iteration = 0
+        stop_reason = "iterations"
+        self.net.train()
+        memory_format = self.plan.memory_format
+        for iteration in range(config.iterations):
+            inputs, targets = sampler.sample(config.batch_size)
+            inputs = inputs.contiguous(memory_format=memory_format)
+            targets = targets.contiguous(memory_format=memory_format)
+            with self.autocast():
+                predicted = self.net(inputs)
+            loss = torch.mean(torch.abs(predicted.float() - targets))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            value = float(loss.detach())
+            smoothed = value if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * value
+
+            if iteration % config.eval_every == 0:
+                error = probe.measure(self.net, self.autocast)
+                policy.record(iteration, error)
+                self.budget.seconds_per_pixel = probe.seconds_per_pixel
+                allowance = self.budget.training_allowance(stage.index, stage_start)
+            elapsed = time.perf_counter() - stage_start
+            if policy.update(iteration):
+                self._set_learning_rate(policy.learning_rate)
+                logger.debug("ZSSR iteration %d: learning rate -> %.1e", iteration, policy.learning_rate)
+
+            estimate = config.iterations
+            if math.isfinite(allowance) and elapsed > 0:
+                estimate = min(config.iterations, max(iteration + 1, round((iteration + 1) * allowance / elapsed)))
+            self.progress.training(
+                stage.index,
+                iteration + 1,
+                estimate,
+                f"ZSSR stage {stage.index + 1}/{stage.count} x{stage.factor:.3g} training: "
+                f"iteration {iteration + 1}, loss {smoothed:.4f}, lr {policy.learning_rate:.0e}",
+            )
+            if policy.exhausted:
+                stop_reason = "learning rate"
+                break
+            if elapsed >= allowance:
+                stop_reason = "time budget"
+                break
+        trained = iteration + 1
+        if (trained - 1) % config.eval_every:
+            error = probe.measure(self.net, self.autocast)
+        self.progress.finish_training(stage.index, trained)
+        report.iterations = trained
+        report.stop_reason = stop_reason
+        report.learning_rate = policy.learning_rate
+        report.lr_changes = list(policy.changes)
+        report.loss = smoothed
+        report.reconstruction_psnr = _psnr(error)
+        report.network_used = error < probe.bicubic_mse or not config.bicubic_fallback
+        if not report.network_used:
+            logger.warning(
+                "ZSSR stage %d/%d: after %d iterations the network does not rebuild the image "
+                "from its own downscale better than bicubic does (%.2f vs %.2f dB); using "
+                "bicubic for this stage. Give it more iterations or time.",
+                stage.index + 1, stage.count, trained, report.reconstruction_psnr,
+                report.bicubic_reconstruction_psnr,
+            )
+        report.train_seconds = time.perf_counter() - stage_start
+
+    def _set_learning_rate(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = value
+
+    # ------------------------------------------------------------------ inference
+
+    def _infer(self, stage: StagePlan, current: torch.Tensor, report: StageReport) -> torch.Tensor:
+        config = self.config
+        start = time.perf_counter()
+        interpolated = resize_bicubic(current, stage.output_size)
+        label = f"ZSSR stage {stage.index + 1}/{stage.count} x{stage.factor:.3g} inference"
+
+        def on_tile(done: int, total: int) -> None:
+            self.progress.inference_tile(stage.index, done, total, f"{label}: tile {done}/{total}")
+
+        if report.network_used:
+            output = ensemble_forward(
+                self.net,
+                interpolated,
+                transforms=self.transforms,
+                tile=config.tile_size,
+                memory_format=self.plan.memory_format,
+                autocast=self.autocast,
+                on_tile=on_tile,
+            )
+        else:
+            output = interpolated.clamp(0, 1)
+            on_tile(1, 1)
+        if config.back_projection and config.back_projection_iterations:
+            output = back_project(output, current, self.downscalers[stage.index], config.back_projection_iterations)
+        report.inference_seconds = time.perf_counter() - start
+        return output
+
+
+def zssr_upscale_with_report(
+    pixels: torch.Tensor,
+    scale: float,
+    config: ZSSRConfig | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> ZSSRResult:
+    """:func:`zssr_upscale`, also returning what each stage did (:class:`ZSSRResult`)."""
+    config = (config or ZSSRConfig()).validate()
+    scale = check_scale(scale)
+    pixels = _check_pixels(pixels)
+    # Every check that can fail comes before any work (and before the first cancel check).
+    stages = plan_stages(tuple(pixels.shape[-2:]), scale, config.max_stage_scale)
+    _check_size(tuple(pixels.shape[-2:]), stages)
+    for stage in stages:
+        make_downscaler(config.kernel, stage.factor)
+    plan_execution(config.device, config.precision)
+    reporter = Reporter.of(progress, cancel)
+    reporter.check()
+    start = time.perf_counter()
+    outputs: list[torch.Tensor] = []
+    reports: list[StageReport] = []
+    execution = ""
+    count = pixels.shape[0]
+    for index in range(count):
+        run = _Run(pixels[index : index + 1], scale, config, reporter.stage(index, count) if count > 1 else reporter)
+        reports.extend(run.run())
+        execution = run.plan.describe()
+        outputs.append(run.output.to(pixels.device, torch.float32))
+    return ZSSRResult(torch.cat(outputs), reports, execution, time.perf_counter() - start)
+
+
+def zssr_upscale(
+    pixels: torch.Tensor,
+    scale: float,
+    config: ZSSRConfig | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> torch.Tensor:
+    """Upscale images by ``scale`` with zero-shot super-resolution (no pretrained weights).
+
+    A small network is trained on each image alone, from pairs made by downscaling the
+    image itself, then applied to the image (Shocher, Cohen and Irani, CVPR 2018).
+
+    Args:
+        pixels: (B, C, H, W) float in [0, 1], C = 3 (RGB) or 1 (gray). Each image of the
+            batch gets its own network.
+        scale: the total factor, in (1, 16]. Output sides are ``round(H * scale)``.
+        config: settings (:class:`ZSSRConfig`); the defaults suit a CPU.
+        progress: ``progress(done, total, message)``; messages carry the iteration, the
+            training loss and the learning rate.
+        cancel: ``cancel()`` -> True stops the job with
+            :class:`~restorekit.errors.CancelledError` after the current step.
+
+    Returns:
+        (B, C, round(H * scale), round(W * scale)) float32 in [0, 1] on ``pixels``' device.
+
+    The result is deterministic for a given seed, image, config and machine (the
+    iteration budget is the control); a ``time_budget_s`` makes the stopping point depend
+    on the machine's speed.
+    """
+    return zssr_upscale_with_report(pixels, scale, config, progress, cancel).output
+
+
+def zssr_upscale_image(
+    image: DecodedImage,
+    scale: float,
+    config: ZSSRConfig | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> DecodedImage:
+    """Upscale a :class:`~restorekit.imageio.DecodedImage` with ZSSR.
+
+    Gray images are learned and upscaled as one channel; alpha is resized with
+    antialiased bicubic; the bit depth, gray form, format, metadata and source are kept,
+    so writing the result restores the input's form (and refuses to overwrite the input).
+    """
+    return zssr_upscale_image_with_report(image, scale, config, progress, cancel)[0]
+
+
+def zssr_upscale_image_with_report(
+    image: DecodedImage,
+    scale: float,
+    config: ZSSRConfig | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> tuple[DecodedImage, ZSSRResult]:
+    """:func:`zssr_upscale_image`, also returning the :class:`ZSSRResult`."""
+    if not isinstance(image, DecodedImage):
+        raise InvalidParameterError(
+            f"zssr_upscale_image expects a DecodedImage, got {type(image).__name__}; use "
+            "zssr_upscale for tensors."
+        )
+    pixels = image.pixels
+    if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[1] != 3:
+        raise InvalidParameterError(
+            f"A DecodedImage has pixels of shape (1, 3, H, W), got {tuple(pixels.shape)}."
+        )
+    color = pixels[:, :1] if image.was_gray else pixels
+    result = zssr_upscale_with_report(color, scale, config, progress, cancel)
+    upscaled = result.output
+    if upscaled.shape[1] == 1:
+        upscaled = upscaled.expand(-1, 3, -1, -1).contiguous()
+    alpha = None
+    if image.alpha is not None:
+        alpha = resize_bicubic(image.alpha.float(), tuple(upscaled.shape[-2:])).clamp(0, 1)
+    return image.replace(pixels=upscaled, alpha=alpha), result
+
+
+__all__ = [
+    "StagePlan",
+    "StageReport",
+    "ZSSRResult",
+    "check_scale",
+    "plan_stages",
+    "zssr_upscale",
+    "zssr_upscale_image",
+    "zssr_upscale_image_with_report",
+    "zssr_upscale_with_report",
+]
+
