@@ -12,14 +12,23 @@ against the official ``inference_realesrgan_video.py`` approach, same CPU, same 
 
 Both encode libx264 CRF 23 yuv420p (the script's settings) and copy the AAC audio.
 
-FACE STAGE HOOK: the face engine (``restorekit/faces``) is not on this branch. To measure face
-restore + background, give ``make_frame_processor`` the face options in :func:`ours_processor`
-and replace :func:`official_frame` with ``GFPGANer(..., bg_upsampler=upsampler).enhance(img,
-paste_back=True)[2]``, as the official script does with ``--face_enhance``.
+``--faces`` adds face restoration, as the official script's ``--face_enhance`` does:
+
+- ours: the same :class:`~restorekit.restore.Restorer` the ``restorekit video --face-restore``
+  command builds (GFPGANv1.4 + ParseNet paste-back masks, faces batched, bf16 channels_last),
+  with the upscale model as the background;
+- official: ``GFPGANer(upscale=scale, bg_upsampler=RealESRGANer(...)).enhance(frame,
+  paste_back=True)`` per frame, one face at a time, fp32.
+
+No real GFPGAN/ParseNet weights can be downloaded here, so both sides use the same seeded
+random weights with the official architectures (speed does not depend on the values), and
+both are given the same face landmarks per frame (computed from the clip's known pan and
+zoom of the astronaut photo's hand-placed landmarks) instead of running a random-weight
+detector: detection is left out on both sides.
 
 Usage::
 
-    python bench/bench_video.py [--frames 48] [--scales 2 4] [--batch 4] [--weights DIR]
+    python bench/bench_video.py [--frames 48] [--scales 2 4] [--batch 4] [--weights DIR] [--faces]
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the reference shim and face test helpers (bench/test only)
 
 from restorekit.video import VideoOptions, make_frame_processor, process_video  # noqa: E402
 
@@ -45,6 +55,19 @@ MODEL = "realesr-animevideov3"
 SIZE = 256
 FPS = 25
 CRF = 23
+
+
+def frame_window(index: int) -> tuple[int, int, int]:
+    """(top, left, side) of the astronaut photo shown in frame ``index`` (pan and zoom)."""
+    return 20 + index % 15, 110 + index % 25, 300 - index % 40
+
+
+def frame_landmarks(index: int) -> np.ndarray:
+    """(5, 2) landmarks of the astronaut's face in frame ``index``."""
+    from faces_common import astronaut_landmarks
+
+    top, left, side = frame_window(index)
+    return (astronaut_landmarks().numpy() - np.array([left, top])) * (SIZE / side)
 
 
 def make_input(path: Path, frames: int) -> Path:
@@ -62,8 +85,7 @@ def make_input(path: Path, frames: int) -> Path:
         video.options = {"crf": "16"}
         audio = container.add_stream("aac", rate=48000, layout="mono")
         for index in range(frames):
-            crop = 300 - index % 40
-            top, left = 20 + index % 15, 110 + index % 25
+            top, left, crop = frame_window(index)
             frame = cv2.resize(photo[top : top + crop, left : left + crop], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
             video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
             video_frame.pts = index
@@ -80,14 +102,37 @@ def make_input(path: Path, frames: int) -> Path:
     return path
 
 
-def ours_processor(weights: Path, scale: float) -> Any:
-    # FACE STAGE HOOK (ours): pass the face-restore options here once restorekit/faces lands.
-    return make_frame_processor(str(weights), outscale=scale, precision="auto")
+class ScriptedDetector:
+    """Stands in for the face detector: frame ``n``'s landmarks, frames taken in order."""
+
+    def __init__(self) -> None:
+        self.index = 0
+
+    def __call__(self, image: torch.Tensor, *, settings: Any = None) -> list[Any]:
+        from restorekit.faces import FaceDetection
+
+        face = FaceDetection.from_landmarks(frame_landmarks(self.index))
+        self.index += 1
+        return [face]
 
 
-def run_ours(source: Path, output: Path, weights: Path, scale: float, batch: int) -> dict[str, float]:
-    processor = ours_processor(weights, scale)
+def ours_processor(weights: Path, scale: float, faces: bool) -> Any:
+    from restorekit.restore import RestoreSettings
+
+    settings = RestoreSettings(
+        model=str(weights), outscale=scale, precision="auto", face_model="GFPGANv1.4" if faces else None
+    )
+    processor = make_frame_processor(settings=settings)
+    if faces:
+        processor.restorer.faces._detector = ScriptedDetector()  # bench only: same landmarks as official
+    return processor
+
+
+def run_ours(source: Path, output: Path, weights: Path, scale: float, batch: int, faces: bool) -> dict[str, float]:
+    processor = ours_processor(weights, scale, faces)
     processor(torch.rand(1, 3, SIZE, SIZE))  # warm-up: one-off weight conversion
+    if faces:
+        processor.restorer.faces._detector.index = 0
     began = time.perf_counter()
     result = process_video(source, output, processor, VideoOptions(batch_size=batch, crf=CRF, overwrite=True))
     seconds = time.perf_counter() - began
@@ -110,17 +155,48 @@ def official_upsampler(weights: Path, workdir: Path) -> Any:
     return RealESRGANer(scale=4, model_path=str(pth), model=model, tile=0, pre_pad=0, half=False, device=torch.device("cpu"))
 
 
-def official_frame(upsampler: Any, bgr: np.ndarray, scale: float) -> np.ndarray:
-    # FACE STAGE HOOK (official): GFPGANer(..., bg_upsampler=upsampler).enhance(bgr, paste_back=True)[2]
+def official_face_enhancer(upsampler: Any, scale: float) -> Any:
+    """GFPGANer as the official script builds it with ``--face_enhance`` (GFPGANv1.4,
+    ParseNet, the RealESRGANer as background upsampler), with the seeded random weights and
+    the scripted landmarks of :func:`frame_landmarks`."""
+    from restorekit.architectures import build_module
+
+    from face_reference import gfpganer
+    from faces_common import random_network_state
+
+    parse_params = {"in_size": 512, "out_size": 512, "parsing_ch": 19}
+    parser = build_module("ParseNet", parse_params)
+    parser.load_state_dict(random_network_state("ParseNet", parse_params, seed=1))
+    enhancer = gfpganer(random_network_state("GFPGANv1Clean", {}, seed=0), scale, parser=parser.eval(), bg_upsampler=upsampler)
+    helper = enhancer.face_helper
+    counter = {"index": 0}
+
+    def scripted_landmarks(*_args: object, **_kwargs: object) -> int:
+        helper.all_landmarks_5 = [frame_landmarks(counter["index"])]
+        helper.det_faces = [np.zeros(5)]
+        counter["index"] += 1
+        return 1
+
+    helper.get_face_landmarks_5 = scripted_landmarks
+    enhancer.frame_counter = counter
+    return enhancer
+
+
+def official_frame(upsampler: Any, bgr: np.ndarray, scale: float, enhancer: Any = None) -> np.ndarray:
+    if enhancer is not None:  # --face_enhance: GFPGANer upscales the background itself
+        return enhancer.enhance(bgr, has_aligned=False, only_center_face=False, paste_back=True)[2]
     output, _ = upsampler.enhance(bgr, outscale=scale)
     return output
 
 
-def run_official(source: Path, output: Path, upsampler: Any, scale: float) -> dict[str, float]:
+def run_official(source: Path, output: Path, upsampler: Any, scale: float, faces: bool) -> dict[str, float]:
     """One frame at a time: decode, enhance (fp32), encode, all on one thread."""
     import av
 
-    official_frame(upsampler, np.zeros((SIZE, SIZE, 3), np.uint8), scale)  # warm-up
+    enhancer = official_face_enhancer(upsampler, scale) if faces else None
+    official_frame(upsampler, np.zeros((SIZE, SIZE, 3), np.uint8), scale, enhancer)  # warm-up
+    if enhancer is not None:
+        enhancer.frame_counter["index"] = 0
     compute = 0.0
     frames = 0
     began = time.perf_counter()
@@ -134,7 +210,7 @@ def run_official(source: Path, output: Path, upsampler: Any, scale: float) -> di
         for frame in src.decode(in_video):
             bgr = frame.to_ndarray(format="bgr24")
             start = time.perf_counter()
-            restored = official_frame(upsampler, bgr, scale)
+            restored = official_frame(upsampler, bgr, scale, enhancer)
             compute += time.perf_counter() - start
             encoded = av.VideoFrame.from_ndarray(restored, format="bgr24")
             encoded.pts = frames
@@ -150,12 +226,27 @@ def run_official(source: Path, output: Path, upsampler: Any, scale: float) -> di
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds, "compute_fps": frames / compute}
 
 
+def install_random_face_models(home: Path) -> None:
+    """Seeded random GFPGANv1.4 and ParseNet weights under their registry names in a
+    temporary model home (no real weights can be downloaded here)."""
+    import os
+
+    os.environ["RESTOREKIT_HOME"] = str(home)
+    from restorekit.registry.home import configure_home
+
+    from faces_common import install_models
+
+    configure_home(home)
+    install_models(home, home / "generated", ["GFPGANv1.4", "parsing_parsenet", "detection_Resnet50_Final"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--scales", type=float, nargs="+", default=[2.0, 4.0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--weights", type=Path, default=ROOT.parent / "shared" / "weights")
+    parser.add_argument("--faces", action="store_true", help="add face restoration (GFPGANv1.4) on both sides")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     weights = args.weights / f"{MODEL}.safetensors"
@@ -166,13 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.faces:
+            install_random_face_models(work / "home")
         source = make_input(work / "input.mp4", args.frames)
         upsampler = official_upsampler(weights, work)
         for scale in args.scales:
-            ours = run_ours(source, work / f"ours-x{scale:g}.mp4", weights, scale, args.batch)
-            official = run_official(source, work / f"official-x{scale:g}.mp4", upsampler, scale)
+            ours = run_ours(source, work / f"ours-x{scale:g}.mp4", weights, scale, args.batch, args.faces)
+            official = run_official(source, work / f"official-x{scale:g}.mp4", upsampler, scale, args.faces)
             rows.append({"scale": scale, "ours": ours, "official": official})
-    print(f"\n{args.frames} frames of {SIZE}x{SIZE}, {MODEL}, torch threads {torch.get_num_threads()}, "
+    stage = " + GFPGANv1.4 (one face a frame)" if args.faces else ""
+    print(f"\n{args.frames} frames of {SIZE}x{SIZE}, {MODEL}{stage}, torch threads {torch.get_num_threads()}, "
           f"libx264 CRF {CRF}, batch {args.batch}")
     print("| output | ours fps | official fps (end to end) | official fps (compute only) | ours / official | ours / official compute |")
     print("|---|---|---|---|---|---|")
