@@ -28,8 +28,13 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench: setup
-	$(PY) bench/run_all.py
+bench: setup  # short runs of every benchmark; each script's --help shows the full runs
+	$(PY) bench/bench_upscale.py --quick
+	$(PY) bench/bench_faces.py --skip-e2e
+	$(PY) bench/bench_degrade.py --batches 2
+	$(PY) bench/interpolate_speed.py --repeat 2
+	$(PY) bench/bench_zssr.py --quick
+	$(PY) bench/bench_video.py --frames 8 --scales 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info
