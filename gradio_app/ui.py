@@ -368,7 +368,7 @@ class RestoreKitApp:
                         with gr.Row():
                             seed = gr.Number(0, precision=0, label="Seed")
                             scale = gr.Number(4, minimum=1, label="Scale (LR = HR / scale)")
-                        overrides = gr.Textbox(label="Overrides", placeholder="blur_sigma=0.2,2; jpeg_range=60,95; second_blur_prob=0")
+                        overrides = gr.Textbox(label="Overrides", placeholder="blur_sigma=0.2,2; jpeg_range=60,95; second_order_prob=0  (separate with ; or new lines)")
                         degrade_button = gr.Button("Degrade", variant="primary")
                         kernel = gr.Image(type="filepath", format="png", label="Blur kernels", interactive=False)
                     with gr.Column(scale=2):

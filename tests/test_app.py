@@ -1,0 +1,321 @@
+"""The Gradio app end to end: served on loopback inside the test, called through
+``gradio_client`` with real images, real weights (realesr-animevideov3 from ../shared, random
+weights under the same name when absent) and random-weight face and imported models."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import socket
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio", reason="the app tests need gradio (pip install 'restorekit[app]')")
+gradio_client = pytest.importorskip("gradio_client", reason="the app tests need gradio_client")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from conftest import SHARED_WEIGHTS  # noqa: E402
+from faces_common import install_models, random_model_file  # noqa: E402
+
+MODEL = "realesr-animevideov3"
+MAX_PIXELS = 300_000
+MAX_FILE_SIZE = 2_000_000
+MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def save_png(array: np.ndarray, path: Path) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+def format_of(path: str | Path) -> str:
+    head = Path(path).read_bytes()[:12]
+    for name, magic in MAGIC.items():
+        if head.startswith(magic) and (name != "webp" or head[8:12] == b"WEBP"):
+            return name
+    raise AssertionError(f"{path} is not PNG, JPEG or WebP: {head!r}")
+
+
+@dataclass
+class Served:
+    url: str
+    client: Client
+    app: object
+    home: Path
+    images: Path
+    real_weights: bool
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> Iterator[Served]:
+    """The app on a free loopback port over an offline model home holding the x4 video model
+    and random-weight face models (the detector finds no face at GFPGAN's confidence)."""
+    from restorekit import models
+    from restorekit.registry.download import target_path
+    from restorekit.registry.home import ModelHome, configure_home
+    from restorekit.registry.schema import load_registry
+
+    home = tmp_path_factory.mktemp("app-home")
+    cache = tmp_path_factory.mktemp("app-random-models")
+    images = tmp_path_factory.mktemp("app-images")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESTOREKIT_HOME", str(home))
+        mp.setenv("RESTOREKIT_OFFLINE", "1")
+        mp.delenv("HF_HUB_OFFLINE", raising=False)
+        configure_home(None)
+        models.clear_cache()
+        target = target_path(load_registry().get(MODEL), ModelHome(root=home.resolve()))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        real = (SHARED_WEIGHTS / f"{MODEL}.safetensors").is_file()
+        target.symlink_to(SHARED_WEIGHTS / f"{MODEL}.safetensors" if real else random_model_file(MODEL, cache))
+        install_models(home, cache, ["GFPGANv1.4", "detection_mobilenet0.25_Final", "parsing_parsenet"])
+        for index, (top, left) in enumerate([(100, 200), (0, 0), (300, 300), (200, 40), (64, 128), (400, 400), (250, 150), (30, 330)]):
+            save_png(astronaut[top : top + 64, left : left + 64], images / f"crop{index}.png")
+
+        from gradio_app.ui import AppConfig, launch
+
+        config = AppConfig(port=free_port(), max_pixels=MAX_PIXELS, max_file_size=MAX_FILE_SIZE)
+        demo, url = launch(config, prevent_thread_lock=True, quiet=True)
+        try:
+            yield Served(url, Client(url, verbose=False), demo.restorekit, home, images, real)  # type: ignore[attr-defined]
+        finally:
+            demo.close()
+            models.clear_cache()
+            configure_home(None)
+
+
+def engine_reference(path: Path, **settings) -> np.ndarray:
+    """The engine's own result for ``path`` (what the app must return), as 8-bit RGB."""
+    from restorekit.imageio import encode_image, read_image
+    from restorekit.restore import Restorer, RestoreSettings
+
+    out, _ = Restorer(RestoreSettings(allow_paths=False, **settings)).run_image(read_image(path))
+    return pixels(io.BytesIO(encode_image(out, "png")))
+
+
+def pixels(path: str | Path | io.BytesIO) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+# --------------------------------------------------------------------------- restore
+
+
+@pytest.mark.parametrize(("out_format", "fmt"), [("PNG", "png"), ("JPEG", "jpeg"), ("WebP", "webp")])
+def test_restore_endpoint_formats_and_sizes(served: Served, out_format: str, fmt: str) -> None:
+    source = served.images / "crop0.png"
+    (before, after), download, report = served.client.predict(
+        handle_file(source), model=MODEL, out_format=out_format, quality=90, api_name="/restore"
+    )
+    assert format_of(download) == fmt and Path(download).suffix in (".png", ".jpg", ".webp")
+    assert image_size(download) == (256, 256) and image_size(before) == (256, 256)
+    assert format_of(before) == "png" and format_of(after) == fmt
+    assert MODEL in report and "crop0_restored" in report
+    if fmt == "png":  # lossless: exactly the engine's result
+        assert np.array_equal(pixels(download), engine_reference(source, model=MODEL))
+
+
+def test_restore_sizes_resize_and_zero_shot(served: Served) -> None:
+    source = handle_file(served.images / "crop1.png")
+    _, download, _ = served.client.predict(source, model="resize", size_mode="size", width=100, api_name="/restore")
+    assert image_size(download) == (100, 100)
+    _, download, _ = served.client.predict(source, model=MODEL, outscale=2.5, tile="48", precision="fp32", api_name="/restore")
+    assert image_size(download) == (160, 160)
+    _, download, report = served.client.predict(source, model="zssr", zssr_iterations=4, api_name="/restore")
+    assert image_size(download) == (128, 128) and "zero-shot" in report.lower()
+
+
+def test_restore_with_face_options(served: Served) -> None:
+    """Face restoration runs with the chosen model and detector; the random detector finds no
+    face, which is a notice in the report, not an error."""
+    _, download, report = served.client.predict(
+        handle_file(served.images / "crop4.png"), model="resize", outscale=2, face_restore=True, face_model="GFPGANv1.4",
+        face_strength=0.5, face_select="largest", face_detector="detection_mobilenet0.25_Final", api_name="/restore",
+    )  # fmt: skip
+    assert image_size(download) == (128, 128)
+    assert "GFPGANv1.4" in report and "face" in report.lower()
+
+
+def test_restore_batch_gallery_zip_and_failures(served: Served, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+    files = [handle_file(served.images / "crop2.png"), handle_file(bad), handle_file(served.images / "crop3.png")]
+    _slider, first, gallery, archive, report = served.client.predict(
+        files, model=MODEL, out_format="JPEG", api_name="/restore_batch"
+    )
+    assert len(gallery) == 2 and all(image_size(item["image"]) == (256, 256) for item in gallery)
+    assert image_size(first) == (256, 256) and format_of(first) == "jpeg"
+    with zipfile.ZipFile(archive) as zf:
+        names = sorted(zf.namelist())
+        assert names == ["crop2_restored.jpg", "crop3_restored.jpg"]
+        assert Image.open(io.BytesIO(zf.read(names[0]))).size == (256, 256)
+    assert "broken.png" in report and "1 file(s) failed" in report
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_eight_concurrent_requests_run_one_at_a_time(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from restorekit.restore import Restorer
+
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+    original = Restorer.run_image
+
+    def recorded(self, image, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(self, image, **kwargs)
+        finally:
+            with lock:
+                spans.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(Restorer, "run_image", recorded)
+    sources = [served.images / f"crop{i}.png" for i in range(8)]
+    jobs = [
+        Client(served.url, verbose=False).submit(handle_file(path), model=MODEL, outscale=2 + (i % 2), api_name="/restore")
+        for i, path in enumerate(sources)
+    ]
+    results = [job.result(timeout=120) for job in jobs]
+    monkeypatch.undo()  # the reference runs below are not the server's
+    for i, (path, (_, download, _)) in enumerate(zip(sources, results, strict=True)):
+        scale = 2 + (i % 2)
+        assert image_size(download) == (64 * scale, 64 * scale)
+        diff = np.abs(pixels(download).astype(int) - engine_reference(path, model=MODEL, outscale=scale))
+        assert diff.max() <= 0, (i, diff.max(), (diff > 0).mean())
+    assert len(spans) == 8
+    spans.sort()
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
+
+
+def test_bad_inputs_are_clear_errors_and_the_app_keeps_serving(served: Served, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with pytest.raises(AppError, match=r"corrupt\.jpg is not a readable image"):
+        served.client.predict(handle_file(corrupt), model="resize", api_name="/restore")
+
+    huge = save_png(np.zeros((600, 600, 3), np.uint8), tmp_path / "huge.png")  # 360,000 px, a tiny file
+    with pytest.raises(AppError, match=r"huge\.png is 600x600 = 360,000 pixels, over this app's limit of 300,000"):
+        served.client.predict(handle_file(huge), model="resize", api_name="/restore")
+
+    heavy = tmp_path / "heavy.png"  # over max_file_size: rejected at upload
+    heavy.write_bytes(pixels(served.images / "crop0.png").tobytes() * 200)
+    with pytest.raises(ValueError, match=r"exceeds the maximum file size of 2000000 bytes"):
+        served.client.predict(handle_file(heavy), model="resize", api_name="/restore")  # the client checks first
+    import httpx
+
+    response = httpx.post(served.url + "gradio_api/upload", files={"files": ("heavy.png", heavy.read_bytes())})
+    assert response.status_code == 413 and "maximum allowed size of 2000000 bytes" in response.text
+
+    with pytest.raises(AppError, match="not a registry model"):
+        served.client.predict(handle_file(served.images / "crop0.png"), model="no-such-model", api_name="/restore")
+
+    _, download, _ = served.client.predict(handle_file(served.images / "crop0.png"), model="resize", outscale=2, api_name="/restore")
+    assert image_size(download) == (128, 128)
+
+
+def test_cancel_stops_the_engine_job(served: Served) -> None:
+    """The Cancel button's flag reaches the engine's cancel check, and shows as gr.Error."""
+    from gradio_app import jobs
+    from gradio_app.ui import user_errors
+
+    with pytest.raises(gr.Error, match="Cancelled"), user_errors():
+        jobs.restore_files([served.images / "crop0.png"], jobs.RestoreOptions(model=MODEL), cancel=lambda: True)
+
+
+# --------------------------------------------------------------------------- degrade
+
+
+def test_degrade_endpoint_previews_parameters_and_kernel(served: Served) -> None:
+    source = handle_file(served.images / "crop5.png")
+    hr, lr, params, kernel, download = served.client.predict(
+        source, preset="light", seed=7, overrides="jpeg_range2=40,60; final_jpeg_prob=1", scale=2, api_name="/degrade"
+    )
+    assert image_size(hr) == (64, 64) and image_size(lr) == (32, 32) and format_of(download) == "png"
+    record = json.loads(params)
+    assert record["scale"] == 2.0 and 40 <= record["final"]["jpeg_quality"] <= 60
+    assert image_size(kernel)[0] > 8
+    _, lr_again, params_again, _, _ = served.client.predict(source, preset="light", seed=7, overrides="jpeg_range2=40,60; final_jpeg_prob=1", scale=2, api_name="/degrade")
+    assert np.array_equal(pixels(lr), pixels(lr_again)) and params == params_again
+    with pytest.raises(AppError, match="no_such_field"):
+        served.client.predict(source, preset="light", seed=7, overrides="no_such_field=1", scale=2, api_name="/degrade")
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_models_download_verify_and_import(served: Served, tmp_path: Path) -> None:
+    from restorekit.architectures import random_state_dict
+    from restorekit.registry.convert import save_state_dict
+
+    table = served.client.predict(api_name="/models")
+    rows = {row[0]: dict(zip(table["headers"], row, strict=True)) for row in table["data"]}
+    assert rows[MODEL]["downloaded"] == "yes" and rows["RealESRGAN_x4plus"]["downloaded"] == "no"
+    assert rows[MODEL]["licence"] == "BSD-3-Clause" and rows[MODEL]["size"].endswith("MB")
+
+    _, message, *_ = served.client.predict(MODEL, api_name="/download_model")
+    assert "already installed" in message
+    with pytest.raises(AppError, match=r"RealESRGAN_x2plus is not downloaded and the network is switched off"):
+        served.client.predict("RealESRGAN_x2plus", api_name="/download_model")
+
+    table, message = served.client.predict(MODEL, api_name="/verify_model")
+    assert message.startswith(f"{MODEL}: unrecorded")  # linked in by hand, not downloaded
+
+    own = tmp_path / "tiny_x2.safetensors"
+    save_state_dict(random_state_dict("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 2}, seed=1), own)
+    table, message, *_ = served.client.predict(handle_file(own), "", api_name="/import_model")
+    assert "tiny_x2" in message and any(row[0] == "tiny_x2" for row in table["data"])
+    table, message = served.client.predict("", api_name="/verify_model")
+    _, download, report = served.client.predict(handle_file(served.images / "crop6.png"), model="tiny_x2", api_name="/restore")
+    assert image_size(download) == (128, 128) and "tiny_x2" in report
+
+
+def test_zero_shot_is_the_default_without_pretrained_models(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradio_app import jobs
+    from gradio_app.ui import RestoreKitApp
+
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
+    choices = jobs.upscale_choices()
+    assert not jobs.pretrained_available(choices) and jobs.default_upscale_choice(choices) == "zssr"
+    assert "Zero-shot SR" in RestoreKitApp.notice_text(False)
+    with RestoreKitApp().build() as demo:
+        pass
+    dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Upscaler")
+    assert dropdown.value == "zssr"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_app_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from restorekit.cli import build_parser
+    from restorekit.cli.app import load_app_package, parse_auth
+    from restorekit.errors import InvalidParameterError
+
+    args = build_parser().parse_args(["app", "--port", "7999", "--share", "--auth", "ann:pw:x"])
+    assert args.port == 7999 and args.share and parse_auth(args.auth) == ("ann", "pw:x")
+    with pytest.raises(InvalidParameterError, match="USER:PASS"):
+        parse_auth("nobody")
+    assert hasattr(load_app_package(), "launch")
