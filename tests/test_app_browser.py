@@ -1,0 +1,118 @@
+"""The app in a real browser: Debian's headless Chromium driven by Selenium opens the page,
+uploads a photo, runs a restore and waits for the before/after slider. The screenshot is
+kept in the test's tmp folder and copied to /tmp/restorekit_app_screenshot.png."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio", reason="the app tests need gradio (pip install 'restorekit[app]')")
+pytest.importorskip("selenium", reason="the browser test needs selenium (pip install 'restorekit[test]')")
+
+from PIL import Image
+
+from conftest import SHARED_WEIGHTS
+from faces_common import random_model_file
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+MODEL = "realesr-animevideov3"
+SCREENSHOT_COPY = Path("/tmp/restorekit_app_screenshot.png")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from restorekit import models
+    from restorekit.registry.download import target_path
+    from restorekit.registry.home import ModelHome, configure_home
+    from restorekit.registry.schema import load_registry
+
+    home = tmp_path_factory.mktemp("browser-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESTOREKIT_HOME", str(home))
+        mp.setenv("RESTOREKIT_OFFLINE", "1")
+        configure_home(None)
+        models.clear_cache()
+        target = target_path(load_registry().get(MODEL), ModelHome(root=home.resolve()))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shared = SHARED_WEIGHTS / f"{MODEL}.safetensors"
+        target.symlink_to(shared if shared.is_file() else random_model_file(MODEL, tmp_path_factory.mktemp("random")))
+
+        from gradio_app.ui import AppConfig, launch
+
+        demo, url = launch(AppConfig(port=free_port()), prevent_thread_lock=True, quiet=True)
+        try:
+            yield url
+        finally:
+            demo.close()
+            models.clear_cache()
+            configure_home(None)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not CHROMIUM.is_file() or not CHROMEDRIVER.is_file():
+        pytest.skip(f"Debian's chromium and chromedriver are needed ({CHROMIUM}, {CHROMEDRIVER})")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, "--window-size=1400,1100"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_restore_in_a_real_browser(app_url: str, browser, tmp_path: Path, chelsea: np.ndarray) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = tmp_path / "chelsea.png"
+    Image.fromarray(chelsea).resize((150, 100), Image.Resampling.LANCZOS).save(photo)  # the whole cat, small
+    driver = browser
+    wait = WebDriverWait(driver, 60)
+    driver.get(app_url)
+    upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#restore-input input[type=file]")))
+    upload.send_keys(str(photo))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "restore-input"), "chelsea.png"))
+    driver.find_element(By.ID, "restore-button").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "restore-status"), "Restored with"))
+
+    def slider_loaded(d) -> bool:
+        images = d.find_elements(By.CSS_SELECTOR, "#result-slider img")
+        return len(images) >= 2 and all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) for img in images
+        )
+
+    wait.until(slider_loaded)
+    widths = [driver.execute_script("return arguments[0].naturalWidth", img) for img in driver.find_elements(By.CSS_SELECTOR, "#result-slider img")]
+    assert widths[:2] == [600, 600]  # before (resized to the output) and after: 150 px x 4
+    assert "chelsea_restored.png (600×400)" in driver.find_element(By.ID, "restore-status").text
+    resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    host = app_url.rstrip("/")
+    assert all(name.startswith((host, "data:", "blob:")) for name in resources), [n for n in resources if not n.startswith(host)]
+
+    shot = tmp_path / "restorekit_app.png"
+    driver.save_screenshot(str(shot))
+    shutil.copyfile(shot, SCREENSHOT_COPY)
+    assert Image.open(shot).size[0] >= 1000
