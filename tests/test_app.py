@@ -319,3 +319,82 @@ def test_cli_app_options(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(InvalidParameterError, match="USER:PASS"):
         parse_auth("nobody")
     assert hasattr(load_app_package(), "launch")
+
+
+def test_share_without_auth_warns(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--share`` without ``--auth`` warns before serving (the launch itself is stubbed:
+    a share link needs the internet)."""
+    import restorekit.cli.app as cli_app
+    from restorekit.cli import main
+
+    ui = cli_app.load_app_package()
+    launched: list[object] = []
+
+    class Served:
+        def block_thread(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    def fake_launch(config, **kwargs):
+        launched.append(config)
+        return Served(), "http://127.0.0.1:1/"
+
+    monkeypatch.setattr(ui, "launch", fake_launch)
+    assert main(["app", "--share", "--port", "1"]) == 0
+    assert "--share without --auth" in capsys.readouterr().err
+    assert main(["app", "--share", "--auth", "ann:pw", "--max-pixels", "1000"]) == 0
+    assert "--share without --auth" not in capsys.readouterr().err
+    assert launched[-1].auth == ("ann", "pw") and launched[-1].max_pixels == 1000 and launched[-1].share
+
+
+def test_the_command_serves_the_page(tmp_path: Path) -> None:
+    """``restorekit app`` from the checkout (the app package found beside the engine)."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from conftest import REPO_ROOT
+
+    port = free_port()
+    env = {**os.environ, "RESTOREKIT_HOME": str(tmp_path / "home"), "RESTOREKIT_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "restorekit", "app", "--port", str(port), "-q"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "RestoreKit app on" not in line and time.monotonic() < deadline and process.poll() is None:
+            line = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status_code == 200 and "<html" in page.text
+        assert httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).json()["title"] == "RestoreKit"
+        info = httpx.get(f"http://127.0.0.1:{port}/gradio_api/info", timeout=10).json()
+        assert {"/restore", "/restore_batch", "/degrade", "/models", "/download_model", "/verify_model", "/import_model"} <= set(info["named_endpoints"])
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("model", "strength", "expected"),
+    [
+        ("RealESRGAN_x4plus", 1.0, (None, None)),  # the model's own end: no blend, no partner
+        ("RealESRGAN_x4plus", 0.3, (None, 0.3)),
+        ("RealESRNet_x4plus", 0.0, (None, None)),
+        ("RealESRNet_x4plus", 1.0, (None, 1.0)),
+        ("realesr-general-x4v3", 0.5, (0.5, None)),
+        ("realesr-animevideov3", 0.5, (None, None)),  # no pair: the slider is hidden and ignored
+    ],
+)
+def test_strength_slider_maps_onto_the_registry_pair(model: str, strength: float, expected: tuple) -> None:
+    from gradio_app import jobs
+
+    settings = jobs.restore_settings(jobs.RestoreOptions(model=model, strength=strength))
+    assert (settings.denoise, settings.sharpness) == expected
+    assert settings.allow_paths is False and settings.download is True
