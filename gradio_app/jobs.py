@@ -335,15 +335,14 @@ def restore_files(
     settings = restore_settings(options)
     reporter = Reporter.of(progress, cancel)
     count = len(paths)
-    stages = count + 1
-    restorer = Restorer(settings, progress=reporter.stage(0, stages), cancel=cancel)
+    restorer = Restorer(settings, progress=reporter, cancel=cancel)  # reports downloads, if any
     workdir = Path(workdir or tempfile.mkdtemp(prefix="restorekit-app-"))
     done: list[RestoredFile] = []
     failures: list[tuple[str, str]] = []
     taken: set[str] = set()
     for index, raw in enumerate(paths):
         source = Path(raw)
-        step = reporter.stage(index + 1, stages)
+        step = reporter.stage(index, count)
         step.step(0, 1, f"{source.name} ({index + 1}/{count})")
         try:
             image = read_upload(source, max_pixels)

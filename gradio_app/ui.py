@@ -316,7 +316,7 @@ class RestoreKitApp:
                         )
                         model = gr.Dropdown(
                             [(c.label, c.value) for c in choices], value=default_model, label="Upscaler",
-                            allow_custom_value=True, info="Registry models download (verified) on first use.",
+                            allow_custom_value=True, info="Registry models download (verified) on first use.", elem_id="restore-model",
                         )  # fmt: skip
                         strength = gr.Slider(0, 1, value=position, step=0.05, label="Strength", visible=meaning is not None)
                         size_mode = gr.Radio([("Scale factor", "scale"), ("Target size", "size")], value="scale", label="Output size")
@@ -344,10 +344,12 @@ class RestoreKitApp:
                                 ["auto", "0", "128", "256", "512"], value="auto", allow_custom_value=True, label="Tile (pixels; 0 = none)"
                             )
                             precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
-                            zssr_iterations = gr.Number(0, minimum=0, precision=0, label="Zero-shot iterations per stage (0 = default)")
+                            zssr_iterations = gr.Number(
+                                0, minimum=0, precision=0, label="Zero-shot iterations per stage (0 = default)", elem_id="zssr-iterations"
+                            )
                         with gr.Row():
                             run = gr.Button("Restore", variant="primary", elem_id="restore-button")
-                            stop = gr.Button("Cancel", variant="stop")
+                            stop = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
                     with gr.Column(scale=1):
                         slider = gr.ImageSlider(type="filepath", format="png", label="Before / after", elem_id="result-slider")
                         download = gr.File(label="Download", interactive=False)
@@ -400,15 +402,16 @@ class RestoreKitApp:
             ]  # fmt: skip
             batch_event = run.click(
                 self.restore_batch, [files, *options], [slider, download, gallery, archive, status],
-                api_name="restore_batch", concurrency_id=ENGINE,
+                api_name="restore_batch", concurrency_id=ENGINE, show_progress_on=slider,
             )  # fmt: skip
             batch_event.success(self.batch_visibility, gallery, [gallery, archive], queue=False, api_visibility="private")
             single_event = api_button.click(
-                self.restore, [api_image, *options], [slider, download, status], api_name="restore", concurrency_id=ENGINE
+                self.restore, [api_image, *options], [slider, download, status], api_name="restore",
+                concurrency_id=ENGINE, show_progress_on=slider,
             )
             degrade_event = degrade_button.click(
                 self.degrade, [degrade_input, preset, seed, overrides, scale], [hr_view, lr_view, params, kernel, lr_file],
-                api_name="degrade", concurrency_id=ENGINE,
+                api_name="degrade", concurrency_id=ENGINE, show_progress_on=lr_view,
             )  # fmt: skip
             stop.click(self.cancel, None, None, cancels=[batch_event, single_event, degrade_event], queue=False, api_visibility="private")
             model.change(self.model_changed, model, strength, queue=False, api_visibility="private")

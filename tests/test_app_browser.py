@@ -94,7 +94,7 @@ def test_restore_in_a_real_browser(app_url: str, browser, tmp_path: Path, chelse
     driver.get(app_url)
     upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#restore-input input[type=file]")))
     upload.send_keys(str(photo))
-    wait.until(ec.text_to_be_present_in_element((By.ID, "restore-input"), "chelsea.png"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "restore-input"), "KB"))  # uploaded (name and size shown)
     driver.find_element(By.ID, "restore-button").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "restore-status"), "Restored with"))
 
@@ -116,3 +116,73 @@ def test_restore_in_a_real_browser(app_url: str, browser, tmp_path: Path, chelse
     driver.save_screenshot(str(shot))
     shutil.copyfile(shot, SCREENSHOT_COPY)
     assert Image.open(shot).size[0] >= 1000
+
+
+def test_cancel_button_stops_the_engine(app_url: str, browser, tmp_path: Path, astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero-shot job far too long to finish is running (progress shown); Cancel stops the
+    engine at its next step (CancelledError inside the job) and the app serves the next one."""
+    import threading
+
+    from selenium.common.exceptions import ElementClickInterceptedException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from restorekit.restore import Restorer
+
+    outcomes: list[str] = []
+    started = threading.Event()
+    original = Restorer.run_image
+
+    def recorded(self, image, **kwargs):
+        started.set()
+        try:
+            result = original(self, image, **kwargs)
+        except BaseException as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+        outcomes.append("done")
+        return result
+
+    monkeypatch.setattr(Restorer, "run_image", recorded)
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut[::8, ::8]).save(photo)
+    driver = browser
+    wait = WebDriverWait(driver, 60)
+    driver.get(app_url)
+    upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#restore-input input[type=file]")))
+    upload.send_keys(str(photo))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "restore-input"), "KB"))
+    def clicked(element):
+        def attempt(_) -> bool:
+            try:
+                element.click()
+            except ElementClickInterceptedException:  # the layout is still settling
+                return False
+            return True
+
+        return wait.until(attempt)
+
+    model = driver.find_element(By.CSS_SELECTOR, "#restore-model input")
+    clicked(model)
+    model.send_keys(Keys.CONTROL, "a")
+    model.send_keys("Zero-shot", Keys.ENTER)
+    wait.until(lambda d: model.get_attribute("value").startswith("Zero-shot SR"))
+    clicked(driver.find_element(By.XPATH, "//button[contains(., 'Advanced')]"))
+    iterations = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#zssr-iterations input")))
+    iterations.clear()
+    iterations.send_keys("1000000")
+    clicked(driver.find_element(By.ID, "restore-button"))
+    assert started.wait(60)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".progress-text, .progress-level, .eta-bar")))
+    driver.save_screenshot(str(tmp_path / "running.png"))
+    clicked(driver.find_element(By.ID, "cancel-button"))
+    WebDriverWait(driver, 60).until(lambda d: outcomes)
+    assert outcomes == ["CancelledError"]
+
+    iterations.clear()
+    iterations.send_keys("2")
+    clicked(driver.find_element(By.ID, "restore-button"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "restore-status"), "astronaut_restored.png (128×128)"))
+    assert outcomes == ["CancelledError", "done"]
