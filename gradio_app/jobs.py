@@ -38,6 +38,9 @@ SIZE_MODES = ("scale", "size")
 FACE_SELECTIONS = ("all", "largest", "center")
 DEFAULT_MAX_PIXELS = 16_000_000
 """The app's pixel cap per input image (a 4000x4000 photo); ``--max-pixels`` changes it."""
+DEFAULT_MAX_OUTPUT_PIXELS = 64_000_000
+"""The app's cap on a result's pixels (8000x8000), checked before running;
+``--max-output-pixels`` changes it."""
 
 
 # --------------------------------------------------------------------------- models
@@ -266,6 +269,16 @@ def read_upload(path: str | Path, max_pixels: int) -> DecodedImage:
         raise ImageReadError(f"{path.name} cannot be read: {exc.strerror or exc}.") from None
 
 
+def check_output_size(name: str, size: tuple[int, int], max_output_pixels: int) -> None:
+    """Refuse a job whose result would be over the app's output cap, before it runs."""
+    height, width = size
+    if height * width > max_output_pixels:
+        raise ImageTooLargeError(
+            f"The result for {name} would be {width}x{height} = {width * height:,} pixels, over this app's "
+            f"output limit of {max_output_pixels:,}. Choose a smaller scale or target size, or a smaller image."
+        )
+
+
 @dataclass
 class RestoredFile:
     """One restored upload: the encoded output, a before picture at the output size, notices."""
@@ -318,6 +331,7 @@ def restore_files(
     options: RestoreOptions,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     workdir: Path | None = None,
@@ -346,6 +360,7 @@ def restore_files(
         step.step(0, 1, f"{source.name} ({index + 1}/{count})")
         try:
             image = read_upload(source, max_pixels)
+            check_output_size(source.name, restorer.output_size(image.height, image.width), max_output_pixels)
             out, result = restorer.run_image(image, progress=step, cancel=cancel)
             target = workdir / _output_name(source, fmt, taken)
             target.write_bytes(encode_image(out, fmt, quality=quality))

@@ -49,6 +49,7 @@ class AppConfig:
     share: bool = False
     auth: tuple[str, str] | None = None
     max_pixels: int = jobs.DEFAULT_MAX_PIXELS
+    max_output_pixels: int = jobs.DEFAULT_MAX_OUTPUT_PIXELS
     max_file_size: str | int = "50mb"
     queue_size: int = 32
 
@@ -146,8 +147,9 @@ class RestoreKitApp:
     def _restore(self, paths: list[str], options: jobs.RestoreOptions, request: gr.Request | None, progress: Any) -> jobs.BatchResult:
         with user_errors(), self._engine_job(request) as cancel:
             return jobs.restore_files(
-                paths, options, max_pixels=self.config.max_pixels, progress=engine_progress(progress), cancel=cancel
-            )
+                paths, options, max_pixels=self.config.max_pixels, max_output_pixels=self.config.max_output_pixels,
+                progress=engine_progress(progress), cancel=cancel,
+            )  # fmt: skip
 
     def restore(
         self,

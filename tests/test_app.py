@@ -31,6 +31,7 @@ from faces_common import install_models, random_model_file  # noqa: E402
 MODEL = "realesr-animevideov3"
 MAX_PIXELS = 300_000
 MAX_FILE_SIZE = 2_000_000
+MAX_OUTPUT_PIXELS = 1_000_000
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
 
 
@@ -96,7 +97,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> I
 
         from gradio_app.ui import AppConfig, launch
 
-        config = AppConfig(port=free_port(), max_pixels=MAX_PIXELS, max_file_size=MAX_FILE_SIZE)
+        config = AppConfig(port=free_port(), max_pixels=MAX_PIXELS, max_output_pixels=MAX_OUTPUT_PIXELS, max_file_size=MAX_FILE_SIZE)
         demo, url = launch(config, prevent_thread_lock=True, quiet=True)
         try:
             yield Served(url, Client(url, verbose=False), demo.restorekit, home, images, real)  # type: ignore[attr-defined]
@@ -228,6 +229,9 @@ def test_bad_inputs_are_clear_errors_and_the_app_keeps_serving(served: Served, t
 
     response = httpx.post(served.url + "gradio_api/upload", files={"files": ("heavy.png", heavy.read_bytes())})
     assert response.status_code == 413 and "maximum allowed size of 2000000 bytes" in response.text
+
+    with pytest.raises(AppError, match=r"The result for crop0\.png would be 1280x1280 = 1,638,400 pixels, over this app's output limit of 1,000,000"):
+        served.client.predict(handle_file(served.images / "crop0.png"), model=MODEL, outscale=20, api_name="/restore")
 
     with pytest.raises(AppError, match="not a registry model"):
         served.client.predict(handle_file(served.images / "crop0.png"), model="no-such-model", api_name="/restore")

@@ -29,6 +29,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--share", action="store_true", help="also serve through a public *.gradio.live link")
     parser.add_argument("--auth", metavar="USER:PASS", default=None, help="require this login")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N", help="largest input image in pixels (default: 16,000,000)")
+    parser.add_argument("--max-output-pixels", type=int, default=None, metavar="N", help="largest result in pixels (default: 64,000,000)")
     parser.add_argument("--max-file-size", default="50mb", metavar="SIZE", help="largest upload, e.g. 50mb or 1gb (default: 50mb)")
     parser.add_argument("--queue-size", type=int, default=32, metavar="N", help="jobs that may wait in the queue (default: 32)")
     parser.set_defaults(handler=cmd_app)
@@ -84,6 +85,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         share=args.share,
         auth=auth,
         max_pixels=args.max_pixels or ui.jobs.DEFAULT_MAX_PIXELS,
+        max_output_pixels=args.max_output_pixels or ui.jobs.DEFAULT_MAX_OUTPUT_PIXELS,
         max_file_size=args.max_file_size,
         queue_size=args.queue_size,
     )
