@@ -400,7 +400,11 @@ def summary(result: BatchResult) -> str:
 
 @dataclass
 class DegradeOutput:
+    """The HR as PNG, the LR enlarged (nearest) to the HR's size for viewing side by side,
+    the LR itself (the download), a picture of the blur kernels and the sampled parameters."""
+
     hr: Path
+    lr_preview: Path
     lr: Path
     kernel: Path
     params: dict[str, Any]
@@ -421,6 +425,8 @@ def degrade_file(
 ) -> DegradeOutput:
     """Degrade one uploaded image with a preset, a seed and ``field=value`` overrides
     (``"a=1, b=0.2,2"`` is split on ``;`` and new lines, as the CLI's ``--set`` values)."""
+    import torch
+
     from restorekit.degrade import degrade, parse_overrides, split_overrides
 
     if not path:
@@ -435,9 +441,12 @@ def degrade_file(
     lr_path.write_bytes(encode_image(lr, "png"))
     hr_path = workdir / f"{stem}_hr.png"
     hr_path.write_bytes(encode_image(image.replace(alpha=None), "png", bit_depth=8, keep_gray=False))
+    preview = torch.nn.functional.interpolate(result.lr, size=tuple(image.pixels.shape[-2:]), mode="nearest-exact")
+    preview_path = workdir / f"{stem}_lr_preview.png"
+    preview_path.write_bytes(encode_image(DecodedImage(pixels=preview, bit_depth=8), "png"))
     kernel_path = workdir / "kernels.png"
     kernel_path.write_bytes(encode_image(DecodedImage(pixels=result.kernel_image(0).clamp(0, 1)), "png"))
-    return DegradeOutput(hr_path, lr_path, kernel_path, result.params[0], int(result.lr.shape[-1]), int(result.lr.shape[-2]))
+    return DegradeOutput(hr_path, preview_path, lr_path, kernel_path, result.params[0], int(result.lr.shape[-1]), int(result.lr.shape[-2]))
 
 
 # --------------------------------------------------------------------------- models tab

@@ -253,13 +253,14 @@ class RestoreKitApp:
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[str, str, str, str, str]:
-        """HR preview, LR preview, sampled parameters (JSON), kernel picture, LR download."""
+        """HR, LR enlarged to the HR's size (nearest), sampled parameters (JSON), kernel
+        picture, and the LR itself (the download)."""
         with user_errors(), self._engine_job(request) as cancel:
             out = jobs.degrade_file(
                 str(image or ""), preset, int(seed or 0), overrides or "", float(scale or 4),
                 max_pixels=self.config.max_pixels, progress=engine_progress(progress), cancel=cancel,
             )  # fmt: skip
-        return str(out.hr), str(out.lr), jobs.params_json(out.params), str(out.kernel), str(out.lr)
+        return str(out.hr), str(out.lr_preview), jobs.params_json(out.params), str(out.kernel), str(out.lr)
 
     # ------------------------------------------------------------------ models
 
@@ -365,7 +366,7 @@ class RestoreKitApp:
                 gr.Markdown("Synthesise a realistic low-quality version of an image (Real-ESRGAN's degradation model).")
                 with gr.Row():
                     with gr.Column(scale=1):
-                        degrade_input = gr.File(file_types=["image"], label="High-quality image")
+                        degrade_input = gr.File(file_types=["image"], label="High-quality image", elem_id="degrade-input")
                         preset = gr.Dropdown(
                             [(f"{name}: {PRESET_DESCRIPTIONS.get(name, '')}", name) for name in PRESETS], value="realesrgan", label="Preset"
                         )
@@ -373,12 +374,12 @@ class RestoreKitApp:
                             seed = gr.Number(0, precision=0, label="Seed")
                             scale = gr.Number(4, minimum=1, label="Scale (LR = HR / scale)")
                         overrides = gr.Textbox(label="Overrides", placeholder="blur_sigma=0.2,2; jpeg_range=60,95; second_order_prob=0  (separate with ; or new lines)")
-                        degrade_button = gr.Button("Degrade", variant="primary")
+                        degrade_button = gr.Button("Degrade", variant="primary", elem_id="degrade-button")
                         kernel = gr.Image(type="filepath", format="png", label="Blur kernels", interactive=False)
                     with gr.Column(scale=2):
                         with gr.Row():
                             hr_view = gr.Image(type="filepath", format="png", label="HR (input)", interactive=False)
-                            lr_view = gr.Image(type="filepath", format="png", label="LR (degraded)", interactive=False)
+                            lr_view = gr.Image(type="filepath", format="png", label="LR (degraded; shown enlarged)", interactive=False)
                         lr_file = gr.File(label="Download LR", interactive=False)
                         params = gr.Code(language="json", label="Sampled parameters")
 

@@ -257,12 +257,14 @@ def test_degrade_endpoint_previews_parameters_and_kernel(served: Served) -> None
     hr, lr, params, kernel, download = served.client.predict(
         source, preset="light", seed=7, overrides="jpeg_range2=40,60; final_jpeg_prob=1", scale=2, api_name="/degrade"
     )
-    assert image_size(hr) == (64, 64) and image_size(lr) == (32, 32) and format_of(download) == "png"
+    assert image_size(hr) == (64, 64) and image_size(lr) == (64, 64)  # the LR shown enlarged, next to the HR
+    assert image_size(download) == (32, 32) and format_of(download) == "png"
+    assert np.array_equal(pixels(lr)[::2, ::2], pixels(download))  # nearest: the LR's own pixels
     record = json.loads(params)
     assert record["scale"] == 2.0 and 40 <= record["final"]["jpeg_quality"] <= 60
     assert image_size(kernel)[0] > 8
     _, lr_again, params_again, _, _ = served.client.predict(source, preset="light", seed=7, overrides="jpeg_range2=40,60; final_jpeg_prob=1", scale=2, api_name="/degrade")
-    assert np.array_equal(pixels(lr), pixels(lr_again)) and params == params_again
+    assert np.array_equal(pixels(lr), pixels(lr_again)) and params == params_again  # the seed decides
     with pytest.raises(AppError, match="no_such_field"):
         served.client.predict(source, preset="light", seed=7, overrides="no_such_field=1", scale=2, api_name="/degrade")
 
