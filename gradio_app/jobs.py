@@ -10,6 +10,7 @@ pass through unchanged; :mod:`.ui` shows them as ``gr.Error``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 from restorekit.errors import (
     ImageReadError,
     ImageTooLargeError,
+    InsufficientMemoryError,
     InvalidParameterError,
     RestoreKitError,
 )
@@ -364,7 +366,7 @@ def restore_files(
             out, result = restorer.run_image(image, progress=step, cancel=cancel)
             target = workdir / _output_name(source, fmt, taken)
             target.write_bytes(encode_image(out, fmt, quality=quality))
-        except (ImageReadError, InvalidParameterError) as exc:
+        except (ImageReadError, InvalidParameterError, InsufficientMemoryError) as exc:
             if count == 1:
                 raise
             failures.append((source.name, str(exc)))
@@ -422,6 +424,7 @@ def degrade_file(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    workdir: Path | None = None,
 ) -> DegradeOutput:
     """Degrade one uploaded image with a preset, a seed and ``field=value`` overrides
     (``"a=1, b=0.2,2"`` is split on ``;`` and new lines, as the CLI's ``--set`` values)."""
@@ -434,7 +437,7 @@ def degrade_file(
     parsed = parse_overrides(split_overrides(overrides or ""))
     image = read_upload(path, max_pixels)
     result = degrade(image.pixels, preset, scale=float(scale), seed=int(seed), overrides=parsed, progress=progress, cancel=cancel)
-    workdir = Path(tempfile.mkdtemp(prefix="restorekit-degrade-"))
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="restorekit-degrade-"))
     stem = Path(path).stem or "image"
     lr = DecodedImage(pixels=result.lr, bit_depth=8)
     lr_path = workdir / f"{stem}_lr_{preset}_seed{int(seed)}.png"
@@ -447,6 +450,26 @@ def degrade_file(
     kernel_path = workdir / "kernels.png"
     kernel_path.write_bytes(encode_image(DecodedImage(pixels=result.kernel_image(0).clamp(0, 1)), "png"))
     return DegradeOutput(hr_path, preview_path, lr_path, kernel_path, result.params[0], int(result.lr.shape[-1]), int(result.lr.shape[-2]))
+
+
+class WorkFolders:
+    """A fresh folder per job under one root; folders older than ``keep_seconds`` are
+    deleted as new jobs start (Gradio has copied the files it serves into its own cache)."""
+
+    def __init__(self, keep_seconds: float = 3600.0) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="restorekit-app-"))
+        self.keep_seconds = keep_seconds
+
+    def new(self) -> Path:
+        import shutil
+        import time
+
+        cutoff = time.time() - self.keep_seconds
+        for old in self.root.iterdir():
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.root))
 
 
 # --------------------------------------------------------------------------- models tab

@@ -115,6 +115,7 @@ class RestoreKitApp:
         self.cancels = CancelBoard()
         self.engine_lock = threading.Lock()
         self.verified = jobs.VerifyCache()
+        self.work = jobs.WorkFolders()
 
     # ------------------------------------------------------------------ helpers
 
@@ -148,7 +149,7 @@ class RestoreKitApp:
         with user_errors(), self._engine_job(request) as cancel:
             return jobs.restore_files(
                 paths, options, max_pixels=self.config.max_pixels, max_output_pixels=self.config.max_output_pixels,
-                progress=engine_progress(progress), cancel=cancel,
+                progress=engine_progress(progress), cancel=cancel, workdir=self.work.new(),
             )  # fmt: skip
 
     def restore(
@@ -259,6 +260,7 @@ class RestoreKitApp:
             out = jobs.degrade_file(
                 str(image or ""), preset, int(seed or 0), overrides or "", float(scale or 4),
                 max_pixels=self.config.max_pixels, progress=engine_progress(progress), cancel=cancel,
+                workdir=self.work.new(),
             )  # fmt: skip
         return str(out.hr), str(out.lr_preview), jobs.params_json(out.params), str(out.kernel), str(out.lr)
 
@@ -308,7 +310,8 @@ class RestoreKitApp:
         default_face = registry.default_model("face_restore").name
         meaning, position = jobs.strength_of(default_model)
 
-        with gr.Blocks(title="RestoreKit", analytics_enabled=False) as demo:
+        # Gradio's copies of uploads and results: checked every 30 min, kept for an hour
+        with gr.Blocks(title="RestoreKit", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
             gr.Markdown("# RestoreKit\nRestore, upscale and compare images with verified models, on your own machine.")
             with gr.Tab("Restore"):
                 notice = gr.Markdown(self.notice_text(pretrained), visible=not pretrained, elem_id="zssr-notice")
