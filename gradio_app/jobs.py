@@ -112,7 +112,8 @@ def default_upscale_choice(choices: Sequence[ModelChoice]) -> str:
     zero-shot SR (which needs no weights)."""
     from restorekit.registry import load_registry
 
-    default = load_registry().default_model("upscale").name
+    defaults = [e.name for e in load_registry() if e.purpose == "upscale" and e.default]
+    default = defaults[0] if defaults else None
     installed = [c.value for c in choices if c.installed and c.value not in (ZSSR_CHOICE, RESIZE_CHOICE)]
     if default in installed:
         return default
@@ -254,6 +255,21 @@ def restore_settings(options: RestoreOptions) -> Any:
     )
 
 
+def fetch_face_models(settings: Any, reporter: Reporter) -> None:
+    """Download the registry face networks a job needs (restorer, detector, parser) with
+    progress, before the engine loads them (it would fetch them without reporting)."""
+    from restorekit.registry import ensure_model, installed_path, load_registry
+
+    if settings.face_model is None:
+        return
+    registry = load_registry()
+    options = settings.face_options
+    names = [settings.face_model, options.detector, None if options.uses_ellipse else options.parser]
+    for name in names:
+        if isinstance(name, str) and name in registry and installed_path(registry.get(name)) is None:
+            ensure_model(registry.get(name), progress=reporter, cancel=reporter.cancel)
+
+
 def read_upload(path: str | Path, max_pixels: int) -> DecodedImage:
     """Read an uploaded image; the pixel count is checked from the header before decoding."""
     path = Path(path)
@@ -351,6 +367,7 @@ def restore_files(
     settings = restore_settings(options)
     reporter = Reporter.of(progress, cancel)
     count = len(paths)
+    fetch_face_models(settings, reporter)
     restorer = Restorer(settings, progress=reporter, cancel=cancel)  # reports downloads, if any
     workdir = Path(workdir or tempfile.mkdtemp(prefix="restorekit-app-"))
     done: list[RestoredFile] = []

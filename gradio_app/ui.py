@@ -307,7 +307,8 @@ class RestoreKitApp:
         choices = jobs.upscale_choices()
         pretrained = jobs.pretrained_available(choices)
         default_model = jobs.default_upscale_choice(choices)
-        default_face = registry.default_model("face_restore").name
+        faces = [m for m in registry if m.purpose == "face_restore"]
+        default_face = next((m.name for m in faces if m.default), faces[0].name if faces else None)
         meaning, position = jobs.strength_of(default_model)
 
         # Gradio's copies of uploads and results: checked every 30 min, kept for an hour
@@ -332,7 +333,7 @@ class RestoreKitApp:
                             height = gr.Number(0, minimum=0, precision=0, label="Height (0 = keep aspect)")
                         face_restore = gr.Checkbox(False, label="Restore faces")
                         with gr.Group(visible=False) as face_group:
-                            face_model = gr.Dropdown(jobs.face_choices(), value=default_face, label="Face model", allow_custom_value=True)
+                            face_model = gr.Dropdown(jobs.face_choices(), value=default_face or "", label="Face model", allow_custom_value=True)
                             face_strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Face strength (0 = untouched)")
                             with gr.Row():
                                 face_select = gr.Dropdown(
@@ -340,7 +341,7 @@ class RestoreKitApp:
                                     label="Faces", info="all, largest, center, or a face number (0 = leftmost)",
                                 )  # fmt: skip
                                 face_detector = gr.Dropdown(
-                                    jobs.detector_choices(), value=DEFAULT_DETECTOR, label="Detector", allow_custom_value=True
+                                    jobs.detector_choices(), value=DEFAULT_DETECTOR if DEFAULT_DETECTOR in registry else "", label="Detector", allow_custom_value=True
                                 )
                         with gr.Row():
                             out_format = gr.Radio(list(jobs.OUTPUT_FORMATS), value="PNG", label="Output format")

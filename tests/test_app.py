@@ -404,3 +404,55 @@ def test_strength_slider_maps_onto_the_registry_pair(model: str, strength: float
     settings = jobs.restore_settings(jobs.RestoreOptions(model=model, strength=strength))
     assert (settings.denoise, settings.sharpness) == expected
     assert settings.allow_paths is False and settings.download is True
+
+
+def test_on_demand_download_with_progress(isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, astronaut: np.ndarray) -> None:
+    """A registry model that is not installed downloads (verified, from a loopback Hub) when
+    first used, with its progress going to the page; then it is listed as downloaded."""
+    import gradio_app.ui as ui
+
+    from hub_server import HubServer
+    from model_factory import pth_bytes, sha256, tiny_entry, tiny_state, write_registry
+
+    data = pth_bytes(tiny_state(seed=2))
+    entry = tiny_entry([{"kind": "hf", "repo_id": "tester/tiny", "filename": "tiny.pth", "size": len(data), "sha256": sha256(data), "format": "pth"}])
+    monkeypatch.setenv("RESTOREKIT_REGISTRY", str(write_registry(tmp_path / "registry.yaml", {"tiny": {**entry, "default": True}})))
+    reports: list[tuple[int, int, str]] = []
+    original = ui.engine_progress
+
+    def recorded(progress):
+        forward = original(progress)
+
+        def report(done: int, total: int, message: str) -> None:
+            reports.append((done, total, message))
+            forward(done, total, message)
+
+        return report
+
+    monkeypatch.setattr(ui, "engine_progress", recorded)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        hub.add_hub_file("tester/tiny", "tiny.pth", data)
+        demo, url = ui.launch(ui.AppConfig(port=free_port()), prevent_thread_lock=True, quiet=True)
+        try:
+            client = Client(url, verbose=False)
+            assert served_choice(demo, "tiny").endswith("downloads on first use)")
+            image = save_png(astronaut[:48, :40], tmp_path / "small.png")
+            _, download, report = client.predict(handle_file(image), model="tiny", api_name="/restore")
+            assert image_size(download) == (80, 96) and "tiny" in report
+            table, message = client.predict("tiny", api_name="/verify_model")
+            assert message.startswith("tiny: ok")
+            assert [row[5:] for row in table["data"] if row[0] == "tiny"] == [["yes", "ok"]]
+        finally:
+            demo.close()
+    downloads = [r for r in reports if r[1] == len(data)]
+    assert downloads and downloads[-1][0] == len(data)  # byte progress up to the whole file
+    after = reports[reports.index(downloads[-1]) + 1 :]  # then verification and the image, to the end
+    assert any("small.png" in message for _, _, message in after) and after[-1][0] == after[-1][1]
+
+
+def served_choice(demo, value: str) -> str:
+    """The label of ``value`` in the Upscaler dropdown as built."""
+    dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Upscaler")
+    return next(label for label, choice in dropdown.choices if choice == value)
