@@ -157,6 +157,8 @@ def test_restore_with_face_options(served: Served) -> None:
     )  # fmt: skip
     assert image_size(download) == (128, 128)
     assert "GFPGANv1.4" in report and "face" in report.lower()
+    with pytest.raises(AppError, match=r"GFPGANv1\.3 is not downloaded and the network is switched off"):
+        served.client.predict(handle_file(served.images / "crop4.png"), model="resize", face_restore=True, face_model="GFPGANv1.3", api_name="/restore")
 
 
 def test_restore_batch_gallery_zip_and_failures(served: Served, tmp_path: Path) -> None:
