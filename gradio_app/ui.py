@@ -315,7 +315,7 @@ class RestoreKitApp:
         with gr.Blocks(title="RestoreKit", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
             gr.Markdown("# RestoreKit\nRestore, upscale and compare images with verified models, on your own machine.")
             with gr.Tab("Restore"):
-                notice = gr.Markdown(self.notice_text(pretrained), visible=not pretrained, elem_id="zssr-notice")
+                notice = gr.Markdown(self.notice_text(pretrained), visible=not pretrained, elem_id="zssr-notice", label="notice")
                 with gr.Row():
                     with gr.Column(scale=1):
                         files = gr.File(
