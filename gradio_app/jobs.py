@@ -167,12 +167,11 @@ class RestoreOptions:
     quality: int = 95
 
     def output_format(self) -> str:
-        fmt = OUTPUT_FORMATS.get(str(self.out_format)) or OUTPUT_FORMATS.get(str(self.out_format).upper())
-        if fmt is None:
-            lowered = str(self.out_format).strip().lower()
-            fmt = {"jpg": "jpeg"}.get(lowered, lowered)
-            if fmt not in OUTPUT_FORMATS.values():
-                raise InvalidParameterError(f"Output format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.out_format!r}.")
+        """The encoder's format name for ``out_format`` (``PNG``/``png``, ``JPEG``/``jpg``, ``WebP``)."""
+        wanted = str(self.out_format).strip().lower()
+        fmt = {"jpg": "jpeg"}.get(wanted, wanted)
+        if fmt not in OUTPUT_FORMATS.values():
+            raise InvalidParameterError(f"Output format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.out_format!r}.")
         return fmt
 
 

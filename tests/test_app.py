@@ -235,6 +235,9 @@ def test_bad_inputs_are_clear_errors_and_the_app_keeps_serving(served: Served, t
     with pytest.raises(AppError, match=r"The result for crop0\.png would be 1280x1280 = 1,638,400 pixels, over this app's output limit of 1,000,000"):
         served.client.predict(handle_file(served.images / "crop0.png"), model=MODEL, outscale=20, api_name="/restore")
 
+    with pytest.raises(AppError, match="is a path; only model names from the list are accepted"):  # no files of the server's
+        served.client.predict(handle_file(served.images / "crop0.png"), model=str(served.home / "upscale_models" / f"{MODEL}.safetensors"), api_name="/restore")
+
     with pytest.raises(AppError, match="not a registry model"):
         served.client.predict(handle_file(served.images / "crop0.png"), model="no-such-model", api_name="/restore")
 
