@@ -461,8 +461,8 @@ def launch(config: AppConfig | None = None, *, prevent_thread_lock: bool = False
     config = config or AppConfig()
     if config.share and config.auth is None:
         logger.warning(
-            "--share makes this app reachable by anyone with the link, and it has no login: "
-            "add --auth USER:PASS to protect it."
+            "--share without --auth: anyone with the public link can use this app and your "
+            "machine. Add --auth USER:PASS to require a login."
         )
     demo = build_app(config)
     _, local_url, _ = demo.launch(

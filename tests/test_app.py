@@ -332,32 +332,29 @@ def test_cli_app_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert hasattr(load_app_package(), "launch")
 
 
-def test_share_without_auth_warns(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """``--share`` without ``--auth`` warns before serving (the launch itself is stubbed:
+def test_share_without_auth_warns(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``--share`` without ``--auth`` warns before serving (Gradio's own launch is stubbed:
     a share link needs the internet)."""
-    import restorekit.cli.app as cli_app
     from restorekit.cli import main
 
-    ui = cli_app.load_app_package()
-    launched: list[object] = []
+    launches: list[dict] = []
 
-    class Served:
-        def block_thread(self) -> None:
-            pass
+    def fake_launch(self, **kwargs):
+        launches.append(kwargs)
+        return None, "http://127.0.0.1:1/", None
 
-        def close(self) -> None:
-            pass
-
-    def fake_launch(config, **kwargs):
-        launched.append(config)
-        return Served(), "http://127.0.0.1:1/"
-
-    monkeypatch.setattr(ui, "launch", fake_launch)
-    assert main(["app", "--share", "--port", "1"]) == 0
-    assert "--share without --auth" in capsys.readouterr().err
-    assert main(["app", "--share", "--auth", "ann:pw", "--max-pixels", "1000"]) == 0
-    assert "--share without --auth" not in capsys.readouterr().err
-    assert launched[-1].auth == ("ann", "pw") and launched[-1].max_pixels == 1000 and launched[-1].share
+    monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
+    monkeypatch.setattr(gr.Blocks, "close", lambda self, verbose=True: None)
+    with caplog.at_level("WARNING"):
+        assert main(["app", "--share", "--port", "1"]) == 0
+    assert "--share without --auth" in caplog.text and launches[-1]["share"] and launches[-1]["auth"] is None
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["app", "--share", "--auth", "ann:pw", "--max-file-size", "3mb"]) == 0
+    assert "--share without --auth" not in caplog.text
+    assert launches[-1]["auth"] == ("ann", "pw") and launches[-1]["max_file_size"] == "3mb"
+    assert launches[-1]["server_name"] == "127.0.0.1" and launches[-1]["ssr_mode"] is False
 
 
 def test_the_command_serves_the_page(tmp_path: Path) -> None:

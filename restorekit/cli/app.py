@@ -72,13 +72,7 @@ def load_app_package() -> ModuleType:
 
 def cmd_app(args: argparse.Namespace) -> int:
     ui = load_app_package()
-    auth = parse_auth(args.auth)
-    if args.share and auth is None:
-        print(
-            "restorekit: warning: --share without --auth: anyone with the link can use this "
-            "app and your machine. Add --auth USER:PASS.",
-            file=sys.stderr,
-        )
+    auth = parse_auth(args.auth)  # --share without --auth is warned about by the launch
     config = ui.AppConfig(
         host=args.host,
         port=args.port,
