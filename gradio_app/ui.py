@@ -440,6 +440,7 @@ class RestoreKitApp:
                 api_name="import_model", concurrency_id="downloads",
             )  # fmt: skip
             demo.load(self.refresh, None, [table, *choice_outputs], api_visibility="private", queue=False)
+            demo.unload(self.cancel)  # a closed tab stops its running job at the next engine step
         return demo
 
 

@@ -35,6 +35,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def click(wait, element) -> None:
+    """Click once the page's layout has settled (Gradio animates blocks in on load)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    def attempt(_) -> bool:
+        try:
+            element.click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    wait.until(attempt)
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from restorekit import models
@@ -123,7 +137,6 @@ def test_cancel_button_stops_the_engine(app_url: str, browser, tmp_path: Path, a
     engine at its next step (CancelledError inside the job) and the app serves the next one."""
     import threading
 
-    from selenium.common.exceptions import ElementClickInterceptedException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -155,14 +168,7 @@ def test_cancel_button_stops_the_engine(app_url: str, browser, tmp_path: Path, a
     upload.send_keys(str(photo))
     wait.until(ec.text_to_be_present_in_element((By.ID, "restore-input"), "KB"))
     def clicked(element):
-        def attempt(_) -> bool:
-            try:
-                element.click()
-            except ElementClickInterceptedException:  # the layout is still settling
-                return False
-            return True
-
-        return wait.until(attempt)
+        return click(wait, element)
 
     model = driver.find_element(By.CSS_SELECTOR, "#restore-model input")
     clicked(model)
@@ -186,3 +192,53 @@ def test_cancel_button_stops_the_engine(app_url: str, browser, tmp_path: Path, a
     clicked(driver.find_element(By.ID, "restore-button"))
     wait.until(ec.text_to_be_present_in_element((By.ID, "restore-status"), "astronaut_restored.png (128×128)"))
     assert outcomes == ["CancelledError", "done"]
+
+
+def test_closing_the_tab_stops_its_job(app_url: str, browser, tmp_path: Path, astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's unload cancels its running engine job, so a closed tab frees the device."""
+    import threading
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from restorekit.restore import Restorer
+
+    outcomes: list[str] = []
+    started = threading.Event()
+    finished = threading.Event()
+    original = Restorer.run_image
+
+    def recorded(self, image, **kwargs):
+        started.set()
+        try:
+            return original(self, image, **kwargs)
+        except BaseException as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(Restorer, "run_image", recorded)
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut[::8, ::8]).save(photo)
+    driver = browser
+    wait = WebDriverWait(driver, 60)
+    driver.get(app_url)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#restore-input input[type=file]"))).send_keys(str(photo))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "restore-input"), "KB"))
+    model = driver.find_element(By.CSS_SELECTOR, "#restore-model input")
+    click(wait, model)
+    model.send_keys(Keys.CONTROL, "a")
+    model.send_keys("Zero-shot", Keys.ENTER)
+    wait.until(lambda d: model.get_attribute("value").startswith("Zero-shot SR"))
+    click(wait, driver.find_element(By.XPATH, "//button[contains(., 'Advanced')]"))
+    iterations = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#zssr-iterations input")))
+    iterations.clear()
+    iterations.send_keys("1000000")
+    click(wait, driver.find_element(By.ID, "restore-button"))
+    assert started.wait(60)
+    driver.quit()  # the tab goes away mid-job
+    assert finished.wait(60)
+    assert outcomes == ["CancelledError"]
