@@ -261,6 +261,12 @@ class Restorer:
             description += f" + faces: {self.settings.face_model}"
         self.description = description
 
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(height, width)`` of the result for an input of ``height`` x ``width``, known
+        before running (front ends check it against their limits)."""
+        default_scale = {"model": float(self.upscaler.scale) if self.upscaler is not None else 1.0, ZSSR: 2.0, RESIZE: 1.0}
+        return _output_size(self.settings, height, width, default_scale[self.settings.method])
+
     def run(
         self,
         pixels: torch.Tensor,

@@ -94,3 +94,13 @@ def test_strength_needs_a_registry_pair(tiny) -> None:
         Restorer(RestoreSettings(model=tiny, denoise=0.5))
     with pytest.raises(InvalidParameterError, match="Models with a denoise strength: realesr-general"):
         Restorer(RestoreSettings(model="RealESRGAN_x4plus_anime_6B", denoise=0.5, download=False))
+
+
+def test_output_size_is_known_before_running(tiny, astronaut) -> None:
+    pixels = to_tensor(astronaut[:30, :50])
+    for settings in (RestoreSettings(model=tiny, precision="fp32"), RestoreSettings(model=tiny, precision="fp32", outscale=1.5),
+                     RestoreSettings(model="resize", width=77), RestoreSettings(model="resize", outscale=3)):  # fmt: skip
+        restorer = Restorer(settings)
+        assert restorer.output_size(30, 50) == tuple(restorer.run(pixels).pixels.shape[-2:])
+    assert Restorer(RestoreSettings(model="zssr")).output_size(30, 50) == (60, 100)
+    assert Restorer(RestoreSettings(model="zssr", height=45)).output_size(30, 50) == (45, 75)
