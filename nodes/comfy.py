@@ -41,6 +41,12 @@ def comfy_available() -> bool:
     return _module("folder_paths") is not None and _module("comfy.model_management") is not None
 
 
+def _service(name: str) -> ModuleType | None:
+    """A ComfyUI module, only when ComfyUI itself is running (a stray ``comfy`` folder on
+    ``sys.path`` is not ComfyUI)."""
+    return _module(name) if comfy_available() else None
+
+
 # --------------------------------------------------------------------------- folders
 
 
@@ -56,14 +62,14 @@ def set_fallback_directories(*, input_dir: str | os.PathLike[str] | None = None,
 
 
 def input_directory() -> Path:
-    folder_paths = _module("folder_paths")
+    folder_paths = _service("folder_paths")
     if folder_paths is not None:
         return Path(folder_paths.get_input_directory())
     return _fallback_dirs.get("input", Path.cwd() / "input")
 
 
 def output_directory() -> Path:
-    folder_paths = _module("folder_paths")
+    folder_paths = _service("folder_paths")
     if folder_paths is not None:
         return Path(folder_paths.get_output_directory())
     return _fallback_dirs.get("output", Path.cwd() / "output")
@@ -77,7 +83,7 @@ def register_model_folders() -> None:
     remain the download target. Without ComfyUI this does nothing: the engine's own home
     resolution applies.
     """
-    folder_paths = _module("folder_paths")
+    folder_paths = _service("folder_paths")
     if folder_paths is None:
         return
     models_dir = Path(folder_paths.models_dir)
@@ -93,7 +99,7 @@ def register_model_folders() -> None:
 
 def model_files(folder: str) -> list[str]:
     """Model files ComfyUI lists in ``folder`` (empty without ComfyUI)."""
-    folder_paths = _module("folder_paths")
+    folder_paths = _service("folder_paths")
     if folder_paths is None:
         return []
     try:
@@ -104,7 +110,7 @@ def model_files(folder: str) -> list[str]:
 
 def model_file_path(folder: str, name: str) -> str | None:
     """Full path of a file ComfyUI lists in ``folder`` (None without ComfyUI)."""
-    folder_paths = _module("folder_paths")
+    folder_paths = _service("folder_paths")
     if folder_paths is None:
         return None
     return folder_paths.get_full_path(folder, name)
@@ -115,7 +121,7 @@ def model_file_path(folder: str, name: str) -> str | None:
 
 def torch_device() -> str:
     """ComfyUI's device (honours ``--cpu`` and friends), else the engine's ``auto``."""
-    mm = _module("comfy.model_management")
+    mm = _service("comfy.model_management")
     if mm is None:
         return "auto"
     return str(mm.get_torch_device())
@@ -129,7 +135,7 @@ _interrupt = threading.Event()
 
 def request_interrupt() -> None:
     """Ask running nodes to stop (the fallback of ComfyUI's interrupt button)."""
-    mm = _module("comfy.model_management")
+    mm = _service("comfy.model_management")
     if mm is not None:
         mm.interrupt_current_processing(True)
     _interrupt.set()
@@ -141,7 +147,7 @@ def clear_interrupt() -> None:
 
 def interrupted() -> bool:
     """The engine's cancel check: ComfyUI's interrupt flag, or our own."""
-    mm = _module("comfy.model_management")
+    mm = _service("comfy.model_management")
     if mm is not None and mm.processing_interrupted():
         return True
     return _interrupt.is_set()
@@ -154,7 +160,7 @@ def interruptible() -> Iterator[None]:
     try:
         yield
     except CancelledError:
-        mm = _module("comfy.model_management")
+        mm = _service("comfy.model_management")
         if mm is not None:
             mm.throw_exception_if_processing_interrupted()
         raise
@@ -175,7 +181,7 @@ class NodeProgress:
         self._total = 0
 
     def __call__(self, done: int, total: int, message: str) -> None:
-        utils = _module("comfy.utils")
+        utils = _service("comfy.utils")
         if utils is not None:
             if self._bar is None or total != self._total:
                 self._bar = utils.ProgressBar(max(total, 1))

@@ -26,7 +26,12 @@ def astronaut_box() -> tuple[float, float, float, float]:
 
 def random_network_state(architecture: str, params: dict | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
     """Weights of ``architecture`` as its own constructor initialises them (seeded), so the
-    network computes meaningful, non-vanishing activations (unlike tiny-std noise)."""
+    network computes meaningful, non-vanishing activations (unlike tiny-std noise).
+    Architectures only spandrel builds (the upscalers) get seeded small random weights."""
+    from restorekit.architectures import BUILDERS, random_state_dict
+
+    if architecture not in BUILDERS:
+        return random_state_dict(architecture, params, seed=seed)
     torch.manual_seed(seed)
     module = build_module(architecture, params or {})
     return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
