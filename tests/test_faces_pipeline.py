@@ -253,3 +253,20 @@ def test_bad_arguments_are_clear(image: torch.Tensor, face: list) -> None:
         restore_faces(image, invert, detections=face, outscale=0)
     with pytest.raises(InvalidParameterError, match="Unknown face option"):
         restore_faces(image, invert, detections=face, colour="blue")
+
+
+def test_faces_beyond_max_faces_are_dropped_with_a_notice(astronaut) -> None:
+    """A detector gone wrong (or a crowd) cannot exhaust memory: only the largest
+    ``max_faces`` are restored, and the user is told."""
+    from restorekit.faces import FaceDetection, FaceOptions, FacePipeline
+
+    from faces_common import astronaut_landmarks, image_tensor
+
+    image = image_tensor(astronaut)
+    big = FaceDetection.from_landmarks(astronaut_landmarks())
+    small = [FaceDetection.from_landmarks(astronaut_landmarks() * 0.25 + 10 * i) for i in range(5)]
+    pipeline = FacePipeline(lambda faces: faces, options=FaceOptions(parser="ellipse", max_faces=2))
+    result = pipeline.run(image, detections=[[*small, big]])
+    assert result.face_count == 2 and result.restored_faces.shape[0] == 2
+    assert any(f.detection is big for f in result.faces)
+    assert any("6 faces found; only the 2 largest" in n for n in result.notices)

@@ -91,6 +91,8 @@ class FaceOptions:
         aligned: the inputs are already aligned faces (any square size; FFHQ-style 512x512
             crops as GFPGAN's ``--aligned``): no detection, no paste-back.
         fidelity: CodeFormer's fidelity weight (0 = quality, 1 = fidelity).
+        max_faces: at most this many faces per image are restored, the largest first
+            (every face keeps two 512x512 crops in memory until paste-back).
     """
 
     strength: float = 1.0
@@ -104,8 +106,11 @@ class FaceOptions:
     detect_max_side: int = 1600
     aligned: bool = False
     fidelity: float = 0.5
+    max_faces: int = 64
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_faces, bool) or not isinstance(self.max_faces, int) or self.max_faces < 1:
+            raise InvalidParameterError(f"max_faces must be a whole number >= 1, got {self.max_faces!r}.")
         if not 0.0 <= float(self.strength) <= 1.0:
             raise InvalidParameterError(f"Face strength must be between 0 and 1, got {self.strength}.")
         parse_selection(self.select)
@@ -426,6 +431,13 @@ class FacePipeline:
                 faces = self.detector(rgb[index : index + 1], settings=opts.detection_settings())
             chosen = select_faces(faces, opts.select, height, width)
             where = f" in image {index + 1}" if batch > 1 else ""
+            if len(chosen) > opts.max_faces:
+                notices.append(
+                    f"{len(chosen)} faces found{where}; only the {opts.max_faces} largest are restored "
+                    "(raise max_faces, or the detection confidence if these are not faces)."
+                )
+                largest = sorted(range(len(chosen)), key=lambda i: -chosen[i].width * chosen[i].height)[: opts.max_faces]
+                chosen = [chosen[i] for i in sorted(largest)]
             if not faces:
                 notices.append(f"No face found{where}; the result is the background without face restoration.")
             elif not chosen:
