@@ -5,7 +5,8 @@ batch jobs and tests; ComfyUI stays the real engine. Besides RestoreKit's nodes 
 the core nodes such workflows need, with ComfyUI's names, inputs and behaviour:
 ``LoadImage``, ``SaveImage``, ``PreviewImage`` and ``ImageScaleBy``.
 
-Like ComfyUI it runs only what the output nodes need, in topological order, after checking
+Like ComfyUI it runs only what the output nodes need, in topological order (each node
+under ``torch.inference_mode()``, as ComfyUI's executor does), after checking
 the whole graph: unknown node types, links to missing nodes or outputs, type mismatches,
 missing required inputs, bad values (through each node's ``VALIDATE_INPUTS``) and cycles all
 fail before any node runs, with the node id and input named.
@@ -410,7 +411,8 @@ def run_workflow(
 
             raise CancelledError(f"Stopped before node {node_id} ({node['class_type']}).")
         try:
-            returned = getattr(cls(), cls.FUNCTION)(**kwargs)
+            with torch.inference_mode():  # as ComfyUI's executor runs every node
+                returned = getattr(cls(), cls.FUNCTION)(**kwargs)
         except NodeInputError as exc:
             raise WorkflowError(f"Node {node_id} ({node['class_type']}): {exc}") from exc
         if isinstance(returned, dict):

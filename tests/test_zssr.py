@@ -499,3 +499,14 @@ def test_cli_refuses_missing_input_the_input_as_output_and_two_budgets(tmp_path:
     with pytest.raises(SystemExit):
         _cli(str(source), "-o", str(tmp_path / "o.png"), "--scale", "2", "--iterations", "5", "--budget-seconds", "5")
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_runs_under_inference_mode_as_comfyui_calls_nodes() -> None:
+    """ComfyUI executes nodes inside torch.inference_mode(); training must still work and
+    give the same result."""
+    image = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    config = ZSSRConfig(iterations=10, seed=0, precision="fp32", bicubic_fallback=False)
+    expected = zssr_upscale(image, 2, config)
+    with torch.inference_mode():
+        inside = zssr_upscale(image.clone(), 2, config)
+    assert torch.equal(inside, expected)

@@ -68,6 +68,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_FACE_MODEL = "GFPGANv1.4"
 DEFAULT_DETECTOR = "detection_Resnet50_Final"
 DEFAULT_PARSER = "parsing_parsenet"
+PARSER_BATCH = 4
+"""Faces per parser forward pass (a 512x512 ParseNet pass holds ~64 MB of activations a face)."""
 ELLIPSE = "ellipse"
 
 FaceFunction = Callable[[Tensor], Tensor]
@@ -303,7 +305,11 @@ class FacePipeline:
             return ellipse_mask(faces.shape[0], faces.shape[-1], device=faces.device)
         network, spec, dtype = parsing
         plan = plan_execution(self.device, self.precision)
-        return parsing_mask(network, spec, faces.to(plan.device), dtype).to(faces.device)
+        chunks = [
+            parsing_mask(network, spec, faces[start : start + PARSER_BATCH].to(plan.device), dtype).to(faces.device)
+            for start in range(0, faces.shape[0], PARSER_BATCH)
+        ]
+        return torch.cat(chunks)
 
     # ------------------------------------------------------------------ running
 

@@ -416,11 +416,15 @@ def zssr_upscale_with_report(
     reports: list[StageReport] = []
     execution = ""
     count = pixels.shape[0]
-    for index in range(count):
-        run = _Run(pixels[index : index + 1], scale, config, reporter.stage(index, count) if count > 1 else reporter)
-        reports.extend(run.run())
-        execution = run.plan.describe()
-        outputs.append(run.output.to(pixels.device, torch.float32))
+    # Callers may run under torch.inference_mode (ComfyUI runs every node so): training needs
+    # autograd, and tensors made in inference mode cannot be saved for backward, so copy.
+    with torch.inference_mode(False), torch.enable_grad():
+        pixels = pixels.clone()
+        for index in range(count):
+            run = _Run(pixels[index : index + 1], scale, config, reporter.stage(index, count) if count > 1 else reporter)
+            reports.extend(run.run())
+            execution = run.plan.describe()
+            outputs.append(run.output.to(pixels.device, torch.float32).detach())
     return ZSSRResult(torch.cat(outputs), reports, execution, time.perf_counter() - start)
 
 
