@@ -229,8 +229,9 @@ def _probe_header(data: bytes, name: str, max_pixels: int | None = None) -> dict
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return _probe_tiff_header(data, name)
+        reason = "unknown or damaged format" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise ImageReadError(
-            f"{name} is not a readable image ({exc}). Check that the file is complete and is "
+            f"{name} is not a readable image ({reason}). Check that the file is complete and is "
             "a PNG, JPEG, WebP, BMP or TIFF."
         ) from exc
 

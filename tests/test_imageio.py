@@ -237,8 +237,9 @@ def test_unreadable_inputs_are_read_errors(tmp_path):
     with pytest.raises(ImageReadError, match="empty"):
         read_image(tmp_path / "empty.png")
     (tmp_path / "text.png").write_text("hello")
-    with pytest.raises(ImageReadError, match="not a readable image"):
+    with pytest.raises(ImageReadError, match="not a readable image") as raised:
         read_image(tmp_path / "text.png")
+    assert " object at 0x" not in str(raised.value)  # no Python object reprs for users
     data = _pil_bytes(np.zeros((64, 64, 3), np.uint8) + 90, "PNG")
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError):
