@@ -8,14 +8,12 @@ Nothing here modifies its inputs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from restorekit.errors import RestoreKitError
+from restorekit.errors import CancelledError, RestoreKitError
 
 from . import comfy
 
@@ -85,13 +83,6 @@ def mask_from_engine(mask: torch.Tensor) -> torch.Tensor:
     return mask[:, 0].detach().to("cpu", torch.float32).clamp(0, 1).contiguous()
 
 
-def resize_pixels(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bicubic antialiased resize of (B, C, H, W) to (height, width), clamped to [0, 1]."""
-    if tuple(pixels.shape[-2:]) == (height, width):
-        return pixels
-    return F.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
-
 def engine_progress() -> comfy.NodeProgress:
     """ComfyUI's progress bar (or the runner's tqdm) as an engine progress callback."""
     return comfy.NodeProgress()
@@ -104,33 +95,8 @@ def engine_call() -> Iterator[None]:
     with comfy.interruptible():
         try:
             yield
+        except CancelledError:
+            raise  # interruptible() turns it into ComfyUI's own interrupt
         except RestoreKitError as exc:
             raise NodeInputError(str(exc)) from exc
 
-
-def tooltip(spec: tuple[Any, ...], text: str) -> tuple[Any, ...]:
-    """Add a tooltip to an input spec ``(type, options)`` or ``(type,)``."""
-    kind = spec[0]
-    options = dict(spec[1]) if len(spec) > 1 else {}
-    options["tooltip"] = text
-    return (kind, options)
-
-
-def check_range(name: str, value: Any, low: float, high: float) -> str | None:
-    """A VALIDATE_INPUTS message when ``value`` is not a number in [low, high], else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{name} must be a number, got {value!r}."
-    if not low <= value <= high:
-        return f"{name} must be between {low:g} and {high:g}, got {value:g}."
-    return None
-
-
-def first_error(*messages: str | None) -> bool | str:
-    """VALIDATE_INPUTS' return: the first message, or True when there is none."""
-    for message in messages:
-        if message:
-            return message
-    return True
-
-
-Validator = Callable[..., bool | str]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -18,7 +17,6 @@ from .convert import (
     engine_progress,
     image_to_pixels,
     pixels_to_image,
-    resize_pixels,
 )
 
 SEED_MAX = 2**63 - 1
@@ -188,14 +186,6 @@ class ZeroShotUpscale(RestoreKitNode):
         return (pixels_to_image(torch.cat(outputs)),)
 
 
-COMPARE_MODES = ["side_by_side", "difference", "split"]
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(torch.mean((a - b) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 class CompareImages(RestoreKitNode):
     """Compare two images: side by side, an amplified difference, or a half/half split; with
     PSNR. Image B is resized to A's size when they differ."""
@@ -209,32 +199,24 @@ class CompareImages(RestoreKitNode):
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802 - ComfyUI's name
+        from restorekit.compare import COMPARE_MODES
+
         return {
             "required": {
                 "image_a": ("IMAGE", {"tooltip": "Reference (its size is kept)."}),
                 "image_b": ("IMAGE", {"tooltip": "Compared image (resized to A's size when different)."}),
-                "mode": (COMPARE_MODES, {"default": "side_by_side", "tooltip": "side_by_side: A | B; difference: |A - B| x gain; split: left half A, right half B."}),
+                "mode": (list(COMPARE_MODES), {"default": "side_by_side", "tooltip": "side_by_side: A | B; difference: |A - B| x gain; split: left half A, right half B."}),
                 "gain": ("FLOAT", {"default": 4.0, "min": 1.0, "max": 64.0, "step": 0.5, "tooltip": "Amplification of the difference view."}),
             }
         }  # fmt: skip
 
     def compare(self, image_a: torch.Tensor, image_b: torch.Tensor, mode: str, gain: float) -> tuple[torch.Tensor, str]:
-        a, _ = image_to_pixels(image_a)
-        b, _ = image_to_pixels(image_b)
-        if b.shape[0] not in (1, a.shape[0]) and a.shape[0] != 1:
-            raise NodeInputError(f"Batch sizes differ ({a.shape[0]} and {b.shape[0]}); compare batches of the same size, or one image against a batch.")
-        batch = max(a.shape[0], b.shape[0])
-        a = a.expand(batch, -1, -1, -1)
-        b = resize_pixels(b, *a.shape[-2:]).expand(batch, -1, -1, -1)
-        if mode == "side_by_side":
-            out = torch.cat([a, b], dim=-1)
-        elif mode == "difference":
-            out = ((a - b).abs() * gain).clamp(0, 1)
-        else:
-            half = a.shape[-1] // 2
-            out = torch.cat([a[..., :half], b[..., half:]], dim=-1)
-        report = "; ".join(f"image {i}: PSNR {_psnr(a[i], b[i]):.2f} dB" for i in range(batch))
-        return pixels_to_image(out), report
+        from restorekit.compare import comparison_image
+
+        with engine_call():
+            picture, values = comparison_image(image_to_pixels(image_a)[0], image_to_pixels(image_b)[0], mode, gain)
+        report = "; ".join(f"image {i}: PSNR {value:.2f} dB" for i, value in enumerate(values))
+        return pixels_to_image(picture), report
 
 
 __all__ = [

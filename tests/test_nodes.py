@@ -228,3 +228,18 @@ def test_engine_errors_reach_the_node_as_clear_messages(shared_weights: Path) ->
         UpscaleImage().upscale(torch.rand(1, 8, 8, 3), descriptor, 0.0, 0, 0, "7", "fp32", "model")
     message = RestoreFaces.VALIDATE_INPUTS(strength=1.5)
     assert isinstance(message, str) and "strength" in message and "maximum" in message
+
+
+def test_interrupt_stops_a_node_as_a_cancel_not_an_input_error(shared_weights: Path) -> None:
+    """ComfyUI's interrupt (here the adapter's fallback flag) stops the engine between
+    tiles and surfaces as a cancel, which ComfyUI treats as a user interrupt."""
+    from nodes import comfy
+    from restorekit.errors import CancelledError
+
+    descriptor = _animevideov3(shared_weights)
+    comfy.request_interrupt()
+    try:
+        with pytest.raises(CancelledError):
+            UpscaleImage().upscale(torch.rand(1, 64, 64, 3), descriptor, 0.0, 0, 0, "32", "fp32", "model")
+    finally:
+        comfy.clear_interrupt()
