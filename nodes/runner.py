@@ -388,7 +388,7 @@ def run_workflow(
     output_dir: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Validate, then run an API-format workflow; see the module docstring."""
-    graph = load_workflow(workflow) if not isinstance(workflow, Mapping) else load_workflow(dict(workflow))
+    graph = load_workflow(workflow)
     graph = apply_overrides(graph, overrides or [])
     comfy.set_fallback_directories(input_dir=input_dir, output_dir=output_dir)
     order = validate(graph)

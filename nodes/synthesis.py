@@ -102,10 +102,9 @@ class InterpolateModels(RestoreKitNode):
             return (blend_descriptors([model_a, model_b], alpha=alpha).descriptor,)
 
 
-def _paired_models() -> list[str]:
-    from restorekit.interpolate import strength_pairs
-
-    return [pair.low for pair in strength_pairs()]
+def _pair_label(pair: Any) -> str:
+    """The dropdown label of a :class:`restorekit.interpolate.StrengthPair`."""
+    return f"{pair.meaning}: {pair.low} -> {pair.high}"
 
 
 class ModelStrength(RestoreKitNode):
@@ -123,8 +122,7 @@ class ModelStrength(RestoreKitNode):
     def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802 - ComfyUI's name
         from restorekit.interpolate import strength_pairs
 
-        pairs = strength_pairs()
-        labels = [f"{pair.meaning}: {pair.low} -> {pair.high}" for pair in pairs]
+        labels = [_pair_label(pair) for pair in strength_pairs()]
         return {
             "required": {
                 "pair": (labels, {"default": labels[0], "tooltip": "Registry pair: strength 0 is the first model, 1 the second (both downloaded on first use)."}),
@@ -135,7 +133,7 @@ class ModelStrength(RestoreKitNode):
     def load(self, pair: str, strength: float) -> tuple[Any, str]:
         from restorekit.interpolate import resolve_with_strength, strength_pairs
 
-        chosen = next((p for p in strength_pairs() if f"{p.meaning}: {p.low} -> {p.high}" == pair), None)
+        chosen = next((p for p in strength_pairs() if _pair_label(p) == pair), None)
         if chosen is None:
             raise NodeInputError(f"Unknown model pair {pair!r}; pick one from the list.")
         with engine_call():
