@@ -119,8 +119,8 @@ BaseStep = Callable[[torch.Tensor, "torch.Tensor | None", Reporter], tuple[torch
 
 
 def _model_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep, str]:
-    from .interpolate import resolve_with_strength
     from .registry import load_registry
+    from .strength import resolve_with_strength
     from .upscale import Upscaler
 
     model = settings.model

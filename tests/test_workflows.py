@@ -148,7 +148,8 @@ def test_degrade_upscale_compare_workflow(home: Path, inputs: Path, tmp_path: Pa
 
 
 def test_strength_interpolation_workflow_equals_the_engine_blends(home: Path, inputs: Path, tmp_path: Path) -> None:
-    from restorekit.interpolate import interpolate, resolve_with_strength
+    from restorekit.interpolate import interpolate
+    from restorekit.strength import resolve_with_strength
     from restorekit.upscale import Upscaler
 
     result = run("04_strength_interpolation", inputs, tmp_path / "out", *(f"{n}.precision=\"fp32\"" for n in (3, 6, 11)))
