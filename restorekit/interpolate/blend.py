@@ -111,8 +111,8 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 def compatible_registry_models(state: Mapping[str, torch.Tensor], architecture_id: str | None = None) -> list[str]:
     """Registry models whose weights have exactly ``state``'s keys and shapes."""
-    from ..registry.schema import load_registry
     from ..architectures import get_architecture
+    from ..registry.schema import load_registry
 
     layout = _layout(state)
     names = []
