@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib
-import importlib.util
 import logging
 import os
 import signal
@@ -13,11 +11,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from ..errors import CancelledError, InvalidParameterError, RestoreKitError
+from ..errors import CancelledError, RestoreKitError
 from ..progress import ProgressCallback
 
 logger = logging.getLogger("restorekit.cli")
@@ -166,32 +162,3 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 ProgressFactory = Callable[[], ProgressCallback]
-
-
-def load_front_end(installed: str, folder: str, submodule: str) -> ModuleType:
-    """A front-end package shipped beside the engine: ``installed`` (its name in the wheel,
-    e.g. ``restorekit_nodes``) when importable, else the checkout's ``folder`` (``nodes``,
-    ``gradio_app``) loaded under the installed name, so it never clashes with another
-    top-level module of that name (ComfyUI has a ``nodes`` module). Returns
-    ``<package>.<submodule>``."""
-    try:
-        return importlib.import_module(f"{installed}.{submodule}")
-    except ModuleNotFoundError as exc:
-        if exc.name not in (installed, f"{installed}.{submodule}"):
-            raise
-    package_dir = Path(__file__).resolve().parents[2] / folder
-    if not (package_dir / "__init__.py").is_file():
-        raise InvalidParameterError(f"The {folder} package is missing (neither {installed} nor ./{folder}); reinstall restorekit.")
-    if installed not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            installed, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[installed] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[installed]
-            raise
-    return importlib.import_module(f"{installed}.{submodule}")
