@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from restorekit.device import PRECISIONS
-from restorekit.upscale import ALPHA_MODES
+from restorekit.upscale import ALPHA_MODES, parse_tile
 
 from . import comfy
 from .base import RestoreKitNode
@@ -27,10 +27,6 @@ TILE_CHOICES = ["auto", "none", "128", "192", "256", "384", "512", "768", "1024"
 """``auto`` picks the tile from free memory; ``none`` runs the whole image at once."""
 FACE_SELECTIONS = ["all", "largest", "center", "0", "1", "2", "3"]
 """Which faces to restore: all, the largest, the one nearest the centre, or an index (0 = leftmost)."""
-
-
-def _tile(choice: str) -> int | str:
-    return {"auto": "auto", "none": 0}.get(choice, int(choice) if choice.isdigit() else choice)
 
 
 def _size(outscale: float, width: int, height: int) -> dict[str, Any]:
@@ -104,7 +100,7 @@ class UpscaleImage(RestoreKitNode):
             alpha = mask_to_alpha(mask, *pixels.shape[:1], *pixels.shape[-2:])
         with engine_call():
             settings = RestoreSettings(
-                model=upscale_model, tile=_tile(tile), precision=precision, device=comfy.torch_device(),
+                model=upscale_model, tile=parse_tile(tile), precision=precision, device=comfy.torch_device(),
                 alpha_mode=alpha_mode, allow_paths=False, **_size(outscale, width, height),
             )  # fmt: skip
             result = Restorer(settings).run(pixels, alpha=alpha, progress=engine_progress(), cancel=comfy.interrupted)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import math
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import CancelledError, RestoreKitError
+from ..errors import CancelledError, InvalidParameterError, RestoreKitError
 from ..progress import ProgressCallback
 
 logger = logging.getLogger("restorekit.cli")
@@ -162,3 +163,65 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 ProgressFactory = Callable[[], ProgressCallback]
+
+
+# --------------------------------------------------------------------------- option types
+
+
+def number_type(
+    kind: type[int] | type[float],
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a finite whole number (``int``) or number (``float``) in range.
+
+    ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower bound. The
+    message says what was expected, so every option words its range the same way.
+    """
+    noun = "a whole number" if kind is int else "a number"
+    if minimum is not None and maximum is not None:
+        wanted = f"{noun} between {minimum:g} and {maximum:g}"
+    elif above is not None:
+        wanted = f"{noun} > {above:g}"
+    elif minimum is not None:
+        wanted = f"{noun} >= {minimum:g}"
+    else:
+        wanted = noun
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if (
+            not math.isfinite(value)
+            or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)
+            or (above is not None and not value > above)
+        ):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = number_type(float, above=0)
+positive_int = number_type(int, minimum=1)
+non_negative_int = number_type(int, minimum=0)
+strength = number_type(float, minimum=0, maximum=1)
+
+
+def engine_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from an engine parser (such as
+    :func:`restorekit.upscale.parse_tile`): its error message becomes argparse's."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except InvalidParameterError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert

@@ -31,21 +31,7 @@ from ..imageio import (
     read_image,
     write_image,
 )
-from .common import cancel_on_interrupt, progress_for
-
-
-def _strength(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+from .common import cancel_on_interrupt, positive_float, progress_for, strength
 
 
 def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--face-model", model_default: str | None = "GFPGANv1.4") -> None:
@@ -64,7 +50,7 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         help="face model: GFPGANv1.4, GFPGANv1.3, GFPGANv1.2, RestoreFormer, or a model file"
         + (f" (default: {model_default})" if model_default else ""),
     )
-    group.add_argument("--face-strength", type=_strength, default=1.0, metavar="S", help="0..1: 0 keeps the original faces, 1 fully restored (default: 1)")
+    group.add_argument("--face-strength", type=strength, default=1.0, metavar="S", help="0..1: 0 keeps the original faces, 1 fully restored (default: 1)")
     group.add_argument("--face-detector", default=DEFAULT_DETECTOR, metavar="NAME", help=f"detection_Resnet50_Final or detection_mobilenet0.25_Final (default: {DEFAULT_DETECTOR})")
     group.add_argument("--face-select", default="all", metavar="WHICH", help="all, largest, center, or a face index counted from the left from 0 (default: all)")
     group.add_argument("--face-min-size", type=float, default=0.0, metavar="PX", help="skip faces smaller than this many pixels (default: 0)")
@@ -76,7 +62,7 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         metavar="NAME",
         help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence) or ellipse (default: {DEFAULT_PARSER}, non-commercial weights)",
     )
-    group.add_argument("--fidelity", type=_strength, default=0.5, metavar="W", help="CodeFormer only: 0 = best quality, 1 = most faithful (default: 0.5)")
+    group.add_argument("--fidelity", type=strength, default=0.5, metavar="W", help="CodeFormer only: 0 = best quality, 1 = most faithful (default: 0.5)")
     group.add_argument("--face-batch", type=int, default=None, metavar="N", help="faces per forward pass (default: 4)")
 
 
@@ -109,7 +95,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or a file name for one input)")
     add_face_arguments(parser)
     parser.add_argument("--aligned", action="store_true", help="inputs are already aligned 512x512 faces (no detection, no paste-back)")
-    parser.add_argument("--outscale", type=_positive, default=None, metavar="S", help="output size over input size, any factor (default: the background model's scale, else 1)")
+    parser.add_argument("--outscale", type=positive_float, default=None, metavar="S", help="output size over input size, any factor (default: the background model's scale, else 1)")
     parser.add_argument("--bg-model", default=None, metavar="MODEL", help="upscale model for everything but the faces (default: a high-quality resize)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="default: auto (bf16 where it is fast)")

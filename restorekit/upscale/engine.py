@@ -168,21 +168,33 @@ def default_overlap(traits: ModelTraits) -> int:
     return BLEND_OVERLAP
 
 
-def _parse_tile(tile: TileSpec) -> int | str | None:
+def parse_tile(tile: TileSpec | float) -> int | str | None:
+    """The one reading of a tile setting, for every front end.
+
+    ``"auto"`` (or ``""``) picks the tile from free memory; ``0``, ``"0"``, ``"none"`` or
+    ``"off"`` run the whole image at once (None); a whole number (also as text, or a float
+    with no fraction, as form fields send) is the tile side in input pixels, at least 16.
+
+    Raises:
+        InvalidParameterError: anything else, naming the accepted forms.
+    """
+    accepted = "Tile must be 'auto', 0 (no tiling) or a size in pixels"
     if tile is None:
         return None
     if isinstance(tile, str):
         text = tile.strip().lower()
-        if text == "auto":
+        if text in ("", "auto"):
             return "auto"
-        if text in ("0", "none", "off"):
+        if text in ("none", "off"):
             return None
         try:
-            tile = int(text)
+            tile = float(text)
         except ValueError:
-            raise InvalidParameterError(f"Tile must be 'auto', 0 (no tiling) or a size in pixels, got {tile!r}.") from None
+            raise InvalidParameterError(f"{accepted}, got {tile!r}.") from None
+    if isinstance(tile, float) and tile.is_integer():
+        tile = int(tile)
     if isinstance(tile, bool) or not isinstance(tile, int):
-        raise InvalidParameterError(f"Tile must be 'auto', 0 (no tiling) or a size in pixels, got {tile!r}.")
+        raise InvalidParameterError(f"{accepted}, got {tile!r}.")
     if tile == 0:
         return None
     if tile < 16:
@@ -236,7 +248,7 @@ class Upscaler:
         self.plan: ExecutionPlan = plan_for_model(self.descriptor, device, precision)
         self.runner = NetworkRunner(self.descriptor, self.plan)
         self.traits = self.runner.traits
-        self.tile = _parse_tile(tile)
+        self.tile = parse_tile(tile)
         if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0):
             raise InvalidParameterError(f"Overlap must be a whole number of pixels >= 0, got {overlap!r}.")
         self.overlap = default_overlap(self.traits) if overlap is None else overlap
