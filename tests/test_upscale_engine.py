@@ -364,5 +364,5 @@ def test_parse_tile_is_the_one_reading_of_a_tile_setting(given: object, expected
 def test_parse_tile_refuses_with_the_accepted_forms(given: object) -> None:
     from restorekit.upscale import parse_tile
 
-    with pytest.raises(InvalidParameterError, match="auto|16 px"):
+    with pytest.raises(InvalidParameterError, match=r"auto|16 px"):
         parse_tile(given)  # type: ignore[arg-type]
