@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import environment
 from .errors import ImageReadError, ImageTooLargeError, ImageWriteError, InvalidParameterError
 from .files import atomic_write_bytes
 
@@ -106,16 +107,8 @@ class DecodedImage:
 
 def max_pixels_from_env() -> int:
     """The pixel cap: ``RESTOREKIT_MAX_PIXELS`` if set, else :data:`DEFAULT_MAX_PIXELS`."""
-    raw = os.environ.get("RESTOREKIT_MAX_PIXELS")
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(float(raw))
-    except ValueError as exc:
-        raise InvalidParameterError(
-            f"RESTOREKIT_MAX_PIXELS={raw!r} is not a number of pixels."
-        ) from exc
-    return max(value, 1)
+    configured = environment.max_pixels()
+    return DEFAULT_MAX_PIXELS if configured is None else configured
 
 
 def check_pixel_count(width: int, height: int, max_pixels: int | None, name: str = "image") -> None:

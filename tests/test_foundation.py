@@ -269,3 +269,39 @@ def test_reporter_steps_stages_and_cancels() -> None:
         raise ValueError("display broke")
 
     Reporter.of(broken).step(0, 1)  # a broken progress display never breaks the job
+
+
+ENGINE_ENVIRONMENT_MODULE = Path("restorekit/environment.py")
+
+
+def test_environment_variables_are_read_in_one_module() -> None:
+    """Only restorekit/environment.py reads the environment (the CLI may set allocator
+    variables for its own process before torch loads)."""
+    readers = []
+    for path in sorted((REPO_ROOT / "restorekit").rglob("*.py")):
+        relative = path.relative_to(REPO_ROOT)
+        if relative == ENGINE_ENVIRONMENT_MODULE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            reads = (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and isinstance(node.value, ast.Name) and node.value.id == "os")
+            if reads and relative != Path("restorekit/cli/common.py"):
+                readers.append(f"{relative}:{node.lineno}")
+    assert not readers, "read environment variables through restorekit.environment: " + ", ".join(readers)
+
+
+def test_environment_accessors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from restorekit import environment
+
+    for name in ("RESTOREKIT_HOME", "RESTOREKIT_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "RESTOREKIT_MAX_PIXELS"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment.home_override() is None and not environment.offline() and environment.max_pixels() is None
+    assert environment.hf_endpoint() == "https://huggingface.co"
+    monkeypatch.setenv("RESTOREKIT_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "True")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com/")
+    monkeypatch.setenv("RESTOREKIT_MAX_PIXELS", "1e6")
+    assert environment.home_override() == tmp_path.resolve() and environment.offline()
+    assert environment.hf_endpoint() == "https://hf-mirror.com" and environment.max_pixels() == 1_000_000
+    monkeypatch.setenv("RESTOREKIT_MAX_PIXELS", "lots")
+    with pytest.raises(InvalidParameterError, match="RESTOREKIT_MAX_PIXELS"):
+        environment.max_pixels()
