@@ -34,6 +34,7 @@ import torch
 from . import environment
 from .errors import ImageReadError, ImageTooLargeError, ImageWriteError, InvalidParameterError
 from .files import atomic_write_bytes
+from .layout import check_image
 
 logger = logging.getLogger(__name__)
 
@@ -500,10 +501,7 @@ def encode_image(
         raise InvalidParameterError(f"Bit depth must be 8, 16 or 32 (float), got {depth}.")
     depth = min(depth, _MAX_DEPTH[fmt])
     pixels = image.pixels
-    if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[1] not in (1, 3):
-        raise ImageWriteError(
-            f"Expected pixels of shape (1, 3, H, W), got {tuple(pixels.shape)}."
-        )
+    check_image(pixels, what="The pixels to encode", batch=1, error=ImageWriteError)
     pixels = pixels.detach().to("cpu", torch.float32)
     gray = keep_gray and (image.was_gray or pixels.shape[1] == 1)
     if gray and pixels.shape[1] == 3:

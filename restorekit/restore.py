@@ -27,6 +27,7 @@ import torch
 
 from .errors import InvalidParameterError
 from .imageio import DecodedImage, to_gray
+from .layout import check_image
 from .progress import CancelCheck, ProgressCallback, Reporter
 
 logger = logging.getLogger(__name__)
@@ -278,9 +279,7 @@ class Restorer:
         """Restore (B, C, H, W) float pixels (C = 3 or 1, [0, 1]) with optional alpha."""
         started = time.perf_counter()
         reporter = Reporter.of(progress, cancel)
-        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
-            shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
-            raise InvalidParameterError(f"Expected pixels of shape (B, 3, H, W) or (B, 1, H, W), got {shape}.")
+        check_image(pixels, what="The image to restore")
         stages = 2 if self.faces is not None else 1
         base, base_alpha = self._base(pixels, alpha, reporter.stage(0, stages))
         notices = list(self.notices)

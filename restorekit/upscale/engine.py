@@ -26,6 +26,7 @@ import torch
 from ..device import ExecutionPlan, free_memory_bytes, plan_for_model
 from ..errors import ImageTooLargeError, InvalidParameterError
 from ..imageio import DecodedImage, max_pixels_from_env, to_gray
+from ..layout import check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .alpha import check_alpha_mode, fill_transparent, is_opaque
 from .network import ModelTraits, NetworkRunner, padding_for, reflect_pad
@@ -473,11 +474,7 @@ def _check_pixels(pixels: Any) -> tuple[torch.Tensor, bool]:
     """Validate and normalise input pixels to float32 CPU (B, 3, H, W); returns (image, gray)."""
     if not isinstance(pixels, torch.Tensor):
         raise InvalidParameterError(f"Expected a torch tensor of pixels, got {type(pixels).__name__}.")
-    if pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
-        raise InvalidParameterError(
-            f"Expected pixels of shape (B, 3, H, W) or (B, 1, H, W), got {tuple(pixels.shape)}. "
-            "Pass alpha separately through alpha=."
-        )
+    check_image(pixels, what="The image to upscale", hint="Pass alpha separately through alpha=.")
     if pixels.shape[0] < 1 or pixels.shape[2] < 1 or pixels.shape[3] < 1:
         raise InvalidParameterError(f"The image is empty: shape {tuple(pixels.shape)}.")
     if not pixels.is_floating_point():
