@@ -305,3 +305,29 @@ def test_environment_accessors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("RESTOREKIT_MAX_PIXELS", "lots")
     with pytest.raises(InvalidParameterError, match="RESTOREKIT_MAX_PIXELS"):
         environment.max_pixels()
+
+
+def test_every_private_spandrel_class_we_use_still_exists() -> None:
+    """Fails, naming the class, when a spandrel release moves one of its private modules."""
+    from restorekit.spandrel_internals import PRIVATE_CLASSES, private_class
+
+    for key, (module_name, class_name) in PRIVATE_CLASSES.items():
+        assert isinstance(private_class(key), type), f"spandrel lost {module_name}.{class_name} ({key})"
+
+
+def test_a_moved_private_spandrel_class_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from restorekit import spandrel_internals
+    from restorekit.errors import ModelIncompatibleError
+
+    monkeypatch.setitem(spandrel_internals.PRIVATE_CLASSES, "Gone", ("spandrel.architectures.Gone.__arch.gone_arch", "Gone"))
+    with pytest.raises(ModelIncompatibleError, match=r"no longer provides .*Gone.*pip install 'spandrel>=0.4,<0.5'"):
+        spandrel_internals.private_class("Gone")
+
+
+def test_only_the_internals_table_names_private_spandrel_modules() -> None:
+    users = [
+        str(path.relative_to(REPO_ROOT))
+        for path in (REPO_ROOT / "restorekit").rglob("*.py")
+        if "__arch" in path.read_text(encoding="utf-8") and path.name != "spandrel_internals.py"
+    ]
+    assert not users, f"private spandrel modules named outside restorekit/spandrel_internals.py: {users}"
