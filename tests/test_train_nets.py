@@ -1,0 +1,249 @@
+"""Training networks, losses and metrics against basicsr 1.4.2 / realesrgan 0.3.0 (the
+official training code) with shared weights, on crops of real photos.
+
+Tolerances: networks and losses 1e-5 (relative to the values' scale), PSNR 1e-4 dB,
+SSIM 1e-6 (basicsr computes Y in float32, we in float64).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reference_shim  # noqa: F401  (basicsr on current torchvision)
+from restorekit.errors import InvalidParameterError, ModelNotFoundError
+from restorekit.train import discriminators as ours_d
+from restorekit.train import losses as ours_l
+from restorekit.train import metrics
+
+basicsr_d = pytest.importorskip("basicsr.archs.discriminator_arch", reason="basicsr (reference) is not installed")
+basicsr_losses = pytest.importorskip("basicsr.losses.basic_loss")
+basicsr_gan = pytest.importorskip("basicsr.losses.gan_loss")
+
+
+def _photo_batch(photos: list[np.ndarray], size: int, offset: int = 0) -> torch.Tensor:
+    """(B, 3, size, size) float [0, 1] crops from the centres of real photos."""
+    crops = []
+    for photo in photos:
+        h, w = photo.shape[:2]
+        top, left = (h - size) // 2 + offset, (w - size) // 2 + offset
+        crops.append(torch.from_numpy(photo[top : top + size, left : left + size].copy()).permute(2, 0, 1))
+    return torch.stack(crops).float() / 255.0
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> None:
+    a, b = a.detach(), b.detach()
+    scale = max(float(b.abs().max()), 1e-8)
+    assert float((a - b).abs().max()) <= rtol * scale, f"max diff {float((a - b).abs().max())} at scale {scale}"
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    from skimage import data
+
+    return [np.ascontiguousarray(data.astronaut()), np.ascontiguousarray(data.coffee()), np.ascontiguousarray(data.chelsea())]
+
+
+# --------------------------------------------------------------------------- discriminators
+
+
+def _train_two_steps(net: torch.nn.Module, batches: list[torch.Tensor]) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Forward, BCE-with-logits backward and an SGD step per batch; outputs and gradients."""
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.05)
+    results = []
+    for index, batch in enumerate(batches):
+        optimiser.zero_grad()
+        out = net(batch)
+        target = torch.full_like(out, float(index % 2))
+        torch.nn.functional.binary_cross_entropy_with_logits(out, target).backward()
+        grads = {name: p.grad.clone() for name, p in net.named_parameters()}
+        optimiser.step()
+        results.append((out.detach(), grads))
+    return results
+
+
+def test_unet_discriminator_equals_realesrgans_with_spectral_norm_state(photos: list[np.ndarray]) -> None:
+    torch.manual_seed(0)
+    reference = basicsr_d.UNetDiscriminatorSN(3, num_feat=16, skip_connection=True)
+    ours = ours_d.UNetDiscriminatorSN(3, num_feat=16, skip_connection=True)
+    assert list(ours.state_dict()) == list(reference.state_dict()), "same keys (weight_orig/_u/_v) in the same order"
+    ours.load_state_dict(reference.state_dict())
+    batches = [_photo_batch(photos[:2], 64), _photo_batch(photos[1:], 64, offset=17)]
+    for (out_a, grads_a), (out_b, grads_b) in zip(_train_two_steps(ours, batches), _train_two_steps(reference, batches), strict=True):
+        assert out_a.shape == (2, 1, 64, 64)
+        _close(out_a, out_b)
+        for name in grads_b:
+            _close(grads_a[name], grads_b[name])
+    for key, value in reference.state_dict().items():  # power-iteration vectors moved identically
+        _close(ours.state_dict()[key], value)
+    ours.eval(), reference.eval()
+    with torch.no_grad():
+        _close(ours(batches[0]), reference(batches[0]))
+
+
+def test_unet_discriminator_loads_realesrgan_packages_keys_and_refuses_odd_sizes() -> None:
+    realesrgan_d = pytest.importorskip("realesrgan.archs.discriminator_arch")
+    keys = list(realesrgan_d.UNetDiscriminatorSN(3, 64, True).state_dict())
+    assert keys == list(ours_d.UNetDiscriminatorSN().state_dict())
+    with pytest.raises(InvalidParameterError, match="multiples of 8"):
+        ours_d.UNetDiscriminatorSN(3, 8)(torch.zeros(1, 3, 60, 64))
+
+
+@pytest.mark.parametrize("input_size", [128, pytest.param(256, marks=pytest.mark.slow)])
+def test_vgg_style_discriminator_equals_basicsrs_in_training(photos: list[np.ndarray], input_size: int) -> None:
+    torch.manual_seed(1)
+    reference = basicsr_d.VGGStyleDiscriminator(3, 16, input_size=input_size)
+    ours = ours_d.VGGStyleDiscriminator(3, 16, input_size=input_size)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    ours.load_state_dict(reference.state_dict())
+    batches = [_photo_batch(photos[:2], input_size), _photo_batch(photos[1:], input_size, offset=9)]
+    for (out_a, grads_a), (out_b, grads_b) in zip(_train_two_steps(ours, batches), _train_two_steps(reference, batches), strict=True):
+        assert out_a.shape == (2, 1)
+        _close(out_a, out_b)
+        for name in grads_b:
+            _close(grads_a[name], grads_b[name])
+    for key, value in reference.state_dict().items():  # batch-norm running statistics too
+        if value.is_floating_point():
+            _close(ours.state_dict()[key], value)
+
+
+def test_vgg_style_discriminator_names_the_size_it_needs() -> None:
+    with pytest.raises(InvalidParameterError, match="128 or 256"):
+        ours_d.VGGStyleDiscriminator(input_size=192)
+    with pytest.raises(InvalidParameterError, match="gt_size to 128"):
+        ours_d.VGGStyleDiscriminator(3, 8)(torch.zeros(1, 3, 96, 96))
+
+
+def test_build_discriminator_from_basicsr_options() -> None:
+    net = ours_d.build_discriminator({"type": "UNetDiscriminatorSN", "num_in_ch": 3, "num_feat": 64, "skip_connection": True})
+    assert isinstance(net, ours_d.UNetDiscriminatorSN)
+    with pytest.raises(InvalidParameterError, match="Unknown discriminator type 'PatchGAN'"):
+        ours_d.build_discriminator({"type": "PatchGAN"})
+    with pytest.raises(InvalidParameterError, match="Bad parameters for VGGStyleDiscriminator"):
+        ours_d.build_discriminator({"type": "VGGStyleDiscriminator", "wings": 2})
+
+
+# --------------------------------------------------------------------------- pixel and GAN losses
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_l1_loss_equals_basicsrs(photos: list[np.ndarray], reduction: str, weighted: bool) -> None:
+    pred, target = _photo_batch(photos, 32), _photo_batch(photos, 32, offset=3)
+    weight = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) if weighted else None
+    ours = ours_l.L1Loss(loss_weight=0.5, reduction=reduction)(pred, target, weight)
+    reference = basicsr_losses.L1Loss(loss_weight=0.5, reduction=reduction)(pred, target, weight)
+    _close(ours, reference, 1e-6)
+    with pytest.raises(InvalidParameterError, match="reduction must be one of"):
+        ours_l.L1Loss(reduction="median")
+
+
+@pytest.mark.parametrize("gan_type", ["vanilla", "lsgan", "wgan", "wgan_softplus", "hinge"])
+def test_gan_loss_equals_basicsrs(gan_type: str) -> None:
+    logits = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(2)) * 2
+    ours = ours_l.GANLoss(gan_type, loss_weight=0.1)
+    reference = basicsr_gan.GANLoss(gan_type, loss_weight=0.1)
+    for target_is_real in (True, False):
+        for is_disc in (True, False):
+            a = logits.clone().requires_grad_(True)
+            b = logits.clone().requires_grad_(True)
+            loss_a, loss_b = ours(a, target_is_real, is_disc=is_disc), reference(b, target_is_real, is_disc=is_disc)
+            _close(loss_a, loss_b, 1e-6)
+            loss_a.backward(), loss_b.backward()
+            _close(a.grad, b.grad, 1e-6)
+    with pytest.raises(InvalidParameterError, match="gan_type must be one of"):
+        ours_l.GANLoss("wasserstein")
+
+
+def _mini_generator() -> torch.nn.Module:
+    """A small x1 convolutional generator standing in for RRDBNet in a GAN step."""
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(8, 3, 3, padding=1))
+
+
+def _grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+
+
+def test_realesrgan_gan_terms_equal_the_official_step(photos: list[np.ndarray]) -> None:
+    """Real-ESRGAN's G and D GAN terms (RealESRGANModel.optimize_parameters, transcribed with
+    basicsr's classes) against :func:`generator_gan_loss` and :func:`discriminator_step`."""
+    lq, gt = _photo_batch(photos[:2], 32), _photo_batch(photos[:2], 32, offset=5)
+    gen_a, gen_b = _mini_generator(), _mini_generator()
+    d_ref = basicsr_d.UNetDiscriminatorSN(3, 8)
+    d_ours = ours_d.UNetDiscriminatorSN(3, 8)
+    d_ours.load_state_dict(d_ref.state_dict())
+    gan_a, gan_b = ours_l.GANLoss("vanilla", loss_weight=0.1), basicsr_gan.GANLoss("vanilla", loss_weight=0.1)
+
+    # official: G step, then D step (real then fake, separate backward passes)
+    for p in d_ref.parameters():
+        p.requires_grad = False
+    out_b = gen_b(lq)
+    gan_b(d_ref(out_b), True, is_disc=False).backward()
+    for p in d_ref.parameters():
+        p.requires_grad = True
+    gan_b(d_ref(gt), True, is_disc=True).backward()
+    gan_b(d_ref(out_b.detach().clone()), False, is_disc=True).backward()
+
+    for p in d_ours.parameters():
+        p.requires_grad = False
+    out_a = gen_a(lq)
+    ours_l.generator_gan_loss(d_ours, gan_a, out_a).backward()
+    for p in d_ours.parameters():
+        p.requires_grad = True
+    logged = ours_l.discriminator_step(d_ours, gan_a, out_a, gt)
+
+    for name, grad in _grads(gen_b).items():
+        _close(_grads(gen_a)[name], grad)
+    for name, grad in _grads(d_ref).items():
+        _close(_grads(d_ours)[name], grad)
+    assert set(logged) == {"l_d_real", "l_d_fake", "out_d_real", "out_d_fake"}
+
+
+def test_esrgan_relativistic_terms_equal_the_official_step(photos: list[np.ndarray]) -> None:
+    """ESRGAN's relativistic G and D terms (ESRGANModel.optimize_parameters, transcribed with
+    basicsr's classes; a batch-norm VGG discriminator, so the forward order matters) against
+    :func:`ragan_generator_loss` and :func:`ragan_discriminator_step`."""
+    lq, gt = _photo_batch(photos[:2], 128), _photo_batch(photos[:2], 128, offset=5)
+    gen_a, gen_b = _mini_generator(), _mini_generator()
+    torch.manual_seed(4)
+    d_ref = basicsr_d.VGGStyleDiscriminator(3, 8, input_size=128)
+    d_ours = ours_d.VGGStyleDiscriminator(3, 8, input_size=128)
+    d_ours.load_state_dict(d_ref.state_dict())
+    gan_a, gan_b = ours_l.GANLoss("vanilla", loss_weight=5e-3), basicsr_gan.GANLoss("vanilla", loss_weight=5e-3)
+
+    for p in d_ref.parameters():
+        p.requires_grad = False
+    out_b = gen_b(lq)
+    real_d_pred = d_ref(gt).detach()
+    fake_g_pred = d_ref(out_b)
+    l_g_real = gan_b(real_d_pred - torch.mean(fake_g_pred), False, is_disc=False)
+    l_g_fake = gan_b(fake_g_pred - torch.mean(real_d_pred), True, is_disc=False)
+    ((l_g_real + l_g_fake) / 2).backward()
+    for p in d_ref.parameters():
+        p.requires_grad = True
+    fake_d_pred = d_ref(out_b).detach()
+    real_d_pred = d_ref(gt)
+    (gan_b(real_d_pred - torch.mean(fake_d_pred), True, is_disc=True) * 0.5).backward()
+    fake_d_pred = d_ref(out_b.detach())
+    (gan_b(fake_d_pred - torch.mean(real_d_pred.detach()), False, is_disc=True) * 0.5).backward()
+
+    for p in d_ours.parameters():
+        p.requires_grad = False
+    out_a = gen_a(lq)
+    ours_l.ragan_generator_loss(d_ours, gan_a, out_a, gt).backward()
+    for p in d_ours.parameters():
+        p.requires_grad = True
+    ours_l.ragan_discriminator_step(d_ours, gan_a, out_a, gt)
+
+    for name, grad in _grads(gen_b).items():
+        _close(_grads(gen_a)[name], grad)
+    for name, grad in _grads(d_ref).items():
+        _close(_grads(d_ours)[name], grad)
+    for key, value in d_ref.state_dict().items():
+        if value.is_floating_point():
+            _close(d_ours.state_dict()[key], value)
