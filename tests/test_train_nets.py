@@ -247,3 +247,228 @@ def test_esrgan_relativistic_terms_equal_the_official_step(photos: list[np.ndarr
     for key, value in d_ref.state_dict().items():
         if value.is_floating_point():
             _close(d_ours.state_dict()[key], value)
+
+
+# --------------------------------------------------------------------------- perceptual loss
+
+
+@pytest.fixture(scope="module")
+def full_random_vgg19() -> dict[str, torch.Tensor]:
+    """Random VGG19 weights with torchvision's keys and initialisation (the real ImageNet
+    weights cannot be downloaded here)."""
+    import torchvision
+
+    torch.manual_seed(5)
+    return torchvision.models.vgg19(weights=None).state_dict()
+
+
+@pytest.fixture(scope="module")
+def random_vgg19(full_random_vgg19: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``features.*`` part: what the perceptual loss uses."""
+    return {k: v for k, v in full_random_vgg19.items() if k.startswith("features.")}
+
+
+@pytest.fixture(scope="module")
+def basicsr_perceptual(tmp_path_factory: pytest.TempPathFactory, full_random_vgg19: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
+    """basicsr's PerceptualLoss on the same random VGG19 (built once: basicsr builds a whole
+    torchvision VGG19 and reads VGG_PRETRAIN_PATH, or else downloads, so it is pointed at ours)."""
+    vgg_arch = pytest.importorskip("basicsr.archs.vgg_arch")
+    path = tmp_path_factory.mktemp("vgg") / "vgg19-random.pth"
+    torch.save(full_random_vgg19, path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vgg_arch, "VGG_PRETRAIN_PATH", str(path))
+        loss = basicsr_losses.PerceptualLoss(ours_l.PERCEPTUAL_LAYER_WEIGHTS, vgg_type="vgg19")
+    path.unlink()
+    return loss
+
+
+@pytest.mark.parametrize(
+    ("criterion", "style_weight", "range_norm"),
+    [("l1", 0.0, False), ("l1", 1.0, False), ("fro", 0.5, True)],
+)
+def test_perceptual_loss_equals_basicsrs(
+    photos: list[np.ndarray],
+    random_vgg19: dict[str, torch.Tensor],
+    basicsr_perceptual,  # type: ignore[no-untyped-def]
+    criterion: str,
+    style_weight: float,
+    range_norm: bool,
+) -> None:
+    pred = _photo_batch(photos[:2], 32)
+    gt = _photo_batch(photos[:2], 32, offset=2)
+    ours = ours_l.PerceptualLoss(
+        ours_l.PERCEPTUAL_LAYER_WEIGHTS,
+        vgg_type="vgg19",
+        use_input_norm=True,
+        range_norm=range_norm,
+        perceptual_weight=1.0,
+        style_weight=style_weight,
+        criterion=criterion,
+        vgg_weights=random_vgg19,
+    )
+    reference = copy.copy(basicsr_perceptual)  # the same options, set as basicsr's __init__ sets them
+    reference.style_weight, reference.criterion_type = style_weight, criterion
+    reference.criterion = torch.nn.L1Loss() if criterion == "l1" else None
+    reference.vgg.range_norm = range_norm
+    if range_norm:
+        pred, gt = pred * 2 - 1, gt * 2 - 1
+    a, b = pred.clone().requires_grad_(True), pred.clone().requires_grad_(True)
+    percep_a, style_a = ours(a, gt)
+    percep_b, style_b = reference(b, gt)
+    _close(percep_a, percep_b)
+    total_a, total_b = percep_a, percep_b
+    if style_weight:
+        _close(style_a, style_b)
+        total_a, total_b = total_a + style_a, total_b + style_b
+    else:
+        assert style_a is None and style_b is None
+    total_a.backward(), total_b.backward()
+    _close(a.grad, b.grad)
+    assert not any(p.requires_grad for p in ours.parameters()), "the VGG stays frozen"
+    assert list(ours.vgg.vgg_net._modules)[-1] == "conv5_4", "built only up to the deepest layer used"
+
+
+def test_perceptual_features_are_taken_before_activation(random_vgg19: dict[str, torch.Tensor], photos: list[np.ndarray]) -> None:
+    from restorekit.train.vgg import VGGFeatureExtractor
+
+    x = _photo_batch(photos[:1], 32)
+    features = VGGFeatureExtractor(["conv1_2", "relu1_2"], state_dict=random_vgg19)(x)
+    assert float(features["conv1_2"].min()) < 0, "conv features keep their negative part"
+    assert torch.equal(features["relu1_2"], features["conv1_2"].clamp(min=0))
+
+
+def test_perceptual_loss_weight_zero_needs_no_weights(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
+    loss = ours_l.PerceptualLoss(ours_l.PERCEPTUAL_LAYER_WEIGHTS, perceptual_weight=0.0)
+    assert not loss.enabled and loss.vgg is None
+    assert loss(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)) == (None, None)
+
+
+def test_perceptual_loss_offline_without_weights_says_how_to_get_them(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as caught:
+        ours_l.PerceptualLoss(ours_l.PERCEPTUAL_LAYER_WEIGHTS)
+    message = str(caught.value)
+    assert "restorekit models download vgg19" in message
+    assert "restorekit models import FILE --name vgg19" in message
+    assert "perceptual_weight=0" in message
+
+
+def test_perceptual_weights_resolve_from_the_model_home(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch, random_vgg19: dict[str, torch.Tensor], photos: list[np.ndarray]
+) -> None:
+    """An installed ``vgg19`` in the model home is found by name, offline; only the feature
+    tensors are read."""
+    from restorekit.registry.convert import save_state_dict
+    from restorekit.registry.download import target_path
+    from restorekit.registry.schema import load_registry
+    from restorekit.train.vgg import load_vgg_weights
+
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
+    target = target_path(load_registry().get("vgg19"))
+    assert target.parent.name == "perceptual_models"
+    save_state_dict({**random_vgg19, "classifier.6.bias": torch.zeros(1000)}, target, {})
+    loaded = load_vgg_weights()
+    assert set(loaded) == set(random_vgg19)
+    x = _photo_batch(photos[:1], 32)
+    by_name = ours_l.PerceptualLoss({"conv2_2": 1.0})
+    explicit = ours_l.PerceptualLoss({"conv2_2": 1.0}, vgg_weights=random_vgg19)
+    assert torch.equal(by_name(x, x.flip(-1))[0], explicit(x, x.flip(-1))[0])
+
+
+@pytest.mark.slow
+def test_vgg19_imports_as_the_registry_model(isolated_home: Path, tmp_path: Path) -> None:
+    """``restorekit models import vgg19.pth --name vgg19`` checks torchvision's full VGG19
+    layout (features and classifier) and installs it where the perceptual loss finds it."""
+    import torchvision
+
+    from restorekit.models import import_model
+    from restorekit.train.vgg import load_vgg_weights
+
+    torch.manual_seed(6)
+    state = torchvision.models.vgg19(weights=None).state_dict()
+    source = tmp_path / "vgg19-copy.pth"
+    torch.save(state, source)
+    del state
+    resolved = import_model(source, name="vgg19")
+    assert resolved.path.parent.name == "perceptual_models"
+    loaded = load_vgg_weights(download=False)
+    assert len(loaded) == 32 and loaded["features.0.weight"].shape == (64, 3, 3, 3)
+    broken = tmp_path / "not-vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(3, 3, 3, 3)}, broken)
+    from restorekit.errors import ModelIncompatibleError
+
+    with pytest.raises(ModelIncompatibleError, match="architecture VGG"):
+        import_model(broken, name="vgg19", overwrite=True)
+
+
+def test_build_loss_from_basicsr_options(random_vgg19: dict[str, torch.Tensor]) -> None:
+    assert isinstance(ours_l.build_loss({"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"}), ours_l.L1Loss)
+    gan = ours_l.build_loss({"type": "GANLoss", "gan_type": "vanilla", "real_label_val": 1.0, "fake_label_val": 0.0, "loss_weight": 0.1})
+    assert isinstance(gan, ours_l.GANLoss) and gan.loss_weight == 0.1
+    percep = ours_l.build_loss(
+        {"type": "PerceptualLoss", "layer_weights": {"conv5_4": 1}, "perceptual_weight": 1.0, "style_weight": 0}, vgg_weights=random_vgg19
+    )
+    assert isinstance(percep, ours_l.PerceptualLoss)
+    with pytest.raises(InvalidParameterError, match="Unknown vgg19 layers"):
+        ours_l.PerceptualLoss({"conv6_1": 1.0}, vgg_weights=random_vgg19)
+    with pytest.raises(InvalidParameterError, match="Unknown loss type"):
+        ours_l.build_loss({"type": "SSIMLoss"})
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _degraded(photo: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A real photo and a blurred, noisy, slightly brightened version of it, (1, 3, H, W) [0, 1]."""
+    ref = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 255.0
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(ref, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed)) * 0.02
+    return (blurred + noise + 0.01).clamp(0, 1), ref
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+@pytest.mark.parametrize("crop_border", [0, 4])
+def test_psnr_and_ssim_on_y_equal_basicsrs_validation(name: str, crop_border: int) -> None:
+    """basicsr's validation: tensor2img (8-bit BGR) then calculate_psnr/calculate_ssim with
+    test_y_channel. Tolerances: PSNR 1e-4 dB, SSIM 1e-6."""
+    from skimage import data
+
+    psnr_ssim = pytest.importorskip("basicsr.metrics.psnr_ssim")
+    img_util = pytest.importorskip("basicsr.utils.img_util")
+    photo = np.ascontiguousarray(getattr(data, name)())[:160, :200]
+    out, ref = _degraded(photo, seed=len(name))
+    out8, ref8 = img_util.tensor2img(out), img_util.tensor2img(ref)
+    expected_psnr = psnr_ssim.calculate_psnr(out8, ref8, crop_border, test_y_channel=True)
+    expected_ssim = psnr_ssim.calculate_ssim(out8, ref8, crop_border, test_y_channel=True)
+    psnr = metrics.psnr_y(out, ref, crop_border)
+    ssim = metrics.ssim_y(out, ref, crop_border)
+    assert psnr.shape == ssim.shape == (1,)
+    assert 20 < expected_psnr < 45 and 0.5 < expected_ssim < 0.99, "a realistic degradation"
+    assert abs(float(psnr[0]) - expected_psnr) < 1e-4
+    assert abs(float(ssim[0]) - expected_ssim) < 1e-6
+
+
+def test_float_metrics_equal_basicsrs_tensor_versions() -> None:
+    from skimage import data
+
+    psnr_ssim = pytest.importorskip("basicsr.metrics.psnr_ssim")
+    photos = [np.ascontiguousarray(getattr(data, n)())[:96, :128] for n in ("astronaut", "coffee")]
+    pairs = [_degraded(p, seed=i) for i, p in enumerate(photos)]
+    out, ref = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    expected_psnr = psnr_ssim.calculate_psnr_pt(out, ref, 2, test_y_channel=True)
+    expected_ssim = psnr_ssim.calculate_ssim_pt(out, ref, 2, test_y_channel=True)
+    _close(metrics.psnr_y(out, ref, 2, quantize=False), expected_psnr.double(), 1e-5)  # basicsr adds 1e-8 to the MSE
+    _close(metrics.ssim_y(out, ref, 2, quantize=False), expected_ssim.double(), 1e-5)
+
+
+def test_metrics_edge_cases() -> None:
+    img = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    assert torch.isinf(metrics.psnr_y(img, img)).all()
+    assert torch.allclose(metrics.ssim_y(img, img), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(InvalidParameterError, match="shapes differ"):
+        metrics.psnr_y(img, img[..., :20])
+    with pytest.raises(InvalidParameterError, match="crop_border 12 leaves nothing"):
+        metrics.psnr_y(img, img, 12)
+    with pytest.raises(InvalidParameterError, match="at least 11x11"):
+        metrics.ssim_y(img, img, 8)
