@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-import reference_shim  # noqa: F401  (basicsr on current torchvision)
 from restorekit.errors import InvalidParameterError, ModelNotFoundError
 from restorekit.train import discriminators as ours_d
 from restorekit.train import losses as ours_l
 from restorekit.train import metrics
+
+import reference_shim  # noqa: F401  (basicsr on current torchvision)
 
 basicsr_d = pytest.importorskip("basicsr.archs.discriminator_arch", reason="basicsr (reference) is not installed")
 basicsr_losses = pytest.importorskip("basicsr.losses.basic_loss")
