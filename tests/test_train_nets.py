@@ -8,6 +8,7 @@ SSIM 1e-6 (basicsr computes Y in float32, we in float64).
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -473,3 +474,80 @@ def test_metrics_edge_cases() -> None:
         metrics.psnr_y(img, img, 12)
     with pytest.raises(InvalidParameterError, match="at least 11x11"):
         metrics.ssim_y(img, img, 8)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _history() -> list[dict[str, float]]:
+    """A falling pixel loss, a flat-ish GAN loss, and a PSNR rising every 50 iterations."""
+    records = []
+    for it in range(10, 510, 10):
+        record = {"iter": it, "l_g_pix": 0.2 / (1 + it / 50), "l_g_gan": 0.07 + 0.001 * (it % 30)}
+        if it % 50 == 0:
+            record["psnr"] = 20 + 4 * (1 - math.exp(-it / 200))
+        records.append(record)
+    return records
+
+
+def _pixels_of(image: np.ndarray, colour: str, tolerance: int = 40) -> np.ndarray:
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return np.argwhere(np.abs(image[..., :3].astype(int) - rgb).sum(-1) < tolerance)
+
+
+@pytest.mark.parametrize("backend", ["pil", pytest.param("matplotlib", marks=pytest.mark.slow)])
+def test_training_curves_png_shows_the_falling_loss(tmp_path: Path, backend: str) -> None:
+    from PIL import Image
+
+    from restorekit.train.plots import PALETTE, plot_training_curves
+
+    if backend == "matplotlib":
+        pytest.importorskip("matplotlib", reason="matplotlib is optional")
+    path = plot_training_curves(_history(), tmp_path / "curves.png", backend=backend, title="realesrgan-x4plus")
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape == (600, 900, 3)
+    blue = _pixels_of(image, PALETTE[0])  # l_g_pix, the first series
+    upper = blue[blue[:, 0] < 300]  # the loss panel
+    assert len(upper) > 100
+    left_rows = upper[upper[:, 1] < np.percentile(upper[:, 1], 10)][:, 0]
+    right_rows = upper[upper[:, 1] > np.percentile(upper[:, 1], 90)][:, 0]
+    assert left_rows.mean() < right_rows.mean() - 50, "the loss line falls from left to right"
+    assert not list(tmp_path.glob(".curves*")), "written atomically, no temp file left"
+
+
+def test_training_curves_refuse_an_empty_history(tmp_path: Path) -> None:
+    from restorekit.train.plots import plot_training_curves
+
+    with pytest.raises(InvalidParameterError, match="Nothing to plot"):
+        plot_training_curves([{"iter": 1, "l_g_pix": float("nan")}], tmp_path / "x.png", backend="pil")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_comparison_strip_shows_the_same_region_of_each_version(tmp_path: Path, photos: list[np.ndarray]) -> None:
+    from PIL import Image
+
+    from restorekit.train.plots import comparison_strip, detail_box
+
+    gt = _photo_batch(photos[:1], 128)
+    lq = torch.nn.functional.avg_pool2d(gt, 4)
+    sr = torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    strip = comparison_strip([("input", lq), ("output", sr), ("ground truth", gt)], tmp_path / "crops.png", crop=48, zoom=2)
+    assert strip.size == (3 * 96 + 2 * 6, 96 + 18)
+    assert Image.open(tmp_path / "crops.png").size == strip.size
+    left, top, right, bottom = detail_box(gt, 48)
+    pixels = np.asarray(strip)
+    expected_gt = (gt[0, :, top:bottom, left:right].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    gt_tile = pixels[18:, 2 * (96 + 6) :][::2, ::2]
+    assert np.array_equal(gt_tile, expected_gt)
+    lq_tile = pixels[18:, :96][::2, ::2]
+    expected_lq = (lq[0, :, top // 4 : bottom // 4, left // 4 : right // 4].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert top % 4 == 0 and left % 4 == 0, "the detail box steps by crop // 4 = 12 pixels"
+    assert np.array_equal(lq_tile[::4, ::4], expected_lq), "the input, nearest-upscaled x4"
+
+    def energy(box: tuple[int, int, int, int]) -> float:
+        patch = gt[0, :, box[1] : box[3], box[0] : box[2]].mean(0)
+        return float(patch.diff(dim=0).abs().mean() + patch.diff(dim=1).abs().mean())
+
+    assert energy((left, top, right, bottom)) >= max(energy((0, 0, 48, 48)), energy((80, 80, 128, 128)))
+    with pytest.raises(InvalidParameterError, match="outside"):
+        comparison_strip([("x", gt)], box=(100, 100, 200, 200))
