@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -98,8 +99,8 @@ def test_unet_discriminator_loads_realesrgan_packages_keys_and_refuses_odd_sizes
 @pytest.mark.parametrize("input_size", [128, pytest.param(256, marks=pytest.mark.slow)])
 def test_vgg_style_discriminator_equals_basicsrs_in_training(photos: list[np.ndarray], input_size: int) -> None:
     torch.manual_seed(1)
-    reference = basicsr_d.VGGStyleDiscriminator(3, 16, input_size=input_size)
-    ours = ours_d.VGGStyleDiscriminator(3, 16, input_size=input_size)
+    reference = basicsr_d.VGGStyleDiscriminator(3, 8, input_size=input_size)
+    ours = ours_d.VGGStyleDiscriminator(3, 8, input_size=input_size)
     assert list(ours.state_dict()) == list(reference.state_dict())
     ours.load_state_dict(reference.state_dict())
     batches = [_photo_batch(photos[:2], input_size), _photo_batch(photos[1:], input_size, offset=9)]
@@ -254,33 +255,41 @@ def test_esrgan_relativistic_terms_equal_the_official_step(photos: list[np.ndarr
 # --------------------------------------------------------------------------- perceptual loss
 
 
-@pytest.fixture(scope="module")
-def full_random_vgg19() -> dict[str, torch.Tensor]:
-    """Random VGG19 weights with torchvision's keys and initialisation (the real ImageNet
-    weights cannot be downloaded here)."""
-    import torchvision
+class _VGG19Features(torch.nn.Module):
+    """torchvision's VGG19 without its 120 M-parameter classifier, initialised as torchvision
+    initialises it: all the perceptual loss (ours and basicsr's) ever uses."""
 
+    def __init__(self) -> None:
+        import torchvision
+
+        super().__init__()
+        self.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"])
+        for module in self.features.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                torch.nn.init.zeros_(module.bias)
+
+
+@pytest.fixture(scope="module")
+def random_vgg19() -> dict[str, torch.Tensor]:
+    """Random VGG19 feature weights with torchvision's keys and initialisation (the real
+    ImageNet weights cannot be downloaded here)."""
     torch.manual_seed(5)
-    return torchvision.models.vgg19(weights=None).state_dict()
+    return _VGG19Features().state_dict()
 
 
 @pytest.fixture(scope="module")
-def random_vgg19(full_random_vgg19: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ``features.*`` part: what the perceptual loss uses."""
-    return {k: v for k, v in full_random_vgg19.items() if k.startswith("features.")}
-
-
-@pytest.fixture(scope="module")
-def basicsr_perceptual(tmp_path_factory: pytest.TempPathFactory, full_random_vgg19: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
-    """basicsr's PerceptualLoss on the same random VGG19 (built once: basicsr builds a whole
-    torchvision VGG19 and reads VGG_PRETRAIN_PATH, or else downloads, so it is pointed at ours)."""
+def basicsr_perceptual(tmp_path_factory: pytest.TempPathFactory, random_vgg19: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
+    """basicsr's PerceptualLoss on the same random VGG19. basicsr builds ``vgg.vgg19()`` and
+    loads VGG_PRETRAIN_PATH (or downloads): both are pointed at the feature-only network and
+    our weights; its feature extractor and loss code run unchanged."""
     vgg_arch = pytest.importorskip("basicsr.archs.vgg_arch")
     path = tmp_path_factory.mktemp("vgg") / "vgg19-random.pth"
-    torch.save(full_random_vgg19, path)
+    torch.save(random_vgg19, path)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(vgg_arch, "VGG_PRETRAIN_PATH", str(path))
+        patch.setattr(vgg_arch, "vgg", SimpleNamespace(vgg19=lambda pretrained=False: _VGG19Features()))
         loss = basicsr_losses.PerceptualLoss(ours_l.PERCEPTUAL_LAYER_WEIGHTS, vgg_type="vgg19")
-    path.unlink()
     return loss
 
 
