@@ -560,3 +560,43 @@ def test_comparison_strip_shows_the_same_region_of_each_version(tmp_path: Path, 
     assert energy((left, top, right, bottom)) >= max(energy((0, 0, 48, 48)), energy((80, 80, 128, 128)))
     with pytest.raises(InvalidParameterError, match="outside"):
         comparison_strip([("x", gt)], box=(100, 100, 200, 200))
+
+
+# --------------------------------------------------------------------------- precision and scaling
+
+
+def test_losses_and_discriminator_run_under_cpu_bf16_autocast(photos: list[np.ndarray], random_vgg19: dict[str, torch.Tensor]) -> None:
+    """The trainer's bf16 path: same numbers as fp32 within bf16 precision, fp32 results."""
+    x, y = _photo_batch(photos[:2], 64), _photo_batch(photos[:2], 64, offset=4)
+    percep = ours_l.PerceptualLoss(ours_l.PERCEPTUAL_LAYER_WEIGHTS, vgg_weights=random_vgg19)
+    torch.manual_seed(7)
+    net_d = ours_d.UNetDiscriminatorSN(3, 16).eval()
+    with torch.no_grad():
+        full, logits = percep(x, y)[0], net_d(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, low_logits = percep(x, y)[0], net_d(x)
+    assert low.dtype == torch.float32 and torch.isfinite(low)
+    assert abs(float(low) - float(full)) < 0.02 * float(full)
+    _close(low_logits.float(), logits, 0.05)
+
+
+def test_discriminator_step_takes_a_scaled_backward(photos: list[np.ndarray]) -> None:
+    """``backward`` receives each loss, so a grad scaler or accumulation divides them."""
+    gt = _photo_batch(photos[:2], 32)
+    output = gt.flip(-1).requires_grad_(True)
+    torch.manual_seed(8)
+    net_d = ours_d.UNetDiscriminatorSN(3, 8)
+    twin = copy.deepcopy(net_d)
+    gan = ours_l.GANLoss("vanilla")
+    ours_l.discriminator_step(net_d, gan, output, gt)
+    seen: list[float] = []
+
+    def quarter(loss: torch.Tensor) -> None:
+        seen.append(float(loss))
+        (loss / 4).backward()
+
+    logged = ours_l.discriminator_step(twin, gan, output, gt, backward=quarter)
+    assert seen == pytest.approx([float(logged["l_d_real"]), float(logged["l_d_fake"])])
+    for p, q in zip(net_d.parameters(), twin.parameters(), strict=True):
+        _close(q.grad * 4, p.grad, 1e-5)
+    assert output.grad is None, "the generator's output gets no gradient from the D step"
