@@ -592,7 +592,7 @@ def test_discriminator_step_takes_a_scaled_backward(photos: list[np.ndarray]) ->
     seen: list[float] = []
 
     def quarter(loss: torch.Tensor) -> None:
-        seen.append(float(loss))
+        seen.append(float(loss.detach()))
         (loss / 4).backward()
 
     logged = ours_l.discriminator_step(twin, gan, output, gt, backward=quarter)
