@@ -32,12 +32,15 @@ class BatchJob:
             per-image random streams do not depend on which jobs were left to do.
         extra: further outputs the job writes (sidecars, HR copies...); a job is done when
             ``target`` and every ``extra`` file exist.
+        data: the input file's bytes when they travel with the job (cluster workers without
+            a shared filesystem); None: read ``source``.
     """
 
     source: Path
     target: Path
     index: int = 0
     extra: tuple[Path, ...] = ()
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def outputs(self) -> tuple[Path, ...]:
@@ -90,6 +93,18 @@ class Backend(Protocol):
     name: str
 
     def run(self, work: FileWork, jobs: Sequence[BatchJob], events: BatchEvents, cancel: CancelCheck) -> None: ...
+
+
+def read_source(job: BatchJob) -> Any:
+    """The job's input as a :class:`~restorekit.imageio.DecodedImage` (from ``job.data``
+    when the bytes travel with the job)."""
+    from .imageio import decode_image, read_image
+
+    if job.data is None:
+        return read_image(job.source)
+    image = decode_image(job.data, name=str(job.source))
+    image.source = str(job.source)
+    return image
 
 
 def failure_reason(exc: BaseException) -> str | None:

@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..batch import BatchJob, JobOutcome
+from ..batch import BatchJob, JobOutcome, read_source
 from ..errors import CancelledError, ImageWriteError, InvalidParameterError
 from ..files import atomic_write_text
-from ..imageio import DecodedImage, read_image
+from ..imageio import DecodedImage
 from ..outputs import OutputWriter
 from ..progress import CancelCheck, ProgressCallback
 from .batch import Placement, add_cluster_arguments, collect_jobs, print_summary, run_file_batch
@@ -200,7 +200,7 @@ class DegradeWork:
         from ..degrade import degrade, kernels_image, make_pairs
         from ..device import resolve_device
 
-        image = _flatten_alpha(read_image(job.source))
+        image = _flatten_alpha(read_source(job))
         pixels = image.pixels.to(resolve_device(self.device))
         lr_path, *rest = job.outputs
         if self.pairs:

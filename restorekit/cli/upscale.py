@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..batch import BatchJob, JobOutcome
+from ..batch import BatchJob, JobOutcome, read_source
 from ..device import PRECISIONS
 from ..errors import InvalidParameterError
 from ..imageio import DecodedImage
@@ -184,10 +184,8 @@ class RestoreWork:
             self.description = self._restorer.description
 
     def process(self, job: BatchJob, writer: OutputWriter, progress: ProgressCallback, cancel: CancelCheck) -> JobOutcome:
-        from ..imageio import read_image
-
         self.prepare()
-        image = read_image(job.source)
+        image = read_source(job)
         out, result = self._restorer.run_image(image, progress=progress, cancel=cancel)
         writer.image(out.replace(source=None), job.target, fmt=self.fmt, quality=self.quality)
         note = ""
