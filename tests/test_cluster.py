@@ -149,3 +149,28 @@ def test_without_ray_the_option_names_the_extra(photos, model, tmp_path, capsys,
 def test_bad_addresses_are_one_line_errors(photos, model, tmp_path, capsys) -> None:
     code = main(["upscale", str(photos / "p01.png"), "-o", str(tmp_path / "o"), "--model", model, "--cluster", "nonsense"])
     assert code == 1 and "is not an address" in capsys.readouterr().err
+
+
+def test_a_video_with_audio_and_a_frame_folder_equal_the_local_run(cluster, model, tmp_path) -> None:
+    """Frames run on the workers; chunks, encoding and the audio stay on the driver."""
+    from video_factory import audio_seconds, decode_video, make_video
+
+    address, env = cluster
+    source = make_video(tmp_path / "clip.mp4", frames=12, size=(96, 64), audio="aac")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(6):
+        Image.fromarray(np.asarray(decode_video(source).frames[index])).save(frames / f"f{index:03d}.png")
+    common = ["--model", model, "--precision", "fp32", "--chunk-frames", "4", "-b", "2", "-q"]
+    for name, src, out in (("video", source, "up.mp4"), ("folder", frames, "up_frames")):
+        assert main(["video", str(src), "-o", str(tmp_path / f"local-{out}"), *common]) == 0
+        cli = _cli(env, "video", str(src), "-o", str(tmp_path / f"ray-{out}"), *common, "--cluster", address)
+        _, stderr = cli.communicate(timeout=180)
+        assert cli.returncode == 0, stderr
+        local, remote = tmp_path / f"local-{out}", tmp_path / f"ray-{out}"
+        if name == "video":
+            ours, theirs = decode_video(remote), decode_video(local)
+            assert [f.tobytes() for f in ours.frames] == [f.tobytes() for f in theirs.frames] and len(ours.frames) == 12
+            assert ours.audio_packets == theirs.audio_packets and audio_seconds(remote) > 0.3
+        else:
+            assert _files(remote) == _files(local) and len(_files(local)) == 6
