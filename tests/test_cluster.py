@@ -156,11 +156,12 @@ def test_a_video_with_audio_and_a_frame_folder_equal_the_local_run(cluster, mode
     from video_factory import audio_seconds, decode_video, make_video
 
     address, env = cluster
-    source = make_video(tmp_path / "clip.mp4", frames=12, size=(96, 64), audio="aac")
+    made = make_video(tmp_path / "clip.mp4", frames=12, size=(96, 64), audio="aac")
+    source = made.path
     frames = tmp_path / "frames"
     frames.mkdir()
     for index in range(6):
-        Image.fromarray(np.asarray(decode_video(source).frames[index])).save(frames / f"f{index:03d}.png")
+        Image.fromarray(made.frames[index]).save(frames / f"f{index:03d}.png")
     common = ["--model", model, "--precision", "fp32", "--chunk-frames", "4", "-b", "2", "-q"]
     for name, src, out in (("video", source, "up.mp4"), ("folder", frames, "up_frames")):
         assert main(["video", str(src), "-o", str(tmp_path / f"local-{out}"), *common]) == 0
