@@ -106,6 +106,8 @@ def connect(address: str, *, timeout: float = 5.0) -> bool:
         kwargs["include_dashboard"] = False
     try:
         ray.init(address=init_address, **kwargs)
+    except ImportError as exc:  # ray:// needs Ray Client's extra packages
+        raise ClusterError(f"Connecting to {address} needs Ray Client: pip install 'ray[client]' ({exc}).") from exc
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = "on this machine or in RAY_ADDRESS" if init_address == "auto" else f"at {address}"
         raise ClusterError(f"Cannot connect to a Ray cluster {where}: {str(exc).splitlines()[0]}") from exc
