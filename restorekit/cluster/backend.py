@@ -121,24 +121,12 @@ class FileWorker:
     """A Ray actor holding one prepared :class:`~restorekit.batch.FileWork`."""
 
     def __init__(self, work: FileWork, files: list[tuple[str, Any]], threads: int) -> None:
-        import tempfile
-
-        import ray
-        import torch
-
-        from .. import __version__, models
-        from ..registry.home import configure_home
-        from .models import install_files
+        from .. import __version__
+        from .models import install_worker_home
 
         self.version = __version__
         self.error: str | None = None
-        self.home = Path(tempfile.mkdtemp(prefix="restorekit-worker-home-"))
-        install_files(self.home, {relative: ray.get(ref) for relative, ref in files})
-        os.environ["RESTOREKIT_HOME"] = str(self.home)
-        os.environ["RESTOREKIT_OFFLINE"] = "1"
-        configure_home(None)
-        models.clear_cache()
-        torch.set_num_threads(max(1, threads))
+        self.home = install_worker_home(files, threads)
         self.work = work
         try:
             work.prepare()

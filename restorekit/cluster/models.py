@@ -105,3 +105,24 @@ def install_files(home: Path, files: dict[str, bytes]) -> None:
 
     for relative, data in files.items():
         atomic_write_bytes(resolve_inside(home, relative), data)
+
+
+def install_worker_home(files: list[tuple[str, Any]], threads: int) -> Path:
+    """Set up a worker process: a private model home filled with the shipped files (object
+    references), downloads off, caches cleared, ``threads`` torch threads. Returns the home."""
+    import tempfile
+
+    import ray
+    import torch
+
+    from .. import models
+    from ..environment import use_private_home
+    from ..registry.home import configure_home
+
+    home = Path(tempfile.mkdtemp(prefix="restorekit-worker-home-"))
+    install_files(home, {relative: ray.get(ref) for relative, ref in files})
+    use_private_home(home)
+    configure_home(None)
+    models.clear_cache()
+    torch.set_num_threads(max(1, threads))
+    return home

@@ -27,24 +27,12 @@ class FrameWorker:
     """A Ray actor holding one frame processor built from shipped settings."""
 
     def __init__(self, settings: Any, files: list[tuple[str, Any]], threads: int) -> None:
-        import tempfile
-        from pathlib import Path
-
-        import ray
-
-        from .. import __version__, models
-        from ..registry.home import configure_home
-        from .models import install_files
+        from .. import __version__
+        from .models import install_worker_home
 
         self.version = __version__
         self.error: str | None = None
-        home = Path(tempfile.mkdtemp(prefix="restorekit-worker-home-"))
-        install_files(home, {relative: ray.get(ref) for relative, ref in files})
-        os.environ["RESTOREKIT_HOME"] = str(home)
-        os.environ["RESTOREKIT_OFFLINE"] = "1"
-        configure_home(None)
-        models.clear_cache()
-        torch.set_num_threads(max(1, threads))
+        install_worker_home(files, threads)
         self.processor: Any = None
         try:
             from ..video import make_frame_processor
