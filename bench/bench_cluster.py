@@ -4,15 +4,17 @@ plain CLI on the same files, and Ray's overhead per 256x256 x4 image.
 Everything runs on this machine: a loopback Ray cluster on 127.0.0.1 (tests/ray_cluster.py,
 own temp dir and HOME) is started per configuration and stopped after it:
 
-- ``local``: ``restorekit upscale`` (all CPUs, one process);
+- ``local``: the plain CLI's backend (all CPUs, this process);
 - ``ray-1``: one node with all CPUs, one worker using them;
 - ``ray-2``: two nodes splitting the CPUs, one worker each.
 
-Each configuration runs the same command on N and then 2N images; the difference is the
-marginal time of N images, free of start-up (Python, torch, Ray connection, model load).
-Ray's overhead per image is the marginal time on one worker against the plain CLI's.
+All three run the CLI's own work and backends in this process (the ``upscale`` job,
+``LocalBackend`` and ``RayBackend``). The steady time runs from the first task sent to the last
+result, so start-up (Ray connection, workers, model load) is left out; Ray's overhead per
+image is the one-worker steady time against the compute time that worker measured for the
+same images in the same run, so a busy host slows both alike.
 
-    python bench/bench_cluster.py --images 8 --weights ../shared/weights
+    python bench/bench_cluster.py --images 12 --weights ../shared/weights
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from ray_cluster import loopback_env, start_loopback_cluster  # noqa: E402
+from ray_cluster import start_loopback_cluster  # noqa: E402
 
 DEFAULT_WEIGHTS = Path(os.environ.get("RESTOREKIT_SHARED", REPO.parent / "shared")) / "weights"
 
@@ -101,32 +102,63 @@ def make_inputs(folder: Path, count: int, size: int) -> None:
         Image.fromarray(image[y : y + size, x : x + size]).save(folder / f"img{index:03d}.png")
 
 
-def run_cli(env: dict[str, str], inputs: Path, output: Path, weights: Path, extra: list[str]) -> float:
-    command = [sys.executable, "-m", "restorekit", "upscale", str(inputs), "-o", str(output), "--model", str(weights),
-               "--precision", "fp32", "-q", *extra]
-    start = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return seconds
+class Recorder:
+    """The bench's :class:`~restorekit.batch.BatchEvents`: when each job was sent and finished,
+    and the compute time the worker measured for it."""
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+        self.done: list[float] = []
+        self.compute: list[float] = []
+        self.failures: list[str] = []
+
+    def started(self, job: Any) -> None:
+        self.sent.append(time.perf_counter())
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        return None
+
+    def finished(self, job: Any, outcome: Any) -> None:
+        self.done.append(time.perf_counter())
+        self.compute.append(outcome.seconds)
+
+    def failed(self, job: Any, reason: str) -> None:
+        self.failures.append(reason)
 
 
-def measure(name: str, env: dict[str, str], root: Path, images: dict[int, Path], weights: Path, extra: list[str]) -> dict[str, Any]:
-    times = {}
-    for count, folder in images.items():
-        out = root / f"out-{name}-{count}"
-        times[count] = run_cli(env, folder, out, weights, extra)
-    small, large = sorted(times)
-    marginal = (times[large] - times[small]) / (large - small)
-    row = {"config": name, "wall_s": times, "marginal_s_per_image": marginal}
-    print(f"{name:6} N={small}: {times[small]:6.1f} s  N={large}: {times[large]:6.1f} s  marginal {marginal:.3f} s/image", flush=True)
+def run_backend(name: str, backend: Any, work: Any, inputs: Path, output: Path) -> dict[str, Any]:
+    from restorekit.cli.batch import collect_jobs
+
+    jobs, problems = collect_jobs([inputs], output)
+    assert not problems, problems
+    events = Recorder()
+    began = time.perf_counter()
+    backend.run(work, jobs, events, lambda: False)
+    total = time.perf_counter() - began
+    if events.failures:
+        raise SystemExit(f"{name}: {events.failures}")
+    steady = max(events.done) - min(events.sent)  # first task sent .. last result: no start-up
+    compute = sum(events.compute)
+    row = {
+        "config": name,
+        "images": len(jobs),
+        "total_s": total,
+        "steady_s": steady,
+        "compute_s": compute,
+        "images_per_s": len(jobs) / steady,
+        "overhead": steady / compute - 1 if name == "ray-1" else None,
+    }
+    print(
+        f"{name:6} {len(jobs)} images: {total:6.1f} s with start-up, {steady:6.1f} s steady "
+        f"({len(jobs) / steady:.3f} images/s), worker compute {compute:6.1f} s",
+        flush=True,
+    )
     return row
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=8, help="N: runs use N and 2N images (default 8)")
+    parser.add_argument("--images", type=int, default=12, help="images per configuration (default 12)")
     parser.add_argument("--size", type=int, default=256, help="input side in pixels (default 256)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--json", type=Path)
@@ -142,32 +174,38 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="rkbench"))
     rows = []
     try:
-        images = {n: root / f"in-{n}" for n in (args.images, 2 * args.images)}
-        for count, folder in images.items():
-            make_inputs(folder, count, args.size)
-        env = loopback_env(root / "local", REPO)
-        rows.append(measure("local", env, root, images, weights, []))
-        with start_loopback_cluster(REPO, nodes=1, cpus=cpus) as (address, cluster_env):
-            rows.append(measure("ray-1", cluster_env, root, images, weights, ["--cluster", address, "--cluster-workers", "1"]))
-        with start_loopback_cluster(REPO, nodes=2, cpus=max(1, cpus // 2)) as (address, cluster_env):
-            rows.append(measure("ray-2", cluster_env, root, images, weights, ["--cluster", address]))
+        inputs = root / "in"
+        make_inputs(inputs, args.images, args.size)
+        from restorekit.batch import LocalBackend
+        from restorekit.cli.upscale import RestoreWork
+        from restorekit.cluster import ClusterOptions, RayBackend
+        from restorekit.restore import RestoreSettings
+
+        work = RestoreWork(RestoreSettings(model=str(weights), precision="fp32"))
+        work.prepare()
+        rows.append(run_backend("local", LocalBackend(), work, inputs, root / "out-local"))
+        configs = (("ray-1", 1, cpus, 1), ("ray-2", 2, max(1, cpus // 2), None))
+        for name, nodes, node_cpus, workers in configs:
+            with start_loopback_cluster(REPO, nodes=nodes, cpus=node_cpus) as (address, env):
+                os.environ.update({k: env[k] for k in ("HOME", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TMPDIR", "PYTHONPATH")})
+                backend = RayBackend(ClusterOptions(address=address, workers=workers))
+                rows.append(run_backend(name, backend, work, inputs, root / f"out-{name}"))
         for name in ("ray-1", "ray-2"):
-            for count in images:
-                same = all(
-                    (root / f"out-{name}-{count}" / p.name).read_bytes() == p.read_bytes()
-                    for p in (root / f"out-local-{count}").iterdir()
-                )
-                print(f"{name} N={count}: outputs identical to the plain CLI's: {same}")
+            same = all((root / f"out-{name}" / p.name).read_bytes() == p.read_bytes() for p in (root / "out-local").iterdir())
+            print(f"{name}: outputs identical to the local run's: {same}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    local = rows[0]["marginal_s_per_image"]
-    print("\n| config | marginal s/image | images/s | vs plain CLI | share of fp32 conv peak |")
-    print("|---|---|---|---|---|")
+    local = rows[0]["images_per_s"]
+    print("\n| config | images | steady s | images/s | vs plain CLI | share of fp32 conv peak |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        marginal = row["marginal_s_per_image"]
-        print(f"| {row['config']} | {marginal:.3f} | {1 / marginal:.2f} | {local / marginal:.2f}x | {gflop / marginal / peak:.0%} |")
-    overhead = rows[1]["marginal_s_per_image"] / local - 1
-    print(f"\nRay overhead per {args.size}x{args.size} x4 image (1 worker vs plain CLI, marginal): {overhead:+.1%} of its compute")
+        rate = row["images_per_s"]
+        print(f"| {row['config']} | {row['images']} | {row['steady_s']:.1f} | {rate:.3f} | {rate / local:.2f}x | {gflop * rate / peak:.0%} |")
+    overhead = rows[1]["overhead"]
+    print(
+        f"\nRay overhead per {args.size}x{args.size} x4 image (1 worker: first task sent .. last result, "
+        f"against the compute the worker measured in the same run): {overhead:+.1%}"
+    )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "gflop": gflop, "peak": peak, "overhead": overhead}, indent=2))
     return 0

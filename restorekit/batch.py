@@ -11,6 +11,7 @@ skip rule and the failure report are the runner's, whichever backend ran the wor
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class JobOutcome:
     notices: list[str] = field(default_factory=list)
     note: str = ""
     record: dict[str, Any] | None = None
+    seconds: float = 0.0
+    """Wall time of the job where it ran (reading, work, encoding, writing)."""
 
 
 class FileWork(Protocol):
@@ -123,8 +126,11 @@ def run_job(
     work: FileWork, job: BatchJob, writer: OutputWriter, progress: ProgressCallback, cancel: CancelCheck
 ) -> tuple[JobOutcome | None, str | None]:
     """``(outcome, None)`` or ``(None, reason)`` for one job; cancels and bugs propagate."""
+    started = time.perf_counter()
     try:
-        return work.process(job, writer, progress, cancel), None
+        outcome = work.process(job, writer, progress, cancel)
+        outcome.seconds = time.perf_counter() - started
+        return outcome, None
     except Exception as exc:
         reason = failure_reason(exc)
         if reason is None:
