@@ -112,12 +112,16 @@ def test_constraints_and_post_processing() -> None:
 
 def test_analytic_x4_kernel_equals_two_x2_steps(coffee: np.ndarray) -> None:
     """Downscaling x2 twice through a kernel equals one x4 step through its analytic x4
-    kernel (the paper's appendix), away from the borders."""
+    kernel (the paper's appendix), away from the borders. An even-sided symmetric kernel
+    sits on the x2 grid, so neither path needs an interpolated sub-pixel shift; what is
+    left is the crop of the composed kernel's faint tails."""
     high = to_tensor(coffee[40:168, 200:328])
-    k2 = gaussian_kernel((1.5, 0.7), 0.4, side=9)
+    k2 = gaussian_kernel((1.5, 0.7), 0.4, side=8)
     twice = kernel_downscaler(k2, 2)(kernel_downscaler(k2, 2)(high, (64, 64)), (32, 32))
-    once = kernel_downscaler(kernel_for_factor(k2, 4), 4)(high, (32, 32))
-    assert float((twice - once)[..., 4:-4, 4:-4].abs().max()) < 2e-3
+    k4 = kernel_for_factor(k2, 4)
+    assert k4.shape == (14, 14) and k4.sum() == pytest.approx(1.0)
+    once = kernel_downscaler(k4, 4)(high, (32, 32))
+    assert float((twice - once)[..., 4:-4, 4:-4].abs().max()) < 3e-3
     with pytest.raises(InvalidParameterError, match="x2 and x4"):
         kernel_for_factor(k2, 3)
 

@@ -79,7 +79,8 @@ class ZSSRConfig:
     Inference:
         self_ensemble: run the network on the 8 rotations/flips and take the median.
         back_projection: make the result consistent with the input (iterative back-
-            projection through the same downscaling kernel).
+            projection through the same downscaling kernel; skipped with ``kernel="auto"``,
+            where it would deconvolve with every error of the estimated kernel).
         back_projection_iterations: the number of back-projection steps.
         tile_size: output tile side for inference (bounds memory; results are exact).
         bicubic_fallback: the guard. A strip of the stage input (``holdout_fraction`` of
