@@ -285,3 +285,31 @@ def test_cli_kernel_writes_npy_and_picture_and_zssr_uses_auto(chelsea: np.ndarra
     # An existing output is refused, in one line.
     again = _cli("kernel", str(source), "-o", str(tmp_path / "k.npy"), "--iterations", "20", cwd=tmp_path)
     assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
+
+
+# --------------------------------------------------------------------------- front ends
+
+
+def test_front_ends_offer_the_estimated_kernel() -> None:
+    """The upscale CLI's --zssr-kernel, the app's zero-shot kernel choice and the node's
+    optional kernel input all reach ZSSRConfig(kernel="auto"); bad values are clear errors."""
+    pytest.importorskip("gradio")
+    from gradio_app import jobs
+    from nodes.convert import NodeInputError
+    from nodes.synthesis import ZeroShotUpscale
+    from restorekit.cli import build_parser
+    from restorekit.cli.upscale import settings_from_args
+
+    args = build_parser().parse_args(["upscale", "in.png", "-o", "out", "--model", "zssr", "--zssr-kernel", "auto"])
+    assert settings_from_args(args).zssr.estimates_kernel
+    args = build_parser().parse_args(["upscale", "in.png", "-o", "out", "--model", "zssr"])
+    assert not settings_from_args(args).zssr.estimates_kernel
+    settings = jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_kernel="auto"))
+    assert settings.zssr.estimates_kernel
+    assert jobs.restore_settings(jobs.RestoreOptions(model="zssr")).zssr.kernel is None
+    with pytest.raises(InvalidParameterError, match="Zero-shot kernel"):
+        jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_kernel="gaussian"))
+    optional = ZeroShotUpscale.INPUT_TYPES()["optional"]
+    assert optional["kernel"][0] == ["bicubic", "auto"] and optional["guard"][0] == "BOOLEAN"
+    with pytest.raises(NodeInputError, match="kernel must be one of"):
+        ZeroShotUpscale().upscale(torch.rand(1, 40, 40, 3), 2.0, 10, 0.0, 0, "fp32", kernel="gaussian")
