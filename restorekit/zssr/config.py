@@ -84,7 +84,7 @@ class ZSSRConfig:
         back_projection_iterations: the number of back-projection steps.
         tile_size: output tile side for inference (bounds memory; results are exact).
         bicubic_fallback: the guard. A strip of the stage input (``holdout_fraction`` of
-            its longer side) is held out of training; after training, the network must
+            its longer side) is held out of the full-size training crops; after training, the network must
             rebuild that strip from its own downscale better than bicubic interpolation
             does (by ``guard_margin_db``). When it does not (a budget too small to learn,
             an image with nothing to learn from, a kernel that does not fit), the stage

@@ -55,12 +55,13 @@ def training_crop(input_size: Size, factor: float, crop_size: int) -> int:
 
 @dataclass(frozen=True)
 class Holdout:
-    """A strip at the end of the longer side of every training image, kept out of training
-    so the guard can check the network on pixels it never learned from.
+    """A strip at the end of the longer side of the stage input, kept out of training so
+    the guard can check the network on pixels it never learned from.
 
     ``fraction`` of the side is held out (0: nothing); ``axis`` is -1 (columns) or -2
-    (rows). The same share is held out of every source and pyramid level, so no smaller
-    copy of the strip is learned from either.
+    (rows). Only the full-size stage input loses the strip: the smaller pyramid levels keep
+    it, so small images lose little training data. The strip's content is thus seen at
+    other scales (a mild leak); the exact pairs the guard checks are never trained on.
     """
 
     fraction: float = 0.0
@@ -99,7 +100,7 @@ class PairSampler:
         config: pyramid, augmentation and noise settings.
         rng: NumPy generator for the crop, scale and transform draws.
         generator: torch CPU generator for the noise.
-        holdout: the strip of every level crops are never drawn from.
+        holdout: the strip of the last source (at full size) crops are never drawn from.
     """
 
     def __init__(
@@ -125,11 +126,12 @@ class PairSampler:
         self.kept: list[Size] = []
         scales = np.linspace(1.0, config.pyramid_min_scale, config.pyramid_levels)
         with torch.no_grad():
-            for source in sources:
+            for number, source in enumerate(sources):
                 height, width = source.shape[-2:]
                 for scale in scales:
                     size = (round_half_up(height * scale), round_half_up(width * scale))
-                    kept = holdout.kept(size)
+                    held = number == len(sources) - 1 and scale == 1.0
+                    kept = holdout.kept(size) if held else size
                     if min(kept) < crop:
                         continue
                     self.levels.append(source if scale == 1.0 else resize_bicubic(source, size).clamp_(0, 1))
