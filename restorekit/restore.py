@@ -210,9 +210,10 @@ def _bicubic_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseSt
 
 def _zssr_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep, str]:
     from .upscale import resize
-    from .zssr import ZSSRConfig, zssr_upscale
+    from .zssr import ZSSRConfig, zssr_upscale_with_report
 
     config = settings.zssr or ZSSRConfig(device=settings.device, precision=settings.precision)
+    notices: list[str] = []  # the guard's fallbacks of the last run, for RestoreResult.notices
 
     def run(pixels: torch.Tensor, alpha: torch.Tensor | None, step: Reporter) -> tuple[torch.Tensor, torch.Tensor | None]:
         height, width = pixels.shape[-2:]
@@ -222,13 +223,17 @@ def _zssr_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep,
             raise InvalidParameterError(
                 f"Zero-shot SR only enlarges: the output {size[1]}x{size[0]} is not larger than the input {width}x{height}."
             )
-        out = zssr_upscale(pixels.float(), scale, config, progress=step.progress, cancel=step.cancel)
+        result = zssr_upscale_with_report(pixels.float(), scale, config, progress=step.progress, cancel=step.cancel)
+        notices[:] = result.notices
+        out = result.output
         if tuple(out.shape[-2:]) != size:
             out = resize(out, size)
         out_alpha = None if alpha is None else resize(alpha.float(), size)
         return out, out_alpha
 
-    return run, f"zero-shot SR ({config.iterations} iterations a stage, no weights)"
+    run.notices = notices  # type: ignore[attr-defined]
+    kernel = ", kernel estimated per image (KernelGAN)" if config.estimates_kernel else ""
+    return run, f"zero-shot SR ({config.iterations} iterations a stage{kernel}, no weights)"
 
 
 BASE_METHODS: dict[str, Callable[[RestoreSettings, Reporter], tuple[BaseStep, str]]] = {
@@ -302,6 +307,7 @@ class Restorer:
         stages = 2 if self.faces is not None else 1
         base, base_alpha = self._base(pixels, alpha, reporter.stage(0, stages))
         notices = list(self.notices)
+        notices.extend(n for n in getattr(self._base, "notices", ()) if n not in notices)
         faces = None
         if self.faces is not None:
             gray = pixels.shape[1] == 1

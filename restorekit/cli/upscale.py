@@ -111,6 +111,11 @@ def add_zssr_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--zssr-iterations", type=positive_int, default=None, metavar="N", help="training iterations per stage")
     group.add_argument("--zssr-seconds", type=positive_float, default=None, metavar="T", help="time budget per image in seconds")
     group.add_argument("--seed", type=int, default=0, help="random seed of zero-shot training (default: 0)")
+    group.add_argument(
+        "--zssr-kernel", "--kernel", dest="zssr_kernel", default=None, metavar="FILE|auto",
+        help="downscaling kernel: a kernel file, or 'auto' to estimate it per image with "
+        "KernelGAN (default bicubic)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
@@ -133,6 +138,11 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
             changes["iterations"] = args.zssr_iterations
         if getattr(args, "zssr_seconds", None):
             changes["time_budget_s"] = args.zssr_seconds
+        kernel = getattr(args, "zssr_kernel", None)
+        if kernel:
+            from ..zssr import load_kernel
+
+            changes["kernel"] = "auto" if kernel.strip().lower() == "auto" else load_kernel(kernel)
         zssr = ZSSRConfig(**changes)
     values: dict[str, Any] = {
         "model": args.model,
