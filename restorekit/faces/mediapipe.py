@@ -381,7 +381,7 @@ def oval_mask(mesh_in_crop: Tensor, size: int = 512) -> Tensor:
     # Erode by the feather width, then blur: the mask reaches 0 at the oval, 1 well inside.
     kernel = 2 * feather + 1
     eroded = -F.max_pool2d(-hard, (1, kernel), stride=1, padding=(0, feather))  # separable erosion
-    eroded = -F.max_pool2d(eroded, (kernel, 1), stride=1, padding=(feather, 0))
+    eroded = -F.max_pool2d(-eroded, (kernel, 1), stride=1, padding=(feather, 0))
     sigma = feather / 2.0
     soft = gaussian_blur(eroded, 2 * feather + 1, sigma).clamp(0.0, 1.0) * hard
     border = max(1, size // 50)
