@@ -400,3 +400,21 @@ def test_face_oval_for_faces_without_a_mesh(isolated_home: Path) -> None:
     assert 70 < float(xs.max() - xs.min()) < 130 and 90 < float(ys.max() - ys.min()) < 150
     changed = (result.image - image).abs().amax(dim=1)[0] > 0
     assert not (changed & (mask == 0)).any()
+
+
+def test_refine_tracks_a_face_with_the_mesh_alone() -> None:
+    """Between detections, Face Mesh follows the face from its previous mesh: on the same
+    frame it reproduces the five points within 1.5 px (the mesh's ROI is now its own, not the
+    detector's, which moves the mesh by up to 1.3 px); on a frame panned by (6, -4) px, they
+    move by (6, -4) within 0.5 px; on a frame without the face it reports the face gone."""
+    image = case_image("astronaut")
+    face = detector("short")(image)[0]
+    same = detector("short").refine(image, face)
+    assert same is not None and same.score > 0.9
+    assert (same.landmarks - face.landmarks).norm(dim=1).max() < 1.5
+    panned = torch.roll(image, shifts=(-4, 6), dims=(2, 3))
+    moved = detector("short").refine(panned, face)
+    assert moved is not None
+    shift = moved.landmarks - same.landmarks
+    torch.testing.assert_close(shift.mean(0), torch.tensor([6.0, -4.0], dtype=torch.float64), atol=0.5, rtol=0)
+    assert detector("short").refine(torch.full_like(image, 0.5), face) is None
