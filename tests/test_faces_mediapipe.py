@@ -114,7 +114,7 @@ def test_tflite_reader_reads_the_graphs_and_refuses_other_bytes() -> None:
 
 
 def test_sparse_full_range_weights_are_densified() -> None:
-    """The full-range model stores its weights block-sparse behind DENSIFY ops; densified,
+    """The full-range model stores its weights sparse (CSR) behind DENSIFY ops; densified,
     they are plain dense tensors with zeros where the sparse format left them out."""
     graph = read_tflite(tflite_bytes("full"))
     densify = [op for op in graph.ops if op.kind == "DENSIFY"]
