@@ -388,7 +388,9 @@ def test_face_oval_for_faces_without_a_mesh(isolated_home: Path) -> None:
     """Faces from another detector (here: given by hand) get their oval from Face Mesh run
     on the aligned crop."""
     _install_converted(isolated_home, ["face_mesh"])
-    pipeline = FacePipeline(lambda faces: 1 - faces, options=FaceOptions(parser="face_oval"), device="cpu", precision="fp32")
+    pipeline = FacePipeline(
+        lambda faces: 1 - faces, options=FaceOptions(parser="face_oval"), device="cpu", precision="fp32", download=False
+    )  # only the mesh is installed: nothing else may be loaded or downloaded
     hand = astronaut_landmarks()
     image = case_image("astronaut")
     result = pipeline.run(image, detections=[[FaceDetection.from_landmarks(hand)]])

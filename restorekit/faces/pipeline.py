@@ -295,7 +295,7 @@ class FacePipeline:
     def mesh(self) -> FaceMesh:
         """Face Mesh (loaded on first use; shared with a MediaPipe detector)."""
         if self._mesh is None:
-            detector = self.detector if not self.options.aligned else None
+            detector = self._detector or self._detector_source  # reuse, never load one for this
             if isinstance(detector, MediaPipeFaceDetector) and detector.mesh is not None:
                 self._mesh = detector.mesh
             else:
