@@ -9,9 +9,11 @@ are names inside that home (downloads off).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +109,13 @@ def install_files(home: Path, files: dict[str, bytes]) -> None:
         atomic_write_bytes(resolve_inside(home, relative), data)
 
 
-def install_worker_home(files: list[tuple[str, Any]], threads: int) -> Path:
-    """Set up a worker process: a private model home filled with the shipped files (object
-    references), downloads off, caches cleared, ``threads`` torch threads. Returns the home."""
+@contextlib.contextmanager
+def worker_home(files: list[tuple[str, Any]], threads: int) -> Iterator[Path]:
+    """Set up a worker process for loading its job: a private model home filled with the
+    shipped files (object references), downloads off, caches cleared, ``threads`` torch
+    threads. The home is deleted when the block ends: load every model inside it (a loaded
+    job keeps its networks in memory; a restarted worker gets a fresh home)."""
+    import shutil
     import tempfile
 
     import ray
@@ -120,9 +126,12 @@ def install_worker_home(files: list[tuple[str, Any]], threads: int) -> Path:
     from ..registry.home import configure_home
 
     home = Path(tempfile.mkdtemp(prefix="restorekit-worker-home-"))
-    install_files(home, {relative: ray.get(ref) for relative, ref in files})
-    use_private_home(home)
-    configure_home(None)
-    models.clear_cache()
-    torch.set_num_threads(max(1, threads))
-    return home
+    try:
+        install_files(home, {relative: ray.get(ref) for relative, ref in files})
+        use_private_home(home)
+        configure_home(None)
+        models.clear_cache()
+        torch.set_num_threads(max(1, threads))
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
