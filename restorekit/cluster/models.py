@@ -85,19 +85,14 @@ def ship_settings(settings: Any) -> tuple[dict[str, Path | bytes], Any]:
             changes["face_model"] = _model_reference(face, "face_restore", files)
         else:
             changes["face_model"] = _shipped_file(_descriptor_bytes(face), PURPOSES["face_restore"], files)
-        options = settings.face_options
-        if options is not None:
-            if not options.aligned:
-                _registry_file(str(options.detector), files)
-                if not options.uses_ellipse:
-                    _registry_file(str(options.parser), files)
-        else:
-            from ..faces import FaceOptions
+        from ..faces import FaceOptions
+        from ..faces.pipeline import detector_name, face_network_names
 
-            defaults = FaceOptions()
-            _registry_file(str(defaults.detector), files)
-            if not defaults.uses_ellipse:
-                _registry_file(str(defaults.parser), files)
+        options = settings.face_options or FaceOptions()
+        for name in face_network_names(options):  # detector, landmarks, parser, 'auto' resolved here
+            _registry_file(name, files)
+        if not options.aligned:
+            changes["face_options"] = dataclasses.replace(options, detector=detector_name(options.detector))
     return files, dataclasses.replace(settings, **changes)
 
 
