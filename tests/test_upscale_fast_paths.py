@@ -64,6 +64,7 @@ def test_fused_rrdb_bf16_keeps_quality(x4plus, chelsea):
     assert psnr(fused(image), fp32) >= 45.0
 
 
+@pytest.mark.slow
 def test_fused_rrdb_upscaler_tiled_equals_eager(coffee):
     """Through the whole engine (pre-pad, tiles, strip tail): fused == eager in fp32."""
     anime = load_shared_model("RealESRGAN_x4plus_anime_6B")
