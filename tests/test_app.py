@@ -124,6 +124,7 @@ def pixels(path: str | Path | io.BytesIO) -> np.ndarray:
 # --------------------------------------------------------------------------- restore
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("out_format", "fmt"), [("PNG", "png"), ("JPEG", "jpeg"), ("WebP", "webp")])
 def test_restore_endpoint_formats_and_sizes(served: Served, out_format: str, fmt: str) -> None:
     source = served.images / "crop0.png"
@@ -138,6 +139,7 @@ def test_restore_endpoint_formats_and_sizes(served: Served, out_format: str, fmt
         assert np.array_equal(pixels(download), engine_reference(source, model=MODEL))
 
 
+@pytest.mark.slow
 def test_restore_sizes_resize_and_zero_shot(served: Served) -> None:
     source = handle_file(served.images / "crop1.png")
     _, download, _ = served.client.predict(source, model="resize", size_mode="size", width=100, api_name="/restore")
@@ -148,6 +150,7 @@ def test_restore_sizes_resize_and_zero_shot(served: Served) -> None:
     assert image_size(download) == (128, 128) and "zero-shot" in report.lower()
 
 
+@pytest.mark.slow
 def test_restore_with_face_options(served: Served) -> None:
     """Face restoration runs with the chosen model and detector; the random detector finds no
     face, which is a notice in the report, not an error."""
@@ -180,6 +183,7 @@ def test_restore_batch_gallery_zip_and_failures(served: Served, tmp_path: Path) 
 # --------------------------------------------------------------------------- serving
 
 
+@pytest.mark.slow
 def test_eight_concurrent_requests_run_one_at_a_time(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     from restorekit.restore import Restorer
 
@@ -213,6 +217,7 @@ def test_eight_concurrent_requests_run_one_at_a_time(served: Served, monkeypatch
     assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_clear_errors_and_the_app_keeps_serving(served: Served, tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
@@ -277,6 +282,7 @@ def test_degrade_endpoint_previews_parameters_and_kernel(served: Served) -> None
 # --------------------------------------------------------------------------- models
 
 
+@pytest.mark.slow
 def test_models_download_verify_and_import(served: Served, tmp_path: Path) -> None:
     from restorekit.architectures import random_state_dict
     from restorekit.registry.convert import save_state_dict
@@ -357,6 +363,7 @@ def test_share_without_auth_warns(monkeypatch: pytest.MonkeyPatch, caplog: pytes
     assert launches[-1]["server_name"] == "127.0.0.1" and launches[-1]["ssr_mode"] is False
 
 
+@pytest.mark.slow
 def test_the_command_serves_the_page(tmp_path: Path) -> None:
     """``restorekit app`` from the checkout (the app package found beside the engine)."""
     import os

@@ -32,6 +32,7 @@ def _png(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+@pytest.mark.slow
 def test_lr_images_with_sidecars_and_the_corrupt_file_listed(photo_folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     code = main(["degrade", str(photo_folder), "-o", str(out), "--seed", "3", "--quiet"])
@@ -51,6 +52,7 @@ def test_lr_images_with_sidecars_and_the_corrupt_file_listed(photo_folder: Path,
     assert run["failures"][0]["source"].endswith("broken.png")
 
 
+@pytest.mark.slow
 def test_pairs_meta_info_and_replay_from_the_sidecar(photo_folder: Path, tmp_path: Path) -> None:
     (photo_folder / "broken.png").unlink()
     out = tmp_path / "pairs"
@@ -75,6 +77,7 @@ def test_pairs_meta_info_and_replay_from_the_sidecar(photo_folder: Path, tmp_pat
     torch.testing.assert_close(again, written, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_writes_identical_files(photo_folder: Path, tmp_path: Path) -> None:
     (photo_folder / "broken.png").unlink()
     for run in ("a", "b"):

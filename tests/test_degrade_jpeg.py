@@ -77,6 +77,7 @@ def test_roundtrip_matches_pillow_on_awkward_sizes(astronaut: np.ndarray, shape:
         assert np.abs(ours.astype(int) - expected.astype(int)).mean() < 1.0
 
 
+@pytest.mark.slow
 def test_roundtrip_is_much_closer_to_a_real_codec_than_diffjpeg(photo: np.ndarray) -> None:
     ref.require_reference()
     diffjpeg = ref.diffjpeg().DiffJPEG(differentiable=False)

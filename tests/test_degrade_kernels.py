@@ -49,6 +49,7 @@ def _reference_kernel(degradations, kind: str, size, sx, sy, theta, beta) -> np.
     return degradations.bivariate_plateau(size, sx, sy, theta, beta, isotropic=iso)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KERNEL_FAMILIES))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"k{c[0]}-sx{c[1]}-sy{c[2]}-t{c[3]:.2f}-b{c[4]}")
 def test_every_kernel_type_matches_basicsr(degradations, kind: str, case) -> None:

@@ -60,6 +60,7 @@ def test_output_size_is_input_size_divided_by_scale(crops, preset: str, height: 
 # --------------------------------------------------------------------------- seeds
 
 
+@pytest.mark.slow
 def test_same_seed_and_input_give_bitwise_the_same_output(crops) -> None:
     first = degrade(crops, "realesrgan", seed=1234)
     second = degrade(crops, "realesrgan", seed=1234)
@@ -67,6 +68,7 @@ def test_same_seed_and_input_give_bitwise_the_same_output(crops) -> None:
     assert first.params == second.params
 
 
+@pytest.mark.slow
 def test_different_seeds_give_different_outputs(crops) -> None:
     outputs = [degrade(crops, "realesrgan", seed=seed) for seed in (1, 2, 3)]
     for a in range(3):
@@ -211,6 +213,7 @@ def test_classic_preset_is_first_order_only(crops) -> None:
         assert plan["stage1"]["noise"]["kind"] == "gaussian" and 30 <= plan["stage1"]["jpeg_quality"] <= 95
 
 
+@pytest.mark.slow
 def test_channels_last_and_float64_inputs_work(crops) -> None:
     expected = degrade(crops, "realesrgan", seed=4).lr
     channels_last = degrade(crops.contiguous(memory_format=torch.channels_last), "realesrgan", seed=4).lr

@@ -168,6 +168,7 @@ def test_alignment_matches_facexlib(astronaut: np.ndarray) -> None:
     assert float((crop - reference).abs().mean()) < 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1, 2, 3])
 def test_paste_back_geometry_matches_facexlib(astronaut: np.ndarray, scale: int) -> None:
     """Paste a coordinate ramp back with facexlib and with us; decode where each output

@@ -49,6 +49,7 @@ def photos(tmp_path: Path, astronaut: np.ndarray) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_folder_of_image_kinds_with_a_broken_file(home: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     code = main(["faces", str(photos), "-o", str(out), "--outscale", "2", "--face-strength", "0", *FAST])
@@ -84,6 +85,7 @@ def test_inputs_are_never_overwritten_and_outputs_skipped_unless_overwrite(home:
     assert (photos / "rgb_faces.jpg").is_file()
 
 
+@pytest.mark.slow
 def test_wrong_model_kinds_fail_with_one_clear_line(home: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["faces", str(photos / "rgb.png"), "-o", str(tmp_path / "o1"), "--face-model", "RealESRGAN_x4plus", *FAST])
     err = capsys.readouterr().err
@@ -95,6 +97,7 @@ def test_wrong_model_kinds_fail_with_one_clear_line(home: Path, photos: Path, tm
     assert code == 1 and "not a face detector" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_background_model_sets_the_default_scale(home: Path, photos: Path, tmp_path: Path) -> None:
     model = tmp_path / "tiny-x2.safetensors"
     model.write_bytes(safetensors_bytes(tiny_state()))
@@ -105,6 +108,7 @@ def test_background_model_sets_the_default_scale(home: Path, photos: Path, tmp_p
     assert read_image(out / "x3.png").pixels.shape == (1, 3, 384, 384)
 
 
+@pytest.mark.slow
 def test_aligned_mode_and_saved_faces(home: Path, astronaut: np.ndarray, tmp_path: Path) -> None:
     aligned = tmp_path / "aligned.png"
     Image.fromarray(astronaut).save(aligned)
@@ -114,6 +118,7 @@ def test_aligned_mode_and_saved_faces(home: Path, astronaut: np.ndarray, tmp_pat
     assert torch.equal(read_image(out / "aligned.png").pixels, read_image(aligned).pixels)
 
 
+@pytest.mark.slow
 def test_detected_faces_are_saved(home: Path, photos: Path, tmp_path: Path) -> None:
     """A random detector at a low threshold finds "faces"; the largest one is cropped."""
     out = tmp_path / "det"

@@ -85,6 +85,7 @@ def _separated_threshold(network: torch.nn.Module, image: np.ndarray, top: int =
     return float(scores[k] + scores[k + 1]) / 2
 
 
+@pytest.mark.slow
 def test_detector_matches_facexlib_detect_faces(astronaut: np.ndarray, mobilenet: torch.nn.Module) -> None:
     """Same weights, same image: the same boxes, landmarks and scores as facexlib's own
     detection (its thresholds lowered so that random weights yield faces)."""
@@ -104,6 +105,7 @@ def test_detector_matches_facexlib_detect_faces(astronaut: np.ndarray, mobilenet
     np.testing.assert_allclose(ours[:, 5:], reference[order, 5:], atol=2e-3)
 
 
+@pytest.mark.slow
 def test_bounded_resolution_maps_detections_back(astronaut: np.ndarray, mobilenet: torch.nn.Module) -> None:
     big = F.interpolate(image_tensor(astronaut), size=(700, 900), mode="bilinear", align_corners=False)
     plan = plan_execution("cpu", "fp32")
@@ -117,6 +119,7 @@ def test_bounded_resolution_maps_detections_back(astronaut: np.ndarray, mobilene
         assert torch.allclose(a.landmarks, b.landmarks * 2, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_filters_drop_small_faces_and_close_eyes(astronaut: np.ndarray, mobilenet: torch.nn.Module) -> None:
     plan = plan_execution("cpu", "fp32")
     image = image_tensor(astronaut[:256, :320])

@@ -35,6 +35,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> None:
     monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
 
 
+@pytest.mark.slow
 def test_restoration_through_the_real_loaders_matches_the_official_network(
     isolated_home: Path, model_cache: Path, astronaut: np.ndarray
 ) -> None:
@@ -72,6 +73,7 @@ def test_restoration_through_the_real_loaders_matches_the_official_network(
     assert torch.equal(result.image[outside], background[outside])
 
 
+@pytest.mark.slow
 def test_detector_through_the_loader(isolated_home: Path, model_cache: Path, astronaut: np.ndarray) -> None:
     """RetinaFace weights from the model home; random weights find no face at GFPGAN's
     0.97 confidence: the background comes back with a notice, not an error."""
@@ -88,6 +90,7 @@ def test_detector_through_the_loader(isolated_home: Path, model_cache: Path, ast
     assert torch.equal(resnet.state_dict()["body.conv1.weight"], expected["body.conv1.weight"])
 
 
+@pytest.mark.slow
 def test_wrong_model_kinds_are_refused(isolated_home: Path, model_cache: Path) -> None:
     install_models(isolated_home, model_cache, ["GFPGANv1.4", "detection_mobilenet0.25_Final"])
     with pytest.raises(ModelIncompatibleError, match="RealESRGAN_x4plus is an upscale model, not a face restoration model"):

@@ -89,6 +89,7 @@ def _small_parsenet(seed: int) -> torch.nn.Module:
     return parser.eval()
 
 
+@pytest.mark.slow
 def test_inference_parsenet_computes_the_modules_logits(astronaut: np.ndarray) -> None:
     """BatchNorm folded, no-op layers dropped, image head skipped: the same logits as the
     module's own forward, and the labels facexlib's paste-back takes (argmax of the first

@@ -73,6 +73,7 @@ def test_identity_restorer_barely_changes_the_image(image: torch.Tensor, face: l
     assert float(difference[:, :, 90:150, 195:255].mean()) < 4.0 / 255  # resampled twice, no more
 
 
+@pytest.mark.slow
 def test_strength_zero_is_exactly_the_background_and_skips_the_model(image: torch.Tensor, face: list) -> None:
     calls: list[int] = []
 
@@ -94,6 +95,7 @@ def test_strength_zero_is_exactly_the_background_and_skips_the_model(image: torc
     assert torch.equal(result.image, nearest(image, 3))
 
 
+@pytest.mark.slow
 def test_strength_blends_continuously(image: torch.Tensor, face: list) -> None:
     full = restore_faces(image, invert, detections=face, parser="ellipse", strength=1.0)
     half = restore_faces(image, invert, detections=face, parser="ellipse", strength=0.5)
@@ -104,6 +106,7 @@ def test_strength_blends_continuously(image: torch.Tensor, face: list) -> None:
     assert torch.allclose(half.restored_faces, 0.5 * invert(half.original_faces) + 0.5 * half.original_faces, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_batch_equals_one_by_one_and_repeats_exactly(image: torch.Tensor, small_restorer: FaceRestorer) -> None:
     mirrored = image.flip(-1)
     landmarks = astronaut_landmarks()

@@ -36,6 +36,7 @@ def faces(astronaut: np.ndarray) -> torch.Tensor:
     return torch.cat([face, face.flip(-1), face * 0.6])
 
 
+@pytest.mark.slow
 def test_fast_forward_equals_spandrel_gfpgan(descriptor, faces: torch.Tensor) -> None:
     """Modulation on the activations computes what the official grouped convolution does
     (stored noise: spandrel's ``randomize_noise=False``)."""
@@ -48,6 +49,7 @@ def test_fast_forward_equals_spandrel_gfpgan(descriptor, faces: torch.Tensor) ->
     assert torch.allclose(ours, reference, atol=2e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_batch_equals_one_by_one_and_runs_repeat_exactly(descriptor, faces: torch.Tensor) -> None:
     restorer = FaceRestorer(descriptor, precision="fp32", batch_size=3)
     together = restorer(faces)
@@ -58,6 +60,7 @@ def test_batch_equals_one_by_one_and_runs_repeat_exactly(descriptor, faces: torc
     assert torch.equal(restorer(faces), together)  # deterministic: no fresh noise
 
 
+@pytest.mark.slow
 def test_auto_precision_is_bf16_here_and_close_to_fp32(descriptor, faces: torch.Tensor) -> None:
     from restorekit.device import cpu_has_fast_bf16
 
@@ -88,6 +91,7 @@ def test_faces_go_in_as_minus_one_to_one(descriptor, faces: torch.Tensor) -> Non
     assert torch.allclose(out, faces, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_restoreformer_runner_matches_spandrels_own_call(faces: torch.Tensor) -> None:
     """spandrel's RestoreFormer call normalises [0, 1] -> [-1, 1] itself; ours, going to
     ``.model`` directly, gives the same faces."""
@@ -105,6 +109,7 @@ def test_restoreformer_runner_matches_spandrels_own_call(faces: torch.Tensor) ->
     assert torch.allclose(ours, expected.clamp(0, 1), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_progress_cancel_and_out_of_memory_fallback(descriptor, faces: torch.Tensor) -> None:
     restorer = FaceRestorer(descriptor, precision="fp32", batch_size=2)
     calls: list[tuple[int, int]] = []

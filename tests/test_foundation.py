@@ -57,6 +57,7 @@ def test_install_py_installs_requirements_but_never_torch() -> None:
     assert " torch" not in command and "torchvision" not in command
 
 
+@pytest.mark.slow
 def test_comfyui_style_import_of_the_pack(tmp_path: Path) -> None:
     """ComfyUI loads custom_nodes/<folder>/__init__.py by path under a non-identifier name."""
     script = f"""
@@ -143,6 +144,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.run([sys.executable, "-m", "restorekit", *args], capture_output=True, text=True, env=full_env, timeout=300)
 
 
+@pytest.mark.slow
 def test_models_list_json_and_info() -> None:
     result = run_cli("models", "list", "--json")
     assert result.returncode == 0, result.stderr
@@ -153,6 +155,7 @@ def test_models_list_json_and_info() -> None:
     assert info.returncode == 0 and "denoise" in info.stdout and "sources (in order)" in info.stdout
 
 
+@pytest.mark.slow
 def test_models_cli_download_verify_path_import_and_errors(tmp_path: Path, isolated_home: Path) -> None:
     from hub_server import HubServer
 

@@ -251,6 +251,7 @@ def test_unknown_architectures_are_refused(tmp_path: Path) -> None:
         interpolate([a, b], alpha=0.5)
 
 
+@pytest.mark.slow
 def test_real_x4plus_and_anime_6b_error_names_what_would_be_compatible(shared_weights: Path) -> None:
     x4plus = shared_weights / "RealESRGAN_x4plus.safetensors"
     anime = shared_weights / "RealESRGAN_x4plus_anime_6B.safetensors"
@@ -299,6 +300,7 @@ def test_save_never_overwrites_inputs_or_existing_files(tiny_pair, tmp_path: Pat
 # --------------------------------------------------------------------------- real weights
 
 
+@pytest.mark.slow
 def test_real_animevideov3_blend_changes_outputs_monotonically(shared_weights: Path, tmp_path: Path, chelsea: np.ndarray) -> None:
     real = shared_weights / "realesr-animevideov3.safetensors"
     from restorekit.registry.convert import load_safetensors_file
@@ -318,6 +320,7 @@ def test_real_animevideov3_blend_changes_outputs_monotonically(shared_weights: P
     assert all(r.check is not None and r.check.status == "ok" for r in results)
 
 
+@pytest.mark.slow
 def test_broken_merge_of_unrelated_real_models_is_flagged(shared_weights: Path, tmp_path: Path, crop, caplog) -> None:  # type: ignore[no-untyped-def]
     from restorekit.registry.convert import load_safetensors_file
 
@@ -357,6 +360,7 @@ def _install_generated(name: str, seed: int, folder: Path) -> StateDict:
     return state
 
 
+@pytest.mark.slow
 def test_denoise_strength_matches_the_official_dni_formula(tmp_path: Path, crop: torch.Tensor) -> None:
     general = _install_generated("realesr-general-x4v3", 1, tmp_path)
     wdn = _install_generated("realesr-general-wdn-x4v3", 2, tmp_path)

@@ -139,6 +139,7 @@ def _animevideov3(shared_weights: Path):
     return ModelLoader().load_from_file(str(shared_weights / "realesr-animevideov3.safetensors")).eval()
 
 
+@pytest.mark.slow
 def test_plain_spandrel_descriptor_runs_through_our_upscale_node(shared_weights: Path, coffee: np.ndarray) -> None:
     """What ComfyUI's core loader outputs (a spandrel descriptor) works in our node, with
     exact tiling for this compact model and exact output sizes."""
@@ -153,6 +154,7 @@ def test_plain_spandrel_descriptor_runs_through_our_upscale_node(shared_weights:
     assert sized.shape == (1, 76, 101, 3)  # width only: aspect kept (60 * 101 / 80 = 75.75)
 
 
+@pytest.mark.slow
 def test_our_upscale_model_runs_through_core_usage_pattern(shared_weights: Path, coffee: np.ndarray, isolated_home: Path) -> None:
     """Core's ImageUpscaleWithModel: model.to(device), IMAGE.movedim(-1, -3), call the
     descriptor on (B, C, H, W), movedim back. Our loader's output must behave as core's."""
@@ -187,6 +189,7 @@ def test_upscale_node_keeps_alpha_from_loadimage_mask(shared_weights: Path) -> N
     assert out_mask[:, :, :16].max() < 0.05 and out_mask[:, :, 24:].min() > 0.95
 
 
+@pytest.mark.slow
 def test_interpolate_node_blends_weights(shared_weights: Path) -> None:
     a = _animevideov3(shared_weights)
     b = _animevideov3(shared_weights)
@@ -212,6 +215,7 @@ def test_compare_node_modes() -> None:
     assert "PSNR 12.04 dB" in report
 
 
+@pytest.mark.slow
 def test_zero_shot_node_matches_the_engine(coffee: np.ndarray) -> None:
     from restorekit.zssr import ZSSRConfig, zssr_upscale
 

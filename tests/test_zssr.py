@@ -204,6 +204,7 @@ def test_stage_plan_uses_equal_steps() -> None:
 # --------------------------------------------------------------------------- quality
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "top", "left"),
     [("coffee", 190, 300), ("chelsea", 60, 150), ("astronaut", 40, 180)],
@@ -233,6 +234,7 @@ def test_zssr_beats_bicubic_on_real_photos(request: pytest.FixtureRequest, name:
     assert stage.reconstruction_psnr > stage.bicubic_reconstruction_psnr + 0.3
 
 
+@pytest.mark.slow
 def test_network_alone_beats_bicubic(coffee: np.ndarray) -> None:
     """Without ensemble and back-projection the gain is the network's alone (measured
     +1.9 dB)."""
@@ -504,6 +506,7 @@ def test_cli_refuses_missing_input_the_input_as_output_and_two_budgets(tmp_path:
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_under_inference_mode_as_comfyui_calls_nodes() -> None:
     """ComfyUI executes nodes inside torch.inference_mode(); training must still work and
     give the same result."""
