@@ -179,7 +179,7 @@ class ZeroShotUpscale(RestoreKitNode):
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 training where it is fast, else fp32."}),
             },
             "optional": {
-                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image with KernelGAN (scales 2, 4 and 8; about 30-60 s more a CPU image)."}),
+                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image with KernelGAN, for photos known to be blurred (scales 2, 4 and 8; about 1.5 minutes more an image on a 2-core CPU). On sharp resized images it can do worse than bicubic."}),
                 "guard": ("BOOLEAN", {"default": True, "tooltip": "Fall back to bicubic where the network does not beat it on a held-out strip of the image."}),
             },
         }  # fmt: skip

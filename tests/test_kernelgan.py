@@ -234,16 +234,16 @@ def test_auto_kernel_refuses_what_it_cannot_do() -> None:
 
 
 def test_guard_falls_back_to_bicubic_on_a_crafted_case(coffee: np.ndarray) -> None:
-    """Training inputs with heavy noise (noise_std 0.1) on a clean image: the network
+    """Training inputs with heavy noise (noise_std 0.3) on a clean image: the network
     learns to denoise, so on the clean held-out strip it smooths away detail and does worse
     than bicubic. The guard notices, says so, and returns bicubic plus back-projection."""
     high = to_tensor(coffee[100:228, 200:328])
     low = resize_bicubic(high, (64, 64)).clamp(0, 1)
-    crafted = QUICK_ZSSR.replace(noise_std=0.1)
+    crafted = QUICK_ZSSR.replace(noise_std=0.3)
     result = zssr_upscale_with_report(low, 2, crafted)
     stage = result.stages[0]
     assert stage.held_out and not stage.network_used
-    assert stage.guard_gain_db < -1.0
+    assert stage.guard_gain_db < -0.5
     assert len(result.notices) == 1 and "held-out strip" in result.notices[0] and "bicubic" in result.notices[0]
     expected = back_project(resize_bicubic(low, (128, 128)).clamp(0, 1), low, resize_bicubic, crafted.back_projection_iterations)
     torch.testing.assert_close(result.output, expected, atol=1e-6, rtol=0)
