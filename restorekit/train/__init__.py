@@ -17,7 +17,7 @@ crops, on-the-fly LR, pairs, the pair pool), :mod:`.networks` (generators),
 from __future__ import annotations
 
 from .config import FIELD_NAMES, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, get_preset
-from .trainer import TrainingDivergedError, Trainer, TrainResult, learning_rate, train
+from .trainer import Trainer, TrainingDivergedError, TrainResult, learning_rate, train
 
 __all__ = [
     "FIELD_NAMES",

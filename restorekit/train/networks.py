@@ -155,7 +155,7 @@ def generator_hyperparameters(state: Mapping[str, torch.Tensor]) -> dict[str, ob
         convs = sorted(int(k.split(".")[1]) for k, v in state.items() if k.startswith("body.") and v.dim() == 4 and k.endswith(".weight"))
         has_prelu = any(v.dim() == 1 and k.endswith(".weight") for k, v in state.items())
         last = state[f"body.{convs[-1]}.weight"]
-        upscale = int(round(math.sqrt(last.shape[0] / 3)))
+        upscale = round(math.sqrt(last.shape[0] / 3))
         return {
             "generator": "SRVGGNetCompact",
             "num_feat": int(state["body.0.weight"].shape[0]),

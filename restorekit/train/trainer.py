@@ -46,7 +46,16 @@ from ..files import atomic_write_text
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from . import checkpoint as ckpt
 from .config import RESUMABLE_CHANGES, TrainConfig
-from .data import Batch, ImageFolder, PairMaker, PairPool, ValidationImage, scan_folder, sharpen_gt, validation_set
+from .data import (
+    Batch,
+    ImageFolder,
+    PairMaker,
+    PairPool,
+    ValidationImage,
+    scan_folder,
+    sharpen_gt,
+    validation_set,
+)
 from .networks import build_generator, load_generator_weights
 
 logger = logging.getLogger(__name__)
@@ -376,7 +385,12 @@ class Trainer:
         """One optimisation step on this process's batch (LR and GT given). Returns the
         losses (means over micro-batches). Raises :class:`TrainingDivergedError` before any
         weight changes when a loss is not finite on any process."""
-        from .losses import discriminator_step, generator_gan_loss, ragan_discriminator_step, ragan_generator_loss
+        from .losses import (
+            discriminator_step,
+            generator_gan_loss,
+            ragan_discriminator_step,
+            ragan_generator_loss,
+        )
 
         c = self.config
         k = c.accumulate
