@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -668,11 +668,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _batches(self, start: int, end: int) -> Iterator[tuple[int, Batch]]:
-        for iteration in range(start, end + 1):
-            batch = self.maker.make(self.samples(iteration))
-            batch = self.pool(batch, derive_seed(self.config.seed, "pool", iteration, self.group.rank))
-            yield iteration, batch
+    def batch(self, iteration: int) -> Batch:
+        """This process's training batch of ``iteration``, through the pair pool."""
+        batch = self.maker.make(self.samples(iteration))
+        return self.pool(batch, derive_seed(self.config.seed, "pool", iteration, self.group.rank))
 
     def _cancelled(self) -> bool:
         local = bool(self.cancel is not None and self.cancel())
@@ -701,10 +700,11 @@ class Trainer:
         validation: ValidationResult | None = None
         stop = "done"
         best_output: Path | None = None
-        for iteration, batch in self._batches(self.iteration + 1, c.iterations):
-            if self._cancelled():
+        for iteration in range(self.iteration + 1, c.iterations + 1):
+            if self._cancelled():  # before the batch: the pool must not see the next one
                 stop = "cancelled"
                 break
+            batch = self.batch(iteration)
             logs = self.optimize(batch.lq, self._targets(batch), iteration)
             self.iteration = iteration
             for name, value in logs.items():
