@@ -27,7 +27,7 @@ from restorekit.train.networks import RRDBNet, SRVGGNetCompact, build_generator
 from conftest import REPO_ROOT, shared_weight_path
 
 TINY = [
-    "pretrained=", "num_feat=8", "num_block=1", "num_grow_ch=4", "gt_size=32", "degrade_size=48",
+    "pretrained=", "num_feat=8", "num_block=1", "gt_size=32", "degrade_size=48",
     "batch_size=2", "d_num_feat=8", "precision=fp32", "device=cpu", "log_every=1",
     "val_every=0", "save_every=0", "seed=3",
 ]  # fmt: skip
@@ -98,6 +98,7 @@ def test_overrides_are_parsed_and_round_trip() -> None:
         ("precision=fp8", ["precision", "fp32"]),
         ("betas=0.9", ["betas", "2 comma-separated"]),
         ("discriminator=patch", ["discriminator", "unet"]),
+        ("num_grow_ch=16", ["num_grow_ch", "spandrel"]),
         ("degrade.blur_sigmx=1", ["blur_sigmx", "blur_sigma"]),
         ("perceptual_layers=conv9_9:1", ["perceptual_layers", "conv9_9"]),
         ("iterations", ["key=value"]),
@@ -356,7 +357,7 @@ def test_untrainable_initial_weights_are_refused_clearly(tmp_path: Path, photos:
     with pytest.raises(ModelIncompatibleError, match=r"neither an RRDBNet.*nor an SRVGGNetCompact"):
         Trainer(get_preset("realesrnet-x4plus", [*TINY, f"pretrained={foreign}"]), photos, tmp_path / "a")
     other = tmp_path / "rrdb.safetensors"
-    save_file(RRDBNet(3, 3, 4, num_feat=8, num_block=2, num_grow_ch=4).state_dict(), str(other))
+    save_file(RRDBNet(3, 3, 4, num_feat=8, num_block=2).state_dict(), str(other))
     with pytest.raises(ModelIncompatibleError, match=r"--set num_block=2"):
         Trainer(get_preset("realesrnet-x4plus", [*TINY, f"pretrained={other}"]), photos, tmp_path / "b")
 
@@ -424,7 +425,7 @@ def test_one_step_equals_basicsr(kind: str, tmp_path: Path, photos: Path, monkey
     preset = "realesrnet-x4plus" if kind == "realesrnet" else "realesrgan-x4plus"
     config = get_preset(preset, [*TINY, "queue_size=0", "lr_g=1e-3", "lr_d=1e-3"])
     trainer = Trainer(config, photos, tmp_path / "run", vgg_weights=weights)
-    net_g = import_reference("basicsr.archs.rrdbnet_arch").RRDBNet(3, 3, scale=4, num_feat=8, num_block=1, num_grow_ch=4)
+    net_g = import_reference("basicsr.archs.rrdbnet_arch").RRDBNet(3, 3, scale=4, num_feat=8, num_block=1, num_grow_ch=32)
     net_g.load_state_dict(trainer.net_g.state_dict())
     net_d = None
     losses: dict[str, object] = {"pix": losses_ref.L1Loss(loss_weight=config.pixel_weight)}

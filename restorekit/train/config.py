@@ -402,6 +402,8 @@ def _check_networks(config: TrainConfig) -> None:
     _check_choice(config, "gan_mode", GAN_MODES)
     for name, low, high in (("num_feat", 1, 1024), ("num_block", 1, 100), ("num_grow_ch", 1, 1024), ("num_conv", 1, 200), ("d_num_feat", 1, 1024)):
         _check_int(config, name, low, high)
+    if config.generator == "RRDBNet" and config.num_grow_ch != 32:
+        _fail("num_grow_ch", f"must be 32: spandrel (and so upscale, the nodes and the app) loads RRDBNet only with 32 growth channels; got {config.num_grow_ch}.")
     if config.discriminator == "vgg" and config.gt_size not in (128, 256):
         _fail("gt_size", f"the VGG-style discriminator takes 128 or 256 crops; got {config.gt_size}.")
     if config.gan_mode == "relativistic" and config.discriminator == "none":
