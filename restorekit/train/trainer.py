@@ -318,7 +318,7 @@ class Trainer:
             if "params_ema" in state or "params" in state:  # pragma: no cover - foreign layout
                 raise ModelIncompatibleError(f"{source} holds nested params; import it with `restorekit models import` first.")
             load_generator_weights(self.net_g, state, c, source)
-        self.net_g.to(self.device).train()
+        self.net_g.to(self.device, memory_format=torch.channels_last).train()
         self.net_g_ema: nn.Module | None = None
         if c.ema_decay > 0:
             self.net_g_ema = copy.deepcopy(self.net_g).eval()
@@ -340,7 +340,7 @@ class Trainer:
                     raise ModelIncompatibleError(
                         f"{source} is not a {c.discriminator} discriminator with d_num_feat={c.d_num_feat}: {str(exc).splitlines()[0]}"
                     ) from None
-            self.net_d.to(self.device).train()
+            self.net_d.to(self.device, memory_format=torch.channels_last).train()
         trainable = [p for p in self.net_g.parameters() if p.requires_grad]
         if not trainable:
             raise ModelIncompatibleError("The generator has no trainable parameters; nothing can be trained.")
@@ -361,7 +361,7 @@ class Trainer:
             self.cri_perceptual = PerceptualLoss(
                 dict(c.perceptual_layers), vgg_type="vgg19", use_input_norm=True, range_norm=False,
                 perceptual_weight=c.perceptual_weight, style_weight=0.0, criterion="l1", vgg_weights=vgg_weights,
-            ).to(self.device)  # fmt: skip
+            ).to(self.device, memory_format=torch.channels_last)  # fmt: skip
         self.cri_gan = GANLoss("vanilla", 1.0, 0.0, loss_weight=c.gan_weight) if self.net_d is not None else None
 
     # ------------------------------------------------------------------ one step
@@ -400,8 +400,8 @@ class Trainer:
         if self.opt_d is not None:
             for group in self.opt_d.param_groups:
                 group["lr"] = learning_rate(c.lr_d, iteration, c.milestones, c.gamma)
-        lq_parts = lq.chunk(k)
-        parts = {name: t.chunk(k) for name, t in targets.items()}
+        lq_parts = lq.contiguous(memory_format=torch.channels_last).chunk(k)  # the fast layout for convs
+        parts = {name: t.contiguous(memory_format=torch.channels_last).chunk(k) for name, t in targets.items()}
         logs: dict[str, float] = {}
 
         def log(name: str, value: torch.Tensor) -> None:
