@@ -102,8 +102,9 @@ def random_vgg() -> tuple[torch.nn.Sequential, dict[str, torch.Tensor]]:
 
 
 def part_speed(args: argparse.Namespace, work: Path) -> dict:
-    from reference_shim import import_reference
     from test_train_loop import _basicsr_model
+
+    from reference_shim import import_reference
 
     features, vgg = random_vgg()
     vgg_arch = import_reference("basicsr.archs.vgg_arch")
@@ -140,7 +141,7 @@ def part_speed(args: argparse.Namespace, work: Path) -> dict:
         f"ours auto ({trainers['auto'].precision.name} autocast, channels_last)": lambda: trainers["auto"].optimize(batch.lq, targets, 1),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, run in runs.items():  # warm-up (oneDNN primitives)
+    for run in runs.values():  # warm-up (oneDNN primitives)
         run()
     for _ in range(args.steps):
         for name, run in runs.items():
