@@ -304,6 +304,9 @@ def test_validation_best_checkpoint_and_keep_last(tmp_path: Path, photos: Path) 
     meta = read_metadata(result.output)
     assert meta["restorekit.iterations"] == "6" and meta["restorekit.preset"] == "realesrnet-x4plus"
     assert float(meta["restorekit.val_psnr_y"]) == pytest.approx(psnrs[-1], abs=1e-3)
+    assert Image.open(tmp_path / "run" / "plot.png").size[0] > 100
+    strips = sorted((tmp_path / "run" / "samples").glob("chelsea_*.png"))
+    assert [p.name for p in strips] == ["chelsea_000000002.png", "chelsea_000000004.png", "chelsea_000000006.png"]
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("iteration,lr_g,l_g_pix")
 
@@ -461,8 +464,18 @@ def test_one_step_equals_basicsr(kind: str, tmp_path: Path, photos: Path, monkey
 # --------------------------------------------------------------------------- processes and CLI
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _cli(*args: str, env: dict[str, str] | None = None, processes: int = 1, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", "0"] if processes > 1 else [sys.executable]
+    launcher = [sys.executable]
+    if processes > 1:  # torchrun on loopback (gloo on the CPU)
+        launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([*launcher, "-m", "restorekit", "train", *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO_ROOT)
 

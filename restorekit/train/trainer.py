@@ -304,7 +304,7 @@ class Trainer:
         self.best_psnr: float | None = None
         self._loss_sums: dict[str, float] = {}
         self._loss_count = 0
-        self._started = time.monotonic()
+        self._start_output: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -615,23 +615,24 @@ class Trainer:
             atomic_write_text(self.run_dir / "metrics.jsonl", text)
             self._write_csv()
 
+    def _validation_output(self, image: ValidationImage) -> torch.Tensor:
+        with torch.no_grad(), self.precision.autocast():
+            return self.export_network()(image.lq.to(self.device)).float().clamp(0, 1).cpu()
+
     def _draw(self, validation: ValidationResult | None) -> None:
-        """The loss/PSNR plot and before/after crops of the first validation image."""
-        if not self.group.main:
+        """The loss/PSNR plot (``plot.png``) and before/after crops of the first validation
+        image (``samples/NAME_ITER.png``: input, start, now, ground truth)."""
+        if not self.group.main or not self.history:
             return
+        from . import plots
+
         try:
-            from . import plots
-        except ImportError:  # pragma: no cover - plots ship with the package
-            return
-        try:
-            plots.plot_history(self.history, self.run_dir / "plot.png")
-            if validation is not None and self.validation:
+            plots.plot_training_curves(self.history, self.run_dir / "plot.png", metric_key="val_psnr", x_key="iteration", title=f"{self.config.name} ({self.config.preset})")
+            if validation is not None and self.validation and self._start_output is not None:
                 image = self.validation[0]
-                with torch.no_grad():
-                    net = self.export_network()
-                    with self.precision.autocast():
-                        out = net(image.lq.to(self.device)).float().clamp(0, 1).cpu()
-                plots.save_comparison(image.lq, out, image.gt, self.run_dir / "samples" / f"{image.name}_{self.iteration:09d}.png")
+                crop = min(128, image.gt.shape[-2], image.gt.shape[-1])
+                panels = [("input", image.lq), ("start", self._start_output), (f"iter {self.iteration}", self._validation_output(image)), ("ground truth", image.gt)]
+                plots.comparison_strip(panels, self.run_dir / "samples" / f"{image.name}_{self.iteration:09d}.png", crop=crop)
         except (OSError, RestoreKitError) as exc:
             logger.warning("could not draw the training pictures: %s", exc)
 
@@ -695,6 +696,7 @@ class Trainer:
             )
         if self.group.main:
             atomic_write_text(self.run_dir / "config.json", json.dumps(c.to_dict(), indent=2, sort_keys=True))
+        self._start_output = self._validation_output(self.validation[0]) if self.validation and self.group.main else None
         started = time.monotonic()
         last_saved: ckpt.Checkpoint | None = ckpt.latest_checkpoint(self.run_dir)
         validation: ValidationResult | None = None
