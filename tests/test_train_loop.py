@@ -239,6 +239,7 @@ def _gan_config(extra: list[str] | None = None) -> TrainConfig:
     )
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path: Path, photos: Path, vgg_weights: dict[str, torch.Tensor]) -> None:
     config = _gan_config()
     straight = Trainer(config, photos, tmp_path / "straight", vgg_weights=vgg_weights)
@@ -267,6 +268,7 @@ def test_resume_continues_exactly(tmp_path: Path, photos: Path, vgg_weights: dic
     assert rows[3]["lr_g"] == pytest.approx(0.5e-4)
 
 
+@pytest.mark.slow
 def test_resume_with_a_different_config_is_refused_unless_forced(tmp_path: Path, photos: Path) -> None:
     config = get_preset("realesrnet-x4plus", [*TINY, "iterations=2", "queue_size=0"])
     Trainer(config, photos, tmp_path / "run").run()
@@ -278,6 +280,7 @@ def test_resume_with_a_different_config_is_refused_unless_forced(tmp_path: Path,
     assert Trainer(longer, photos, tmp_path / "run", resume=True, force=True).run().iterations == 3
 
 
+@pytest.mark.slow
 def test_accumulation_equals_the_whole_batch(tmp_path: Path, photos: Path) -> None:
     base = [*TINY, "iterations=2", "queue_size=0", "batch_size=4", "ema_decay=0.9"]
     whole = Trainer(get_preset("realesrnet-x4plus", base), photos, tmp_path / "a")
@@ -288,6 +291,7 @@ def test_accumulation_equals_the_whole_batch(tmp_path: Path, photos: Path) -> No
         torch.testing.assert_close(_state(split.net_g)[key], value, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_validation_best_checkpoint_and_keep_last(tmp_path: Path, photos: Path) -> None:
     val = tmp_path / "val"
     val.mkdir()
@@ -311,6 +315,7 @@ def test_validation_best_checkpoint_and_keep_last(tmp_path: Path, photos: Path) 
     assert header.startswith("iteration,lr_g,l_g_pix")
 
 
+@pytest.mark.slow
 def test_full_disk_while_saving_keeps_the_last_checkpoint(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
@@ -336,6 +341,7 @@ def test_full_disk_while_saving_keeps_the_last_checkpoint(tmp_path: Path, photos
     assert Trainer(config, photos, tmp_path / "run", resume=True).run().iterations == 4
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path: Path, photos: Path) -> None:
     config = get_preset("realesrnet-x4plus", [*TINY, "iterations=5", "queue_size=0", "save_every=2"])
     trainer = Trainer(config, photos, tmp_path / "run")
@@ -413,6 +419,7 @@ def _compare(ours: torch.nn.Module, theirs: torch.nn.Module, what: str, rtol: fl
         assert ((value - expected).abs().max() / scale).item() <= rtol, f"{what}.{key}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["realesrnet", "realesrgan"])
 def test_one_step_equals_basicsr(kind: str, tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from reference_shim import import_reference
@@ -498,6 +505,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path, phot
         torch.testing.assert_close(d_two[key], d_one[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_trains_registers_and_the_model_upscales(tmp_path: Path, photos: Path, isolated_home: Path) -> None:
     from restorekit.cli import main
 
