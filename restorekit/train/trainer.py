@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -694,6 +695,10 @@ class Trainer:
                 f"{self.run_dir} already holds a training run; pass --resume to continue it, "
                 "--force to start over there, or choose another output folder."
             )
+        else:  # a fresh start (--force over an old run): its checkpoints and metrics go
+            if self.group.main and ckpt.checkpoint_root(self.run_dir).is_dir():
+                shutil.rmtree(ckpt.checkpoint_root(self.run_dir))
+            self._rewrite_jsonl()
         if self.group.main:
             atomic_write_text(self.run_dir / "config.json", json.dumps(c.to_dict(), indent=2, sort_keys=True))
         self._start_output = self._validation_output(self.validation[0]) if self.validation and self.group.main else None
