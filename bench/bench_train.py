@@ -22,7 +22,7 @@ The host is shared (2 cores, other jobs running): compare the ratios taken in on
 the absolute times; the load average is printed with each part.
 
     PYTHONPATH=$PWD python bench/bench_train.py [--parts speed finetune scratch] [--steps 4]
-        [--finetune-iterations 300] [--scratch-iterations 3000] [--json out.json]
+        [--finetune-iterations 300] [--scratch-iterations 1000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def part_scratch(args: argparse.Namespace, work: Path) -> dict:
     sets = [
         "pretrained=", "num_feat=32", "num_conv=8", "mode=bicubic", "discriminator=none", "perceptual_weight=0",
         "gan_weight=0", "l1_gt_usm=false", "percep_gt_usm=false", "gt_size=96", "batch_size=8", "queue_size=0",
-        "use_rot=true", "lr_g=1e-3", "ema_decay=0.99", f"milestones={int(args.scratch_iterations * 0.8)}",
+        "use_rot=true", "lr_g=1e-3", "ema_decay=0.99", f"milestones={args.scratch_iterations}",
         f"iterations={args.scratch_iterations}", f"val_every={args.scratch_iterations}", "val_crop=256",
         "save_every=0", "log_every=100", "device=cpu", "precision=auto", "name=compact-bicubic",
     ]  # fmt: skip
@@ -229,7 +229,7 @@ def main() -> int:
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     parser.add_argument("--steps", type=int, default=4, help="timed steps per implementation (speed)")
     parser.add_argument("--finetune-iterations", type=int, default=300)
-    parser.add_argument("--scratch-iterations", type=int, default=3000)
+    parser.add_argument("--scratch-iterations", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

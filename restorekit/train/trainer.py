@@ -696,8 +696,9 @@ class Trainer:
                 "--force to start over there, or choose another output folder."
             )
         else:  # a fresh start (--force over an old run): its checkpoints and metrics go
-            if self.group.main and ckpt.checkpoint_root(self.run_dir).is_dir():
-                shutil.rmtree(ckpt.checkpoint_root(self.run_dir))
+            if self.group.main:
+                for old in (ckpt.checkpoint_root(self.run_dir), self.run_dir / "samples"):
+                    shutil.rmtree(old, ignore_errors=True)
             self._rewrite_jsonl()
         if self.group.main:
             atomic_write_text(self.run_dir / "config.json", json.dumps(c.to_dict(), indent=2, sort_keys=True))
