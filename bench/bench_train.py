@@ -10,7 +10,8 @@ Three parts, all in one process, on the CPU:
               is not part of the step). VGG weights are random (ImageNet ones are not
               reachable offline); that changes no timing.
 ``finetune``  fine-tune realesr-animevideov3 (from ../shared/weights) on scikit-image photos
-              with L1 (PSNR-oriented), and report PSNR-Y (crop border 4) on held-out photos
+              with L1 against the unsharpened GT (PSNR-oriented; the held-out target is not
+              sharpened either), and report PSNR-Y (crop border 4) on held-out photos
               degraded with fixed seeds (``light`` degradation), before and after.
 ``scratch``   a small SRVGGNetCompact trained from scratch in bicubic mode (x4) against
               bicubic interpolation on held-out photos.
@@ -179,7 +180,7 @@ def part_finetune(args: argparse.Namespace, work: Path) -> dict:
     val = write_photos(work / "ft-val", HELD_OUT)
     sets = [
         f"pretrained={weights}", "num_conv=16", "discriminator=none", "perceptual_weight=0", "gan_weight=0",
-        "degradation=light", "gt_size=128", "degrade_size=160", "batch_size=4", "queue_size=0", "lr_g=2e-4", "ema_decay=0.99",
+        "degradation=light", "gt_size=128", "degrade_size=160", "batch_size=4", "queue_size=0", "lr_g=2e-4", "ema_decay=0.99", "l1_gt_usm=false",
         f"iterations={args.finetune_iterations}", f"val_every={args.finetune_iterations}", "val_crop=256",
         "save_every=0", "log_every=50", "device=cpu", "precision=auto", "name=animevideov3-photos",
     ]  # fmt: skip
