@@ -20,7 +20,8 @@ Both quality runs use ``ema_decay=0.99``: the official 0.999 averages over ~1000
 longer than these CPU runs, and the exported (and validated) weights are the EMA ones.
 
 The host is shared (2 cores, other jobs running): compare the ratios taken in one run, not
-the absolute times; the load average is printed with each part.
+the absolute times; the load average is printed with each part. The speed part also reports
+process CPU time per step, which (with ``--threads 1``) stays meaningful under heavy load.
 
     PYTHONPATH=$PWD python bench/bench_train.py [--parts speed finetune scratch] [--steps 4]
         [--finetune-iterations 300] [--scratch-iterations 1000] [--json out.json]
@@ -145,20 +146,26 @@ def part_speed(args: argparse.Namespace, work: Path) -> dict:
         f"ours auto ({trainers['auto'].precision.name} autocast, channels_last)": lambda: trainers["auto"].optimize(batch.lq, targets, 1),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     for run in runs.values():  # warm-up (oneDNN primitives)
         run()
     for _ in range(args.steps):
         for name, run in runs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
     reference_name = next(iter(runs))
-    ref = sorted(times[reference_name])[len(times[reference_name]) // 2]
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    ref, ref_cpu = median(times[reference_name]), median(cpu[reference_name])
     rows = []
-    for name, values in times.items():
-        median = sorted(values)[len(values) // 2]
-        rows.append({"run": name, "seconds_per_it": median, "it_per_s": 1 / median, "speedup": ref / median})
-        print(f"  {name}: {median:.2f} s/it ({1 / median:.3f} it/s), x{ref / median:.2f} vs basicsr")
+    for name in runs:
+        wall, used = median(times[name]), median(cpu[name])
+        rows.append({"run": name, "seconds_per_it": wall, "cpu_seconds_per_it": used, "it_per_s": 1 / wall, "speedup": ref / wall, "speedup_cpu": ref_cpu / used})
+        print(f"  {name}: {wall:.2f} s/it wall ({1 / wall:.3f} it/s, x{ref / wall:.2f}), {used:.2f} CPU-s/it (x{ref_cpu / used:.2f}) vs basicsr")
     return {"rows": rows, "steps": args.steps, "load": load()}
 
 
