@@ -7,6 +7,7 @@ Networks are tiny (a few features, one block) and crops 32 px, so each run takes
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -411,12 +412,19 @@ def _basicsr_model(kind: str, net_g: torch.nn.Module, net_d: torch.nn.Module | N
     return model
 
 
-def _compare(ours: torch.nn.Module, theirs: torch.nn.Module, what: str, rtol: float = 1e-5) -> None:
+def _compare(ours: torch.nn.Module, theirs: torch.nn.Module, what: str) -> None:
+    """Whole-network relative difference ||ours - theirs|| / ||theirs|| within 1e-5, and each
+    tensor within 1e-4 of its largest value (a bias that starts at zero holds only the step,
+    where channels_last's different summation order shows at ~1e-5 of it)."""
     reference = dict(theirs.state_dict())
+    diff = norm = 0.0
     for key, value in ours.state_dict().items():
         expected = reference[key]
+        diff += float(((value - expected) ** 2).sum())
+        norm += float((expected**2).sum())
         scale = expected.abs().max().clamp_min(1e-12)
-        assert ((value - expected).abs().max() / scale).item() <= rtol, f"{what}.{key}"
+        assert ((value - expected).abs().max() / scale).item() <= 1e-4, f"{what}.{key}"
+    assert math.sqrt(diff / norm) <= 1e-5, what
 
 
 @pytest.mark.slow
