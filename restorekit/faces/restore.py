@@ -59,7 +59,15 @@ def _restoreformer_runner(module: nn.Module, options: Mapping[str, Any]) -> Runn
 
 def _codeformer_runner(module: nn.Module, options: Mapping[str, Any]) -> Runner:
     fidelity = float(options.get("fidelity", 0.5))
-    return lambda x: module(x, weight=fidelity)[0]
+
+    def run(x: Tensor) -> Tensor:
+        # its codebook lookup multiplies float32 one-hot codes by the (bf16) codebook;
+        # autocast gives both one dtype
+        low = x.dtype in (torch.bfloat16, torch.float16)
+        with torch.autocast(x.device.type, dtype=x.dtype, enabled=low):
+            return module(x, weight=fidelity)[0]
+
+    return run
 
 
 DEFAULT_BATCH = 4
