@@ -66,7 +66,7 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
     )
     group.add_argument("--face-strength", type=_strength, default=1.0, metavar="S", help="0..1: 0 keeps the original faces, 1 fully restored (default: 1)")
     group.add_argument("--face-detector", default=DEFAULT_DETECTOR, metavar="NAME", help=f"detection_Resnet50_Final or detection_mobilenet0.25_Final (default: {DEFAULT_DETECTOR})")
-    group.add_argument("--face-select", default="all", metavar="WHICH", help="all, largest, center, or a face index counted from the left from 0 (default: all)")
+    group.add_argument("--face-select", default="all", metavar="WHICH", help="all, largest, center, or a face index counted from the left from 0; with tracks: the largest or most central track, or a track id (default: all)")
     group.add_argument("--face-min-size", type=float, default=0.0, metavar="PX", help="skip faces smaller than this many pixels (default: 0)")
     group.add_argument("--face-confidence", type=float, default=0.97, metavar="C", help="detection confidence threshold (default: 0.97)")
     group.add_argument("--face-detect-size", type=int, default=1600, metavar="PX", help="detect on a copy at most this large, 0 for full size (default: 1600)")
@@ -76,7 +76,13 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         metavar="NAME",
         help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence) or ellipse (default: {DEFAULT_PARSER}, non-commercial weights)",
     )
-    group.add_argument("--fidelity", type=_strength, default=0.5, metavar="W", help="CodeFormer only: 0 = best quality, 1 = most faithful (default: 0.5)")
+    group.add_argument("--fidelity", type=_strength, default=0.5, metavar="W", help="CodeFormer only: its fidelity weight w, 0 = best quality, 1 = most faithful (default: 0.5)")
+    group.add_argument(
+        "--face-color-fix",
+        choices=["none", "wavelet", "adain"],
+        default="none",
+        help="correct restored faces' colours towards the original faces (default: none)",
+    )
     group.add_argument("--face-batch", type=int, default=None, metavar="N", help="faces per forward pass (default: 4)")
 
 
@@ -94,7 +100,48 @@ def face_options_from_args(args: argparse.Namespace, *, aligned: bool = False) -
         detect_max_side=args.face_detect_size,
         aligned=aligned,
         fidelity=args.fidelity,
+        color_fix=getattr(args, "face_color_fix", "none"),
     )
+
+
+def _blend(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser, *, default_on: bool) -> None:
+    """Face track options: ``--track``/``--no-face-track``, detection every k frames,
+    One Euro smoothing and temporal blending (see :mod:`restorekit.faces.tracking`).
+
+    ``default_on``: tracking is on unless ``--no-face-track`` (videos), else only with
+    ``--track`` (a folder of frames given to ``restorekit faces``)."""
+    from ..faces.tracking import SmoothingSettings
+
+    defaults = SmoothingSettings()
+    group = parser.add_argument_group("face tracks (consecutive frames)")
+    if default_on:
+        group.add_argument("--no-face-track", dest="face_track", action="store_false", help="restore every frame's faces on their own: no tracks, no smoothing")
+    else:
+        group.add_argument("--track", dest="face_track", action="store_true", help="the inputs are consecutive frames (in name order): link faces into tracks, smooth them, select by track id")
+    group.set_defaults(face_track=default_on)
+    group.add_argument("--face-detect-every", type=int, default=1, metavar="K", help="run the face detector every K frames; in between faces are refined or predicted (default: 1)")
+    group.add_argument("--no-face-smoothing", dest="face_smoothing", action="store_false", help="use each frame's landmarks as detected")
+    group.add_argument("--face-min-cutoff", type=_positive, default=defaults.min_cutoff, metavar="HZ", help=f"One Euro filter cutoff at rest: lower is smoother (default: {defaults.min_cutoff})")
+    group.add_argument("--face-beta", type=float, default=defaults.beta, metavar="B", help=f"One Euro filter speed coefficient: higher follows fast moves sooner (default: {defaults.beta})")
+    group.add_argument("--face-blend", type=_blend, default=0.0, metavar="B", help="blend each restored face with its track's previous one by B, against flicker (default: 0, off)")
+
+
+def tracking_from_args(args: argparse.Namespace) -> Any:
+    """:class:`~restorekit.faces.tracking.TrackingSettings` from :func:`add_tracking_arguments`'
+    options, or None when tracking is off (or the command has no tracking options)."""
+    if not getattr(args, "face_track", False):
+        return None
+    from ..faces.tracking import SmoothingSettings, TrackingSettings
+
+    smoothing = SmoothingSettings(min_cutoff=args.face_min_cutoff, beta=args.face_beta) if args.face_smoothing else None
+    return TrackingSettings(detect_every=args.face_detect_every, smoothing=smoothing, face_blend=args.face_blend)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -108,6 +155,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or a file name for one input)")
     add_face_arguments(parser)
+    add_tracking_arguments(parser, default_on=False)
     parser.add_argument("--aligned", action="store_true", help="inputs are already aligned 512x512 faces (no detection, no paste-back)")
     parser.add_argument("--outscale", type=_positive, default=None, metavar="S", help="output size over input size, any factor (default: the background model's scale, else 1)")
     parser.add_argument("--bg-model", default=None, metavar="MODEL", help="upscale model for everything but the faces (default: a high-quality resize)")
@@ -223,6 +271,14 @@ def cmd_faces(args: argparse.Namespace) -> int:
             "use --face-parser parsing_bisenet or ellipse for commercial work.",
             file=sys.stderr,
         )
+    tracker = None
+    tracking = tracking_from_args(args)
+    if tracking is not None:
+        from ..faces.tracking import FaceTracker
+
+        if args.aligned:
+            raise InvalidParameterError("--track needs whole frames, not --aligned faces.")
+        tracker = FaceTracker(tracking, select=options.select)
     inputs = {f.resolve() for f in files}
     if not single:
         output.mkdir(parents=True, exist_ok=True)
@@ -235,7 +291,13 @@ def cmd_faces(args: argparse.Namespace) -> int:
                 _check_target(source, target, args.overwrite, inputs)
                 image = read_image(source)
                 result = pipeline.run(
-                    image.pixels, alpha=image.alpha, outscale=outscale, background=background, progress=bar, cancel=cancel
+                    image.pixels,
+                    alpha=image.alpha,
+                    outscale=outscale,
+                    background=background,
+                    tracker=tracker,
+                    progress=bar,
+                    cancel=cancel,
                 )
                 write_image(
                     image.replace(pixels=result.image, alpha=result.alpha, source=None),
@@ -255,6 +317,8 @@ def cmd_faces(args: argparse.Namespace) -> int:
                 bar.close()
             done += 1
             faces = "no face" if result.face_count == 0 else f"{result.face_count} face{'s' if result.face_count > 1 else ''}"
+            if tracker is not None and result.face_count:
+                faces += ", track " + ", ".join(str(info.track_id) for info in result.faces)
             if not args.quiet:
                 print(f"[{number}/{len(files)}] {source} -> {target} ({faces})")
             for notice in result.notices:
