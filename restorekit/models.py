@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architectures import build_module, get_architecture
+from .architectures import build_module, check_state_dict, get_architecture
 from .device import ExecutionPlan
 from .errors import InvalidParameterError, ModelIncompatibleError, ModelNotFoundError
 from .files import check_safe_name, resolve_inside, sha256_file

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mediapipe_cases import CASES  # noqa: E402
+from mediapipe_cases import CASES
 
 
 def main() -> None:

@@ -87,10 +87,9 @@ class GraphNet(nn.Module):
         weights = {k: v for k, v in state.items() if k != GRAPH_KEY}
         for key, value in weights.items():
             layer_name, _, attr = key.rpartition(".")
-            layer = net.layers[layer_name] if layer_name in net.layers else None
-            if layer is None:
+            if layer_name not in net.layers:
                 raise ModelIncompatibleError(f"Unexpected weight {key} for this graph.")
-            target = getattr(layer, attr)
+            target = getattr(net.layers[layer_name], attr)
             if tuple(target.shape) != tuple(value.shape):
                 raise ModelIncompatibleError(f"Weight {key} has shape {tuple(value.shape)}, the graph needs {tuple(target.shape)}.")
         missing = [f"{name}.{p}" for name, layer in net.layers.items() for p, _ in layer.named_parameters() if f"{name}.{p}" not in weights]

@@ -36,7 +36,9 @@ MESH_POINTS = 468
 RIGHT_EYE_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
 """The subject's right eye (left in the image): MediaPipe's FACEMESH_RIGHT_EYE points."""
 LEFT_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
-NOSE_TIP = 1
+NOSE_TIP = 4
+"""Pronasale as the FFHQ template (dlib point 30) has it: MediaPipe point 4 (point 1 sits
+~10% of the eye distance lower; measured against hand-placed astronaut landmarks)."""
 MOUTH_CORNERS = (61, 291)
 """Image-left and image-right mouth corners."""
 FACE_OVAL = (

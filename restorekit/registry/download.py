@@ -35,7 +35,6 @@ from . import manifest
 from .convert import load_any_state_dict, save_state_dict
 from .home import ModelHome, get_home
 from .ncnn import ncnn_to_state_dict
-from .tflite import tflite_to_state_dict
 from .schema import ModelEntry, Source, load_registry
 from .sources import (
     FETCHERS,
@@ -45,6 +44,7 @@ from .sources import (
     is_offline,
     read_from_wheel,
 )
+from .tflite import tflite_to_state_dict
 
 logger = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ PADDINGS = {0: "same", 1: "valid"}
 class _Table:
     """One flatbuffer table: field ``i`` is read through the vtable."""
 
-    __slots__ = ("buf", "pos", "vtable", "vsize")
+    __slots__ = ("buf", "pos", "vsize", "vtable")
 
     def __init__(self, buf: bytes, pos: int) -> None:
         self.buf = buf
