@@ -212,7 +212,7 @@ def test_detector_interface_and_thresholds() -> None:
     assert len(faces) == 2 and faces[0].score >= faces[1].score
     for face in faces:
         assert face.landmarks.shape == (5, 2) and face.landmarks.dtype == torch.float64
-        x0, y0, x1, y1 = face.box
+        x0, _, x1, _ = face.box
         assert ((face.landmarks[:, 0] > x0) & (face.landmarks[:, 0] < x1)).all()
         torch.testing.assert_close(face.landmarks, five_points(face.extra["mesh"]))
     strict = detector("full")(image, settings=DetectionSettings(confidence=0.86, min_eye_distance=0.0))
