@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import sys
 import zipfile
 from functools import cache
 from pathlib import Path
@@ -46,8 +45,6 @@ from restorekit.faces.mediapipe import (
 from restorekit.registry.tflite import read_tflite, tflite_to_state_dict
 
 from faces_common import astronaut_landmarks, image_tensor
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mediapipe_cases import CASES
 
 GOLDEN = json.loads((Path(__file__).resolve().parent / "data" / "mediapipe_golden.json").read_text(encoding="utf-8"))
