@@ -165,7 +165,7 @@ class RestoreKitApp:
         face_model: str = "GFPGANv1.4",
         face_strength: float = 1.0,
         face_select: str = "all",
-        face_detector: str = "detection_Resnet50_Final",
+        face_detector: str = "auto",
         tile: str = "auto",
         precision: str = "auto",
         zssr_iterations: int = 0,
@@ -198,7 +198,7 @@ class RestoreKitApp:
         face_model: str = "GFPGANv1.4",
         face_strength: float = 1.0,
         face_select: str = "all",
-        face_detector: str = "detection_Resnet50_Final",
+        face_detector: str = "auto",
         tile: str = "auto",
         precision: str = "auto",
         zssr_iterations: int = 0,
@@ -341,7 +341,8 @@ class RestoreKitApp:
                                     label="Faces", info="all, largest, center, or a face number (0 = leftmost)",
                                 )  # fmt: skip
                                 face_detector = gr.Dropdown(
-                                    jobs.detector_choices(), value=DEFAULT_DETECTOR if DEFAULT_DETECTOR in registry else "", label="Detector", allow_custom_value=True
+                                    jobs.detector_choices(), value=DEFAULT_DETECTOR, label="Detector", allow_custom_value=True,
+                                    info="auto: RetinaFace-ResNet50 if downloaded, else MediaPipe BlazeFace + Face Mesh",
                                 )
                         with gr.Row():
                             out_format = gr.Radio(list(jobs.OUTPUT_FORMATS), value="PNG", label="Output format")

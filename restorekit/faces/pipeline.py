@@ -603,6 +603,24 @@ def detector_name(name: str) -> str:
     return FALLBACK_DETECTOR
 
 
+def face_network_names(options: FaceOptions) -> list[str]:
+    """The registry networks (detector, landmarks, parser) that ``options`` will load, with
+    ``auto`` resolved, so front ends can download them with progress beforehand."""
+    if options.aligned:
+        return []
+    from ..registry.schema import load_registry
+
+    registry = load_registry()
+    names = [detector_name(options.detector)]
+    if names[0] in registry and registry.get(names[0]).architecture == "BlazeFace":
+        names.append(MESH_MODEL)
+    if options.uses_face_oval:
+        names.append(MESH_MODEL)
+    elif not options.uses_ellipse:
+        names.append(str(options.parser))
+    return list(dict.fromkeys(names))
+
+
 def load_detector(name: str, plan: Any, settings: DetectionSettings, *, download: bool = True) -> AnyDetector:
     """The detector called ``name`` (a registry face detector or ``auto``), ready to run."""
     from ..registry.schema import load_registry
