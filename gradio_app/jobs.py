@@ -135,7 +135,7 @@ def face_choices() -> list[tuple[str, str]]:
 def detector_choices() -> list[str]:
     from restorekit.registry import load_registry
 
-    return load_registry().names("face_detect")
+    return ["auto", *load_registry().names("face_detect")]
 
 
 def strength_of(model: str) -> tuple[str | None, float | None]:
@@ -163,7 +163,7 @@ class RestoreOptions:
     face_model: str = "GFPGANv1.4"
     face_strength: float = 1.0
     face_select: str = "all"
-    face_detector: str = "detection_Resnet50_Final"
+    face_detector: str = "auto"
     tile: str = "auto"
     precision: str = "auto"
     zssr_iterations: int = 0
@@ -268,13 +268,13 @@ def restore_settings(options: RestoreOptions) -> Any:
 def fetch_face_models(settings: Any, reporter: Reporter) -> None:
     """Download the registry face networks a job needs (restorer, detector, parser) with
     progress, before the engine loads them (it would fetch them without reporting)."""
+    from restorekit.faces.pipeline import face_network_names
     from restorekit.registry import ensure_model, installed_path, load_registry
 
     if settings.face_model is None:
         return
     registry = load_registry()
-    options = settings.face_options
-    names = [settings.face_model, options.detector, None if options.uses_ellipse else options.parser]
+    names = [settings.face_model, *face_network_names(settings.face_options)]
     for name in names:
         if isinstance(name, str) and name in registry and installed_path(registry.get(name)) is None:
             ensure_model(registry.get(name), progress=reporter, cancel=reporter.cancel)

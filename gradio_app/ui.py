@@ -166,7 +166,7 @@ class RestoreKitApp:
         face_model: str = "GFPGANv1.4",
         face_strength: float = 1.0,
         face_select: str = "all",
-        face_detector: str = "detection_Resnet50_Final",
+        face_detector: str = "auto",
         tile: str = "auto",
         precision: str = "auto",
         zssr_iterations: int = 0,
@@ -201,7 +201,7 @@ class RestoreKitApp:
         face_model: str = "GFPGANv1.4",
         face_strength: float = 1.0,
         face_select: str = "all",
-        face_detector: str = "detection_Resnet50_Final",
+        face_detector: str = "auto",
         tile: str = "auto",
         precision: str = "auto",
         zssr_iterations: int = 0,
@@ -387,7 +387,8 @@ class RestoreKitApp:
                                     label="Faces", info="all, largest, center, or a face number (0 = leftmost)",
                                 )  # fmt: skip
                                 face_detector = gr.Dropdown(
-                                    jobs.detector_choices(), value=DEFAULT_DETECTOR if DEFAULT_DETECTOR in registry else "", label="Detector", allow_custom_value=True
+                                    jobs.detector_choices(), value=DEFAULT_DETECTOR, label="Detector", allow_custom_value=True,
+                                    info="auto: RetinaFace-ResNet50 if downloaded, else MediaPipe BlazeFace + Face Mesh",
                                 )
                             face_fidelity = gr.Slider(0, 1, value=0.5, step=0.05, label="CodeFormer fidelity w (0 = quality, 1 = faithful)")
                         with gr.Row():

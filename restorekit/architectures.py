@@ -190,6 +190,41 @@ def build_bisenet(p: Mapping[str, Any]) -> nn.Module:
         return cls(num_class=int(p["num_class"]))
 
 
+GRAPH_SIGNATURES: dict[str, Callable[[Mapping[str, Any]], tuple[list[int], list[list[int]]]]] = {
+    "BlazeFace": lambda p: (
+        [1, *[int(p["input_size"])] * 2, 3],
+        [[1, int(p["anchors"]), 16], [1, int(p["anchors"]), 1]],
+    ),
+    "FaceMesh": lambda p: ([1, 192, 192, 3], [[1, 1, 1, 1404], [1, 1, 1, 1]]),
+}
+"""Graph architectures (converted TFLite models): hyperparameters -> the graph's input shape
+and output shapes, which identify the model (the weights are checked against the graph)."""
+
+
+def _graph_template(p: Mapping[str, Any]) -> StateTemplate:
+    raise ModelIncompatibleError("Graph architectures take their layers from the converted file, not a template.")
+
+
+def check_graph_state(name: str, params: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`ModelIncompatibleError` unless ``state`` is a converted TFLite graph with
+    the input and outputs of architecture ``name`` and weights that fit it."""
+    import json
+
+    from .faces.graphnet import GRAPH_KEY, GraphNet
+
+    if GRAPH_KEY not in state:
+        raise ModelIncompatibleError(f"Weights for {name} must come from its TFLite model (no graph found).")
+    graph = json.loads(bytes(state[GRAPH_KEY].to(torch.uint8).tolist()).decode("utf-8"))
+    spec = get_architecture(name)
+    expected_input, expected_outputs = GRAPH_SIGNATURES[name](spec.params(params))
+    if graph.get("input_shape") != expected_input or graph.get("output_shapes") != expected_outputs:
+        raise ModelIncompatibleError(
+            f"This TFLite model takes {graph.get('input_shape')} and gives {graph.get('output_shapes')}; "
+            f"{name} with {dict(spec.params(params))} takes {expected_input} and gives {expected_outputs}."
+        )
+    GraphNet.from_state_dict(state)
+
+
 BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "GFPGANv1Clean": build_gfpgan,
     "RestoreFormer": build_restoreformer,
@@ -270,6 +305,20 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             defaults={"in_size": 512, "out_size": 512, "parsing_ch": 19},
         ),
         ArchitectureSpec(
+            name="BlazeFace",
+            family="tflite",
+            spandrel_id=None,
+            template=_graph_template,
+            defaults={"variant": "short", "input_size": 128, "anchors": 896},
+        ),
+        ArchitectureSpec(
+            name="FaceMesh",
+            family="tflite",
+            spandrel_id=None,
+            template=_graph_template,
+            defaults={"points": 468},
+        ),
+        ArchitectureSpec(
             name="BiSeNet",
             family="facexlib",
             spandrel_id=None,
@@ -336,6 +385,9 @@ def check_state_dict(
     """Raise :class:`ModelIncompatibleError` unless ``state`` has exactly the template's
     keys and shapes. The message lists the first differences."""
     spec = get_architecture(name)
+    if spec.family == "tflite":
+        check_graph_state(name, params or {}, state)
+        return
     expected = dict(spec.template(spec.params(params)))
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architectures import EXTRA_SPANDREL_IDS, build_module, get_architecture
+from .architectures import EXTRA_SPANDREL_IDS, build_module, check_state_dict, get_architecture
 from .device import ExecutionPlan
 from .errors import InvalidParameterError, ModelIncompatibleError, ModelNotFoundError
 from .files import check_safe_name, resolve_inside, sha256_file
@@ -174,6 +174,7 @@ _KINDS = {
     "face_restore": "a face restoration model",
     "face_detect": "a face detector",
     "face_parse": "a face parser",
+    "face_landmark": "a face landmark model",
 }
 
 
@@ -275,12 +276,17 @@ def load_aux_network(reference: str, *, download: bool = True, progress: Progres
     """
     registry = load_registry()
     entry = registry.get(reference)
-    if entry.purpose not in ("face_detect", "face_parse"):
+    if entry.purpose not in ("face_detect", "face_parse", "face_landmark"):
         raise ModelIncompatibleError(
             f"{entry.name} is a {entry.purpose.replace('_', ' ')} model, not a face detector or parser."
         )
     resolved = resolve_model(entry.name, download=download, progress=progress)
     state = load_safetensors_file(resolved.path)
+    if get_architecture(entry.architecture).family == "tflite":
+        from .faces.graphnet import GraphNet
+
+        check_state_dict(entry.architecture, entry.params, state)
+        return GraphNet.from_state_dict(state)
     module = build_module(entry.architecture, entry.params)
     module.load_state_dict(state, strict=True)
     return module.eval()

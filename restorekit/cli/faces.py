@@ -65,16 +65,22 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         + (f" (default: {model_default})" if model_default else ""),
     )
     group.add_argument("--face-strength", type=_strength, default=1.0, metavar="S", help="0..1: 0 keeps the original faces, 1 fully restored (default: 1)")
-    group.add_argument("--face-detector", default=DEFAULT_DETECTOR, metavar="NAME", help=f"detection_Resnet50_Final or detection_mobilenet0.25_Final (default: {DEFAULT_DETECTOR})")
+    group.add_argument(
+        "--face-detector",
+        default=DEFAULT_DETECTOR,
+        metavar="NAME",
+        help="auto, detection_Resnet50_Final, detection_mobilenet0.25_Final, blazeface_full_range or blazeface_short_range "
+        f"(default: {DEFAULT_DETECTOR}: RetinaFace-ResNet50 when installed, else BlazeFace full range with Face Mesh)",
+    )
     group.add_argument("--face-select", default="all", metavar="WHICH", help="all, largest, center, or a face index counted from the left from 0; with tracks: the largest or most central track, or a track id (default: all)")
     group.add_argument("--face-min-size", type=float, default=0.0, metavar="PX", help="skip faces smaller than this many pixels (default: 0)")
-    group.add_argument("--face-confidence", type=float, default=0.97, metavar="C", help="detection confidence threshold (default: 0.97)")
+    group.add_argument("--face-confidence", type=float, default=None, metavar="C", help="detection confidence threshold (default: the detector's: 0.97 RetinaFace, 0.5 BlazeFace)")
     group.add_argument("--face-detect-size", type=int, default=1600, metavar="PX", help="detect on a copy at most this large, 0 for full size (default: 1600)")
     group.add_argument(
         "--face-parser",
         default=DEFAULT_PARSER,
         metavar="NAME",
-        help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence) or ellipse (default: {DEFAULT_PARSER}, non-commercial weights)",
+        help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence), face_oval (Face Mesh oval, Apache-2.0) or ellipse (default: {DEFAULT_PARSER}, non-commercial weights)",
     )
     group.add_argument("--fidelity", type=_strength, default=0.5, metavar="W", help="CodeFormer only: its fidelity weight w, 0 = best quality, 1 = most faithful (default: 0.5)")
     group.add_argument(

@@ -29,6 +29,8 @@ BGR_MEAN = (104.0, 117.0, 123.0)
 """RetinaFace's input mean, BGR on the 0..255 scale."""
 
 VARIANCES = (0.1, 0.2)
+RETINAFACE_CONFIDENCE = 0.97
+"""facexlib's detection threshold (the default when none is given)."""
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
 
@@ -168,7 +170,8 @@ class DetectionSettings:
     """Detector thresholds (GFPGAN's defaults).
 
     Attributes:
-        confidence: keep faces scoring above this (facexlib: 0.97).
+        confidence: keep faces scoring above this; None: the detector's own default
+            (RetinaFace 0.97 as facexlib, BlazeFace 0.5 as MediaPipe).
         nms: IoU above which the lower-scoring of two boxes is dropped (0.4).
         min_size: drop faces whose box is smaller than this many input pixels on its
             longer side (0 keeps all).
@@ -177,14 +180,14 @@ class DetectionSettings:
         max_side: detect on a copy resized so its longer side is at most this (0: never).
     """
 
-    confidence: float = 0.97
+    confidence: float | None = None
     nms: float = 0.4
     min_size: float = 0.0
     min_eye_distance: float = 5.0
     max_side: int = 1600
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.confidence < 1.0:
+        if self.confidence is not None and not 0.0 <= self.confidence < 1.0:
             raise InvalidParameterError(f"Face detection confidence must be in [0, 1), got {self.confidence}.")
         if not 0.0 < self.nms <= 1.0:
             raise InvalidParameterError(f"The NMS threshold must be in (0, 1], got {self.nms}.")
@@ -239,7 +242,7 @@ class FaceDetector:
         height, width = x.shape[-2:]
         priors = prior_boxes(height, width, device=loc.device)
         scores = torch.softmax(logits[0], dim=-1)[:, 1]
-        chosen = scores > settings.confidence
+        chosen = scores > (RETINAFACE_CONFIDENCE if settings.confidence is None else settings.confidence)
         if not bool(chosen.any()):
             return []
         priors = priors[chosen]

@@ -62,17 +62,28 @@ from .align import (
 from .background import BackgroundFn, resize, resize_background
 from .detect import DetectionSettings, FaceDetection, FaceDetector, parse_selection, select_faces
 from .mask import ellipse_mask, inference_parser, parsing_mask
+from .mediapipe import FaceMesh, MediaPipeFaceDetector, oval_mask
 from .restore import FaceRestorer
 from .tracking import FaceTracker
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FACE_MODEL = "GFPGANv1.4"
-DEFAULT_DETECTOR = "detection_Resnet50_Final"
+DEFAULT_DETECTOR = "auto"
+RETINAFACE_DETECTOR = "detection_Resnet50_Final"
+FALLBACK_DETECTOR = "blazeface_full_range"
+"""``auto`` is RetinaFace-ResNet50 when its weights are installed, else BlazeFace full range
+(+ Face Mesh), whose 4 MB of weights come from the mediapipe wheel on PyPI."""
+MESH_MODEL = "face_mesh"
 DEFAULT_PARSER = "parsing_parsenet"
 PARSER_BATCH = 4
 """Faces per parser forward pass (a 512x512 ParseNet pass holds ~64 MB of activations a face)."""
 ELLIPSE = "ellipse"
+FACE_OVAL = "face_oval"
+"""The parser choice that masks each face by its Face Mesh oval (Apache-2.0 weights)."""
+
+AnyDetector = FaceDetector | MediaPipeFaceDetector
+"""Anything called as ``detector(image, settings=...)`` returning detections."""
 
 FaceFunction = Callable[[Tensor], Tensor]
 """Anything that restores (N, 3, 512, 512) [0, 1] faces into the same shape."""
@@ -86,10 +97,13 @@ class FaceOptions:
         strength: 0..1, how much of the restored face replaces the original (0 = the
             background exactly, 1 = fully restored).
         select: ``all``, ``largest``, ``center``, or a face index (0 = leftmost).
-        detector: a registry face detector (``detection_Resnet50_Final`` or
-            ``detection_mobilenet0.25_Final``).
+        detector: a registry face detector (``detection_Resnet50_Final``,
+            ``detection_mobilenet0.25_Final``, ``blazeface_full_range``,
+            ``blazeface_short_range``) or ``auto`` (RetinaFace-ResNet50 when installed, else
+            BlazeFace full range).
         parser: a registry face parser (``parsing_parsenet``, ``parsing_bisenet``) for the
-            paste-back mask, or ``ellipse`` (or None) for a feathered ellipse.
+            paste-back mask, ``face_oval`` (the Face Mesh's face oval, feathered), or
+            ``ellipse`` (or None) for a feathered ellipse.
         confidence, nms, min_size, min_eye_distance, detect_max_side: see
             :class:`~restorekit.faces.detect.DetectionSettings`.
         aligned: the inputs are already aligned faces (any square size; FFHQ-style 512x512
@@ -105,7 +119,7 @@ class FaceOptions:
     select: str | int = "all"
     detector: str = DEFAULT_DETECTOR
     parser: str | None = DEFAULT_PARSER
-    confidence: float = 0.97
+    confidence: float | None = None
     nms: float = 0.4
     min_size: float = 0.0
     min_eye_distance: float = 5.0
@@ -126,7 +140,7 @@ class FaceOptions:
 
     def detection_settings(self) -> DetectionSettings:
         return DetectionSettings(
-            confidence=float(self.confidence),
+            confidence=None if self.confidence is None else float(self.confidence),
             nms=float(self.nms),
             min_size=float(self.min_size),
             min_eye_distance=float(self.min_eye_distance),
@@ -136,6 +150,10 @@ class FaceOptions:
     @property
     def uses_ellipse(self) -> bool:
         return self.parser is None or str(self.parser).lower() == ELLIPSE
+
+    @property
+    def uses_face_oval(self) -> bool:
+        return self.parser is not None and str(self.parser).lower() == FACE_OVAL
 
 
 @dataclass(frozen=True)
@@ -209,8 +227,8 @@ class FacePipeline:
         options: :class:`FaceOptions`.
         device, precision: for every network (see :mod:`restorekit.device`).
         batch_size: faces per forward pass (None: the restorer's default).
-        detector: a facexlib ``RetinaFace`` module or :class:`FaceDetector` to use instead
-            of ``options.detector``.
+        detector: a facexlib ``RetinaFace`` module, a :class:`FaceDetector` or a
+            :class:`MediaPipeFaceDetector` to use instead of ``options.detector``.
         parser: a facexlib ``ParseNet``/``BiSeNet`` module to use instead of
             ``options.parser``.
         allow_paths, download: passed to the model loaders (front ends that take names from
@@ -225,7 +243,7 @@ class FacePipeline:
         device: str | torch.device = "auto",
         precision: str = "auto",
         batch_size: int | None = None,
-        detector: nn.Module | FaceDetector | None = None,
+        detector: nn.Module | AnyDetector | None = None,
         parser: nn.Module | None = None,
         allow_paths: bool = True,
         download: bool = True,
@@ -237,7 +255,8 @@ class FacePipeline:
         self.allow_paths = allow_paths
         self.download = download
         self._restorer: FaceFunction | None = None
-        self._detector: FaceDetector | None = None
+        self._detector: AnyDetector | None = None
+        self._mesh: FaceMesh | None = None
         self._detector_source = detector
         self._parser_module = parser
         self._parser: tuple[nn.Module, Any, torch.dtype] | None = None
@@ -271,24 +290,37 @@ class FacePipeline:
         return self._restorer
 
     @property
-    def detector(self) -> FaceDetector:
+    def detector(self) -> AnyDetector:
         """The face detector (loaded on first use)."""
         if self._detector is None:
             source = self._detector_source
             settings = self.options.detection_settings()
-            if isinstance(source, FaceDetector):
+            plan = plan_execution(self.device, self.precision)
+            if isinstance(source, (FaceDetector, MediaPipeFaceDetector)):
                 self._detector = source
+            elif source is not None:
+                self._detector = FaceDetector(source, plan, settings)
             else:
-                if source is None:
-                    source = _load_aux(self.options.detector, "face_detect", self.download)
-                self._detector = FaceDetector(source, plan_execution(self.device, self.precision), settings)
+                self._detector = load_detector(self.options.detector, plan, settings, download=self.download)
         return self._detector
+
+    @property
+    def mesh(self) -> FaceMesh:
+        """Face Mesh (loaded on first use; shared with a MediaPipe detector)."""
+        if self._mesh is None:
+            detector = self.detector if not self.options.aligned else None
+            if isinstance(detector, MediaPipeFaceDetector) and detector.mesh is not None:
+                self._mesh = detector.mesh
+            else:
+                network = _load_aux(MESH_MODEL, "face_landmark", self.download)
+                self._mesh = FaceMesh(network, plan_execution(self.device, self.precision))
+        return self._mesh
 
     def _parsing(self) -> tuple[nn.Module, Any, torch.dtype] | None:
         if self._parser is None:
             module = self._parser_module
             if module is None:
-                if self.options.uses_ellipse:
+                if self.options.uses_ellipse or self.options.uses_face_oval:
                     return None
                 module = _load_aux(str(self.options.parser), "face_parse", self.download)
             from ..models import prepared_network
@@ -304,10 +336,31 @@ class FacePipeline:
         if not self.options.aligned:
             _ = self.detector
             self._parsing()
+            if self.options.uses_face_oval:
+                _ = self.mesh
         return self
 
-    def masks(self, faces: Tensor) -> Tensor:
-        """(N, 1, 512, 512) paste-back masks for restored aligned faces."""
+    def oval_masks(self, crops: Tensor, infos: Sequence[FaceInfo]) -> Tensor:
+        """(N, 1, 512, 512) face-oval masks: each face's mesh (from the detector, or Face
+        Mesh run on its aligned crop) mapped into aligned space, filled and feathered."""
+        masks = []
+        for number, info in enumerate(infos):
+            mesh = info.detection.extra.get("mesh")
+            if mesh is not None:
+                points = mesh[:, :2].double() @ info.affine[:, :2].T + info.affine[:, 2]
+            else:
+                centre, side = aligned_mesh_roi(crops.shape[-1])
+                points = self.mesh(crops[number : number + 1], centre, side, 0.0).landmarks[:, :2]
+            masks.append(oval_mask(points, crops.shape[-1]))
+        if not masks:
+            return crops.new_zeros((0, 1, crops.shape[-2], crops.shape[-1]))
+        return torch.stack(masks).to(crops.device)
+
+    def masks(self, faces: Tensor, *, crops: Tensor | None = None, infos: Sequence[FaceInfo] | None = None) -> Tensor:
+        """(N, 1, 512, 512) paste-back masks for restored aligned faces (``face_oval`` needs
+        the original ``crops`` and the faces' ``infos``)."""
+        if self.options.uses_face_oval and infos is not None and crops is not None and faces.shape[0]:
+            return self.oval_masks(crops, infos)
         parsing = self._parsing()
         if parsing is None or faces.shape[0] == 0:
             return ellipse_mask(faces.shape[0], faces.shape[-1], device=faces.device)
@@ -511,7 +564,7 @@ class FacePipeline:
         crops = torch.cat(crops_list) if crops_list else rgb.new_zeros((0, 3, FACE_SIZE, FACE_SIZE))
 
         restored = self._restore(crops, strength, reporter, opts.color_fix)
-        masks = self.masks(restored) if infos else rgb.new_zeros((0, 1, FACE_SIZE, FACE_SIZE))
+        masks = self.masks(restored, crops=crops, infos=infos) if infos else rgb.new_zeros((0, 1, FACE_SIZE, FACE_SIZE))
         if tracker is not None and infos:
             restored, masks = tracker.blend([int(i.track_id) for i in infos], restored, masks)  # type: ignore[arg-type]
 
@@ -559,6 +612,62 @@ def _template_in_input(height: int, width: int) -> Tensor:
     from .align import face_template
 
     return face_template(FACE_SIZE) * torch.tensor([width / FACE_SIZE, height / FACE_SIZE], dtype=torch.float64)
+
+
+MESH_ROI_CENTRE = (258.0, 312.0)
+MESH_ROI_SIDE = 470.0
+"""Face Mesh's ROI in a 512 FFHQ-aligned crop: where MediaPipe's ROI (1.5x the BlazeFace box)
+falls for an aligned face (between the short- and full-range ROIs measured on the astronaut)."""
+
+
+def aligned_mesh_roi(size: int = FACE_SIZE) -> tuple[tuple[float, float], float]:
+    """``(centre, side)`` of the Face Mesh ROI in a ``size`` x ``size`` aligned crop."""
+    s = size / 512.0
+    return (MESH_ROI_CENTRE[0] * s, MESH_ROI_CENTRE[1] * s), MESH_ROI_SIDE * s
+
+
+def detector_name(name: str) -> str:
+    """A registry detector name, with ``auto`` resolved: RetinaFace-ResNet50 when its
+    weights are installed, else BlazeFace full range."""
+    if str(name).lower() != "auto":
+        return str(name)
+    from ..registry.download import installed_path
+    from ..registry.schema import load_registry
+
+    registry = load_registry()
+    if RETINAFACE_DETECTOR in registry and installed_path(registry.get(RETINAFACE_DETECTOR)) is not None:
+        return RETINAFACE_DETECTOR
+    return FALLBACK_DETECTOR
+
+
+def face_network_names(options: FaceOptions) -> list[str]:
+    """The registry networks (detector, landmarks, parser) that ``options`` will load, with
+    ``auto`` resolved, so front ends can download them with progress beforehand."""
+    if options.aligned:
+        return []
+    from ..registry.schema import load_registry
+
+    registry = load_registry()
+    names = [detector_name(options.detector)]
+    if names[0] in registry and registry.get(names[0]).architecture == "BlazeFace":
+        names.append(MESH_MODEL)
+    if options.uses_face_oval:
+        names.append(MESH_MODEL)
+    elif not options.uses_ellipse:
+        names.append(str(options.parser))
+    return list(dict.fromkeys(names))
+
+
+def load_detector(name: str, plan: Any, settings: DetectionSettings, *, download: bool = True) -> AnyDetector:
+    """The detector called ``name`` (a registry face detector or ``auto``), ready to run."""
+    from ..registry.schema import load_registry
+
+    entry = load_registry().get(detector_name(name))
+    network = _load_aux(entry.name, "face_detect", download)
+    if entry.architecture == "BlazeFace":
+        mesh = _load_aux(MESH_MODEL, "face_landmark", download)
+        return MediaPipeFaceDetector(network, mesh, str(entry.params["variant"]), plan, settings)
+    return FaceDetector(network, plan, settings)
 
 
 _AUX_CACHE: OrderedDict[tuple[str, str, float, int], nn.Module] = OrderedDict()

