@@ -64,7 +64,7 @@ from .detect import DetectionSettings, FaceDetection, FaceDetector, parse_select
 from .mask import ellipse_mask, inference_parser, parsing_mask
 from .mediapipe import FaceMesh, MediaPipeFaceDetector, oval_mask
 from .restore import FaceRestorer
-from .tracking import FaceTracker
+from .tracking import FaceTracker, refiner_for
 
 logger = logging.getLogger(__name__)
 
@@ -512,7 +512,7 @@ class FacePipeline:
 
             ids: list[int | None]
             if tracker is not None:
-                tracked = tracker.update(image, detect, None if detections is not None else getattr(self.detector, "refine", None))
+                tracked = tracker.update(image, detect, None if detections is not None else refiner_for(self.detector))
                 faces = chosen = [t.detection for t in tracked]
                 ids = [t.track_id for t in tracked]
                 if not chosen and tracker.tracks and opts.select != "all":

@@ -394,6 +394,38 @@ class FaceTracker:
         return restored, masks
 
 
+def refiner_for(detector: object) -> RefineFn | None:
+    """How to follow a face between detections with ``detector``: its own ``refine`` method,
+    or, for a detector with a face mesh (BlazeFace + Face Mesh), the mesh run on the region
+    of the face's previous position (MediaPipe's own tracking loop); None otherwise."""
+    refine = getattr(detector, "refine", None)
+    if callable(refine):
+        return refine
+    mesh = getattr(detector, "mesh", None)
+    if mesh is None or not hasattr(mesh, "roi"):
+        return None
+    from .mediapipe import five_points
+
+    def follow(image: Tensor, previous: FaceDetection) -> FaceDetection | None:
+        box = torch.tensor(previous.box, dtype=torch.float64)
+        centre, side, angle = mesh.roi(box, previous.landmarks[0], previous.landmarks[1])
+        result = mesh(image, centre, side, angle)
+        if result.score < MESH_PRESENCE:
+            return None
+        moved = _with_landmarks(previous, five_points(result.landmarks))
+        extra = dict(moved.extra)
+        extra["mesh"] = result.landmarks
+        extra["mesh_score"] = torch.tensor(result.score)
+        return FaceDetection(moved.box, moved.landmarks, previous.score, extra)
+
+    return follow
+
+
+MESH_PRESENCE = 0.5
+"""Face Mesh presence below which a followed face counts as lost (MediaPipe's
+``min_tracking_confidence`` default)."""
+
+
 __all__ = [
     "FaceTracker",
     "OneEuroFilter",
@@ -402,4 +434,5 @@ __all__ = [
     "TrackingSettings",
     "box_iou",
     "landmark_distance",
+    "refiner_for",
 ]
