@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.restorekit-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast wheel-check lint bench clean
 
 setup: $(STAMP)
 
@@ -20,9 +20,17 @@ $(STAMP): pyproject.toml requirements-reference.txt requirements-reference-deps.
 demo: setup
 	$(VENV)/bin/restorekit demo
 
-test: setup
+test: setup  # what CI runs: lint, every test, then the wheel built and used from a clean venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+	DEV_PYTHON=$(PY) bash .ci/check-wheel
+
+test-fast: setup  # the quick loop: lint and every test not marked slow
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow"
+
+wheel-check: setup
+	DEV_PYTHON=$(PY) bash .ci/check-wheel
 
 lint: setup
 	$(PY) -m ruff check .

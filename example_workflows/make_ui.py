@@ -20,7 +20,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
-COLUMN_WIDTH, ROW_GAP = 380, 40
+COLUMN_GAP, ROW_GAP = 60, 40
+NODE_WIDTH = 320
+"""ComfyUI's default node width; wider where the title needs it."""
+TITLE_CHAR_WIDTH, TITLE_PADDING = 9, 70
+"""The frontend's title font (about 9 px a character) plus the collapse dot and margins."""
+IMAGE_PREVIEW_HEIGHT = 280
+"""Room for the image preview that LoadImage, SaveImage and PreviewImage grow once an image
+loads (ComfyUI's frontend sizes LoadImage to about 320x314), so it covers no other node."""
+PREVIEW_NODES = frozenset({"LoadImage", "SaveImage", "PreviewImage"})
 
 
 def _node_types() -> dict[str, type]:
@@ -50,6 +58,29 @@ def _depths(api: dict[str, Any]) -> dict[str, int]:
     for node_id in api:
         visit(node_id)
     return depth
+
+
+def _node_size(class_type: str, title: str, widgets: int, slots: int) -> tuple[int, int]:
+    """A node's (width, height): its title fits, and preview nodes have room for the image."""
+    width = max(NODE_WIDTH, TITLE_CHAR_WIDTH * len(title) + TITLE_PADDING)
+    height = 60 + 26 * (widgets + slots)
+    if class_type in PREVIEW_NODES:
+        height += IMAGE_PREVIEW_HEIGHT
+    return width, height
+
+
+def _place_columns(nodes: list[dict[str, Any]]) -> None:
+    """Turn column indices into x positions: each column as wide as its widest node."""
+    widths: dict[int, int] = {}
+    for item in nodes:
+        column = int(item["pos"][0])
+        widths[column] = max(widths.get(column, 0), int(item["size"][0]))
+    lefts, x = {}, 0
+    for column in sorted(widths):
+        lefts[column] = x
+        x += widths[column] + COLUMN_GAP
+    for item in nodes:
+        item["pos"][0] = lefts[int(item["pos"][0])]
 
 
 def api_to_ui(api: dict[str, Any], types: dict[str, type]) -> dict[str, Any]:
@@ -89,7 +120,8 @@ def api_to_ui(api: dict[str, Any], types: dict[str, type]) -> dict[str, Any]:
             elif name in spec_sections.get("optional", {}):
                 inputs.append({"name": name, "type": spec[0], "link": None, "shape": 7})
         names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
-        height = 60 + 26 * (len(widgets) + max(len(inputs), len(cls.RETURN_TYPES)))
+        title = node.get("_meta", {}).get("title", node["class_type"])
+        width, height = _node_size(node["class_type"], title, len(widgets), max(len(inputs), len(cls.RETURN_TYPES)))
         column = depth[node_id]
         top = rows.get(column, 0.0)
         rows[column] = top + height + ROW_GAP
@@ -97,12 +129,12 @@ def api_to_ui(api: dict[str, Any], types: dict[str, type]) -> dict[str, Any]:
             {
                 "id": int(node_id),
                 "type": node["class_type"],
-                "pos": [column * COLUMN_WIDTH, top],
-                "size": [320, height],
+                "pos": [column, top],  # column index until the column widths are known
+                "size": [width, height],
                 "flags": {},
                 "order": order,
                 "mode": 0,
-                "title": node.get("_meta", {}).get("title", node["class_type"]),
+                "title": title,
                 "inputs": inputs,
                 "outputs": [
                     {"name": name, "type": kind, "links": None, "slot_index": slot}
@@ -112,6 +144,7 @@ def api_to_ui(api: dict[str, Any], types: dict[str, type]) -> dict[str, Any]:
                 "widgets_values": widgets,
             }
         )
+    _place_columns(nodes)
     for item in nodes:
         for output in item["outputs"]:
             output["links"] = out_links.get((str(item["id"]), output["slot_index"]), [])

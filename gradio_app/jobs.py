@@ -181,19 +181,6 @@ class RestoreOptions:
         return fmt
 
 
-def _tile(value: Any) -> int | str:
-    text = str(value if value is not None else "auto").strip().lower()
-    if text in ("", "auto"):
-        return "auto"
-    try:
-        tile = int(float(text))
-    except ValueError:
-        raise InvalidParameterError(f"Tile must be 'auto', 0 (no tiling) or a size in pixels, got {value!r}.") from None
-    if tile != 0 and tile < 16:
-        raise InvalidParameterError(f"Tiles must be at least 16 px (0 = no tiling), got {tile}.")
-    return tile
-
-
 def _positive_or_none(value: Any, what: str) -> float | None:
     if value is None or value == "":
         return None
@@ -207,6 +194,7 @@ def restore_settings(options: RestoreOptions) -> Any:
     """:class:`~restorekit.restore.RestoreSettings` for the form (remote users: model names
     only, never paths; registry models download when missing)."""
     from restorekit.restore import RestoreSettings
+    from restorekit.upscale import parse_tile
 
     model = str(options.model or "").strip() or ZSSR_CHOICE
     denoise = sharpness = None
@@ -254,7 +242,7 @@ def restore_settings(options: RestoreOptions) -> Any:
         outscale=outscale,
         width=width,
         height=height,
-        tile=_tile(options.tile),
+        tile=parse_tile(options.tile),
         precision=options.precision,
         face_model=face_model,
         face_options=face_options,

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from restorekit.device import PRECISIONS
-from restorekit.upscale import ALPHA_MODES
+from restorekit.upscale import ALPHA_MODES, parse_tile
 
 from . import comfy
 from .base import RestoreKitNode
@@ -30,10 +30,6 @@ FACE_SELECTIONS = ["all", "largest", "center", "0", "1", "2", "3"]
 with tracked frames: the largest or most central track, or a track id."""
 COLOR_FIXES = ["none", "wavelet", "adain"]
 COLOR_FIX_TOOLTIP = "Correct the result's colours towards the input's: wavelet (low frequencies, the usual choice) or adain (channel mean and spread)."
-
-
-def _tile(choice: str) -> int | str:
-    return {"auto": "auto", "none": 0}.get(choice, int(choice) if choice.isdigit() else choice)
 
 
 def _size(outscale: float, width: int, height: int) -> dict[str, Any]:
@@ -109,7 +105,7 @@ class UpscaleImage(RestoreKitNode):
             alpha = mask_to_alpha(mask, *pixels.shape[:1], *pixels.shape[-2:])
         with engine_call():
             settings = RestoreSettings(
-                model=upscale_model, tile=_tile(tile), precision=precision, device=comfy.torch_device(),
+                model=upscale_model, tile=parse_tile(tile), precision=precision, device=comfy.torch_device(),
                 alpha_mode=alpha_mode, allow_paths=False, color_fix=color_fix, **_size(outscale, width, height),
             )  # fmt: skip
             result = Restorer(settings).run(pixels, alpha=alpha, progress=engine_progress(), cancel=comfy.interrupted)

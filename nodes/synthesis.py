@@ -103,7 +103,7 @@ class InterpolateModels(RestoreKitNode):
 
 
 def _pair_label(pair: Any) -> str:
-    """The dropdown label of a :class:`restorekit.interpolate.StrengthPair`."""
+    """The dropdown label of a :class:`restorekit.strength.StrengthPair`."""
     return f"{pair.meaning}: {pair.low} -> {pair.high}"
 
 
@@ -120,7 +120,7 @@ class ModelStrength(RestoreKitNode):
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802 - ComfyUI's name
-        from restorekit.interpolate import strength_pairs
+        from restorekit.strength import strength_pairs
 
         labels = [_pair_label(pair) for pair in strength_pairs()]
         return {
@@ -131,7 +131,7 @@ class ModelStrength(RestoreKitNode):
         }  # fmt: skip
 
     def load(self, pair: str, strength: float) -> tuple[Any, str]:
-        from restorekit.interpolate import resolve_with_strength, strength_pairs
+        from restorekit.strength import resolve_with_strength, strength_pairs
 
         chosen = next((p for p in strength_pairs() if _pair_label(p) == pair), None)
         if chosen is None:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import InvalidParameterError, ModelIncompatibleError
+from .spandrel_internals import private_class
 
 Shape = tuple[int, ...]
 StateTemplate = list[tuple[str, Shape]]
@@ -128,16 +129,17 @@ def _module_template(build: Callable[[Mapping[str, Any]], nn.Module]) -> Callabl
 
 
 def _import(path: str, name: str) -> Any:
+    """A class from a dependency's public module, imported when first needed (facexlib)."""
     return getattr(importlib.import_module(path), name)
 
 
 def build_gfpgan(p: Mapping[str, Any]) -> nn.Module:
-    cls = _import("spandrel.architectures.GFPGAN.__arch.gfpganv1_clean_arch", "GFPGANv1Clean")
+    cls = private_class("GFPGANv1Clean")
     return cls(**dict(p))
 
 
 def build_restoreformer(p: Mapping[str, Any]) -> nn.Module:
-    cls = _import("spandrel.architectures.RestoreFormer.__arch.restoreformer_arch", "RestoreFormer")
+    cls = private_class("RestoreFormer")
     return cls()
 
 

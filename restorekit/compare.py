@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidParameterError
+from .layout import check_image
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -24,7 +25,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def match(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``a`` and ``b`` as equal-size batches: ``b`` resized to ``a``'s size, batches of one
     expanded to the other's size."""
-    if a.ndim != 4 or b.ndim != 4 or a.shape[1] != b.shape[1]:
+    check_image(a, what="Compare's first image", channels=None)
+    check_image(b, what="Compare's second image", channels=None)
+    if a.shape[1] != b.shape[1]:
         raise InvalidParameterError(f"Compare needs two (B, C, H, W) images with the same channels, got {tuple(a.shape)} and {tuple(b.shape)}.")
     if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
         raise InvalidParameterError(

@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import environment
 from .errors import ImageReadError, ImageTooLargeError, ImageWriteError, InvalidParameterError
 from .files import atomic_write_bytes
+from .layout import check_image
 
 logger = logging.getLogger(__name__)
 
@@ -106,16 +108,8 @@ class DecodedImage:
 
 def max_pixels_from_env() -> int:
     """The pixel cap: ``RESTOREKIT_MAX_PIXELS`` if set, else :data:`DEFAULT_MAX_PIXELS`."""
-    raw = os.environ.get("RESTOREKIT_MAX_PIXELS")
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(float(raw))
-    except ValueError as exc:
-        raise InvalidParameterError(
-            f"RESTOREKIT_MAX_PIXELS={raw!r} is not a number of pixels."
-        ) from exc
-    return max(value, 1)
+    configured = environment.max_pixels()
+    return DEFAULT_MAX_PIXELS if configured is None else configured
 
 
 def check_pixel_count(width: int, height: int, max_pixels: int | None, name: str = "image") -> None:
@@ -507,10 +501,7 @@ def encode_image(
         raise InvalidParameterError(f"Bit depth must be 8, 16 or 32 (float), got {depth}.")
     depth = min(depth, _MAX_DEPTH[fmt])
     pixels = image.pixels
-    if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[1] not in (1, 3):
-        raise ImageWriteError(
-            f"Expected pixels of shape (1, 3, H, W), got {tuple(pixels.shape)}."
-        )
+    check_image(pixels, what="The pixels to encode", batch=1, error=ImageWriteError)
     pixels = pixels.detach().to("cpu", torch.float32)
     gray = keep_gray and (image.was_gray or pixels.shape[1] == 1)
     if gray and pixels.shape[1] == 3:

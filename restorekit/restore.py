@@ -27,6 +27,7 @@ import torch
 
 from .errors import InvalidParameterError
 from .imageio import DecodedImage, to_gray
+from .layout import check_image
 from .progress import CancelCheck, ProgressCallback, Reporter
 
 logger = logging.getLogger(__name__)
@@ -131,8 +132,8 @@ BaseStep = Callable[[torch.Tensor, "torch.Tensor | None", Reporter], tuple[torch
 
 
 def _model_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep, str]:
-    from .interpolate import resolve_with_strength
     from .registry import load_registry
+    from .strength import resolve_with_strength
     from .upscale import Upscaler
 
     model = settings.model
@@ -308,9 +309,7 @@ class Restorer:
         clip, else each call starts new tracks."""
         started = time.perf_counter()
         reporter = Reporter.of(progress, cancel)
-        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
-            shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
-            raise InvalidParameterError(f"Expected pixels of shape (B, 3, H, W) or (B, 1, H, W), got {shape}.")
+        check_image(pixels, what="The image to restore")
         stages = 2 if self.faces is not None else 1
         base, base_alpha = self._base(pixels, alpha, reporter.stage(0, stages))
         if self.settings.color_fix != "none":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -77,11 +79,60 @@ assert "comfy" not in sys.modules and "folder_paths" not in sys.modules
     assert Path(result.stdout.strip()).resolve() == (REPO_ROOT / "restorekit" / "__init__.py").resolve()
 
 
-def test_engine_never_imports_comfyui_or_gradio() -> None:
-    for path in (REPO_ROOT / "restorekit").rglob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        for forbidden in ("import gradio", "from gradio", "import comfy", "from comfy", "import folder_paths"):
-            assert forbidden not in text, f"{path} must not contain {forbidden!r}"
+FRONT_END_MODULES = frozenset(
+    {"comfy", "comfy_extras", "comfy_execution", "folder_paths", "execution", "server", "gradio", "gradio_client", "nodes", "gradio_app", "restorekit_nodes", "restorekit_gradio"}
+)
+"""Top-level modules of ComfyUI, Gradio and our own front ends: never imported by the engine."""
+
+DECLARED_FRONT_END_EDGES = {Path("restorekit/frontends.py")}
+"""The one engine module allowed to name front ends (the CLI's plugin table)."""
+
+_DYNAMIC_IMPORTERS = {"import_module", "__import__", "find_spec", "spec_from_file_location"}
+
+
+def imported_modules(source: str) -> set[str]:
+    """Top-level names of every module ``source`` imports: import statements, and
+    ``importlib.import_module``/``__import__``/``find_spec`` calls with a literal name."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name in _DYNAMIC_IMPORTERS:
+                found.add(node.args[0].value.split(".")[0])
+    return found
+
+
+def test_import_guard_sees_static_and_dynamic_imports() -> None:
+    source = "import gradio as gr\nfrom comfy.utils import ProgressBar\nimport importlib\nimportlib.import_module('gradio_app.ui')\n__import__('folder_paths')\n"
+    assert imported_modules(source) & FRONT_END_MODULES == {"gradio", "comfy", "gradio_app", "folder_paths"}
+    assert imported_modules("from . import nodes\nfrom .faces import detect\n") == set()  # relative: our own modules
+
+
+def test_engine_never_imports_a_front_end() -> None:
+    offenders = []
+    for path in sorted((REPO_ROOT / "restorekit").rglob("*.py")):
+        relative = path.relative_to(REPO_ROOT)
+        if relative in DECLARED_FRONT_END_EDGES:
+            continue
+        bad = imported_modules(path.read_text(encoding="utf-8")) & FRONT_END_MODULES
+        if bad:
+            offenders.append(f"{relative}: {', '.join(sorted(bad))}")
+    assert not offenders, "the engine imports front ends (declare CLI edges in restorekit/frontends.py):\n" + "\n".join(offenders)
+
+
+def test_front_end_table_loads_every_front_end() -> None:
+    from restorekit.frontends import FRONT_ENDS, load_front_end
+
+    assert load_front_end("nodes", "runner").__name__.endswith(".runner")
+    if "app" in FRONT_ENDS and importlib.util.find_spec("gradio") is not None:
+        assert hasattr(load_front_end("app", "ui"), "launch")
+    with pytest.raises(InvalidParameterError, match="Unknown front end"):
+        load_front_end("nope", "ui")
 
 
 # --------------------------------------------------------------------------- models CLI
@@ -218,3 +269,65 @@ def test_reporter_steps_stages_and_cancels() -> None:
         raise ValueError("display broke")
 
     Reporter.of(broken).step(0, 1)  # a broken progress display never breaks the job
+
+
+ENGINE_ENVIRONMENT_MODULE = Path("restorekit/environment.py")
+
+
+def test_environment_variables_are_read_in_one_module() -> None:
+    """Only restorekit/environment.py reads the environment (the CLI may set allocator
+    variables for its own process before torch loads)."""
+    readers = []
+    for path in sorted((REPO_ROOT / "restorekit").rglob("*.py")):
+        relative = path.relative_to(REPO_ROOT)
+        if relative == ENGINE_ENVIRONMENT_MODULE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            reads = (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and isinstance(node.value, ast.Name) and node.value.id == "os")
+            if reads and relative != Path("restorekit/cli/common.py"):
+                readers.append(f"{relative}:{node.lineno}")
+    assert not readers, "read environment variables through restorekit.environment: " + ", ".join(readers)
+
+
+def test_environment_accessors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from restorekit import environment
+
+    for name in ("RESTOREKIT_HOME", "RESTOREKIT_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "RESTOREKIT_MAX_PIXELS"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment.home_override() is None and not environment.offline() and environment.max_pixels() is None
+    assert environment.hf_endpoint() == "https://huggingface.co"
+    monkeypatch.setenv("RESTOREKIT_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "True")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com/")
+    monkeypatch.setenv("RESTOREKIT_MAX_PIXELS", "1e6")
+    assert environment.home_override() == tmp_path.resolve() and environment.offline()
+    assert environment.hf_endpoint() == "https://hf-mirror.com" and environment.max_pixels() == 1_000_000
+    monkeypatch.setenv("RESTOREKIT_MAX_PIXELS", "lots")
+    with pytest.raises(InvalidParameterError, match="RESTOREKIT_MAX_PIXELS"):
+        environment.max_pixels()
+
+
+def test_every_private_spandrel_class_we_use_still_exists() -> None:
+    """Fails, naming the class, when a spandrel release moves one of its private modules."""
+    from restorekit.spandrel_internals import PRIVATE_CLASSES, private_class
+
+    for key, (module_name, class_name) in PRIVATE_CLASSES.items():
+        assert isinstance(private_class(key), type), f"spandrel lost {module_name}.{class_name} ({key})"
+
+
+def test_a_moved_private_spandrel_class_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from restorekit import spandrel_internals
+    from restorekit.errors import ModelIncompatibleError
+
+    monkeypatch.setitem(spandrel_internals.PRIVATE_CLASSES, "Gone", ("spandrel.architectures.Gone.__arch.gone_arch", "Gone"))
+    with pytest.raises(ModelIncompatibleError, match=r"no longer provides .*Gone.*pip install 'spandrel>=0.4,<0.5'"):
+        spandrel_internals.private_class("Gone")
+
+
+def test_only_the_internals_table_names_private_spandrel_modules() -> None:
+    users = [
+        str(path.relative_to(REPO_ROOT))
+        for path in (REPO_ROOT / "restorekit").rglob("*.py")
+        if "__arch" in path.read_text(encoding="utf-8") and path.name != "spandrel_internals.py"
+    ]
+    assert not users, f"private spandrel modules named outside restorekit/spandrel_internals.py: {users}"

@@ -23,14 +23,12 @@ from restorekit.interpolate import (
     blend_descriptors,
     blend_state_dicts,
     interpolate,
-    pair_blend,
     read_interpolation_metadata,
-    registry_pair,
-    resolve_with_strength,
 )
 from restorekit.models import import_model, load_model
 from restorekit.registry.home import get_home
 from restorekit.registry.schema import load_registry
+from restorekit.strength import pair_blend, registry_pair, resolve_with_strength
 
 import reference_shim  # noqa: F401  (lets the reference realesrgan package import)
 from conftest import to_tensor

@@ -347,3 +347,22 @@ def test_rrdb_tail_in_strips_equals_the_plain_network(scale, monkeypatch):
     with torch.no_grad():
         assert torch.allclose(strips(x), model.model(x), atol=1e-6)
     assert network.StripTailForward.of(torch.nn.Conv2d(3, 3, 3)) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("auto", "auto"), ("", "auto"), (" AUTO ", "auto"), ("none", None), ("off", None), (0, None), ("0", None),
+     (None, None), (256, 256), ("256", 256), (256.0, 256), ("384.0", 384), (16, 16)],
+)
+def test_parse_tile_is_the_one_reading_of_a_tile_setting(given: object, expected: object) -> None:
+    from restorekit.upscale import parse_tile
+
+    assert parse_tile(given) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("given", ["big", 8, "15", 100.5, True, [256]])
+def test_parse_tile_refuses_with_the_accepted_forms(given: object) -> None:
+    from restorekit.upscale import parse_tile
+
+    with pytest.raises(InvalidParameterError, match=r"auto|16 px"):
+        parse_tile(given)  # type: ignore[arg-type]

@@ -87,6 +87,28 @@ def test_ui_files_are_generated_from_the_api_twins() -> None:
         assert len(ui["links"]) == sum(isinstance(v, list) for node in api.values() for v in node["inputs"].values())
 
 
+LOADED_LOAD_IMAGE_SIZE = (320, 314)
+"""What ComfyUI's frontend grows a Load Image node to once its preview loads."""
+
+
+def test_ui_layout_leaves_room_for_previews_and_titles() -> None:
+    """No node covers another, even after a preview node grows to its loaded size, and every
+    title fits its node (ComfyUI's frontend cuts titles at the node's width)."""
+    for ui_file in sorted(EXAMPLES.glob("*.json")):
+        nodes = json.loads(ui_file.read_text())["nodes"]
+        boxes = []
+        for node in nodes:
+            width, height = node["size"]
+            if node["type"] == "LoadImage":
+                width, height = max(width, LOADED_LOAD_IMAGE_SIZE[0]), max(height, LOADED_LOAD_IMAGE_SIZE[1])
+            assert width >= 9 * len(node["title"]) + 40, f"{ui_file.name}: title {node['title']!r} is cut off"
+            boxes.append((node["title"], node["pos"][0], node["pos"][1], width, height))
+        for index, (name_a, xa, ya, wa, ha) in enumerate(boxes):
+            for name_b, xb, yb, wb, hb in boxes[index + 1 :]:
+                overlap = xa < xb + wb and xb < xa + wa and ya < yb + hb and yb < ya + ha
+                assert not overlap, f"{ui_file.name}: {name_a!r} covers {name_b!r}"
+
+
 def test_upscale_x4_workflow_equals_the_engine(home: Path, inputs: Path, tmp_path: Path) -> None:
     from restorekit.upscale import Upscaler
 
@@ -148,7 +170,8 @@ def test_degrade_upscale_compare_workflow(home: Path, inputs: Path, tmp_path: Pa
 
 
 def test_strength_interpolation_workflow_equals_the_engine_blends(home: Path, inputs: Path, tmp_path: Path) -> None:
-    from restorekit.interpolate import interpolate, resolve_with_strength
+    from restorekit.interpolate import interpolate
+    from restorekit.strength import resolve_with_strength
     from restorekit.upscale import Upscaler
 
     result = run("04_strength_interpolation", inputs, tmp_path / "out", *(f"{n}.precision=\"fp32\"" for n in (3, 6, 11)))

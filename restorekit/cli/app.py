@@ -7,13 +7,11 @@ The app lives outside the engine package: ``restorekit_gradio`` in an installed 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ..errors import InvalidParameterError
+from ..frontends import load_front_end
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -47,27 +45,8 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 
 def load_app_package() -> ModuleType:
-    """The app package: ``restorekit_gradio`` when installed, else ``gradio_app`` from the
-    checkout this engine was imported from."""
-    try:
-        importlib.import_module("gradio")
-    except ImportError:
-        raise InvalidParameterError(
-            "The app needs Gradio: pip install 'restorekit[app]' (or pip install gradio)."
-        ) from None
-    for name in ("restorekit_gradio", "gradio_app"):
-        try:
-            return importlib.import_module(f"{name}.ui")
-        except ModuleNotFoundError as exc:
-            if exc.name not in (name, f"{name}.ui"):
-                raise
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "gradio_app" / "ui.py").is_file():
-        sys.path.insert(0, str(checkout))
-        return importlib.import_module("gradio_app.ui")
-    raise InvalidParameterError(
-        "The app package is missing (neither restorekit_gradio nor gradio_app can be imported); reinstall restorekit."
-    )
+    """The app's ``ui`` module (see :mod:`restorekit.frontends`)."""
+    return load_front_end("app", "ui")
 
 
 def cmd_app(args: argparse.Namespace) -> int:

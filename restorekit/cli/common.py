@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib
-import importlib.util
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from ..errors import CancelledError, InvalidParameterError, RestoreKitError
@@ -168,30 +165,63 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 ProgressFactory = Callable[[], ProgressCallback]
 
 
-def load_front_end(installed: str, folder: str, submodule: str) -> ModuleType:
-    """A front-end package shipped beside the engine: ``installed`` (its name in the wheel,
-    e.g. ``restorekit_nodes``) when importable, else the checkout's ``folder`` (``nodes``,
-    ``gradio_app``) loaded under the installed name, so it never clashes with another
-    top-level module of that name (ComfyUI has a ``nodes`` module). Returns
-    ``<package>.<submodule>``."""
-    try:
-        return importlib.import_module(f"{installed}.{submodule}")
-    except ModuleNotFoundError as exc:
-        if exc.name not in (installed, f"{installed}.{submodule}"):
-            raise
-    package_dir = Path(__file__).resolve().parents[2] / folder
-    if not (package_dir / "__init__.py").is_file():
-        raise InvalidParameterError(f"The {folder} package is missing (neither {installed} nor ./{folder}); reinstall restorekit.")
-    if installed not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            installed, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[installed] = module
+# --------------------------------------------------------------------------- option types
+
+
+def number_type(
+    kind: type[int] | type[float],
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a finite whole number (``int``) or number (``float``) in range.
+
+    ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower bound. The
+    message says what was expected, so every option words its range the same way.
+    """
+    noun = "a whole number" if kind is int else "a number"
+    if minimum is not None and maximum is not None:
+        wanted = f"{noun} between {minimum:g} and {maximum:g}"
+    elif above is not None:
+        wanted = f"{noun} > {above:g}"
+    elif minimum is not None:
+        wanted = f"{noun} >= {minimum:g}"
+    else:
+        wanted = noun
+
+    def parse(text: str) -> Any:
         try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[installed]
-            raise
-    return importlib.import_module(f"{installed}.{submodule}")
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if (
+            not math.isfinite(value)
+            or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)
+            or (above is not None and not value > above)
+        ):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = number_type(float, above=0)
+positive_int = number_type(int, minimum=1)
+non_negative_int = number_type(int, minimum=0)
+strength = number_type(float, minimum=0, maximum=1)
+
+
+def engine_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from an engine parser (such as
+    :func:`restorekit.upscale.parse_tile`): its error message becomes argparse's."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except InvalidParameterError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert

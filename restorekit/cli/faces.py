@@ -31,21 +31,14 @@ from ..imageio import (
     read_image,
     write_image,
 )
-from .common import cancel_on_interrupt, progress_for
-
-
-def _strength(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+from .common import (
+    cancel_on_interrupt,
+    number_type,
+    positive_float,
+    positive_int,
+    progress_for,
+    strength,
+)
 
 
 def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--face-model", model_default: str | None = "GFPGANv1.4") -> None:
@@ -64,7 +57,7 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         help="face model: GFPGANv1.4, GFPGANv1.3, GFPGANv1.2, RestoreFormer, or a model file"
         + (f" (default: {model_default})" if model_default else ""),
     )
-    group.add_argument("--face-strength", type=_strength, default=1.0, metavar="S", help="0..1: 0 keeps the original faces, 1 fully restored (default: 1)")
+    group.add_argument("--face-strength", type=strength, default=1.0, metavar="S", help="0..1: 0 keeps the original faces, 1 fully restored (default: 1)")
     group.add_argument(
         "--face-detector",
         default=DEFAULT_DETECTOR,
@@ -82,7 +75,7 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         metavar="NAME",
         help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence), face_oval (Face Mesh oval, Apache-2.0) or ellipse (default: {DEFAULT_PARSER}, non-commercial weights)",
     )
-    group.add_argument("--fidelity", type=_strength, default=0.5, metavar="W", help="CodeFormer only: its fidelity weight w, 0 = best quality, 1 = most faithful (default: 0.5)")
+    group.add_argument("--fidelity", type=strength, default=0.5, metavar="W", help="CodeFormer only: its fidelity weight w, 0 = best quality, 1 = most faithful (default: 0.5)")
     group.add_argument(
         "--face-color-fix",
         choices=["none", "wavelet", "adain"],
@@ -110,11 +103,7 @@ def face_options_from_args(args: argparse.Namespace, *, aligned: bool = False) -
     )
 
 
-def _blend(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
+_blend = number_type(float, minimum=0, maximum=0.99)
 
 
 def add_tracking_arguments(parser: argparse.ArgumentParser, *, default_on: bool) -> None:
@@ -132,9 +121,9 @@ def add_tracking_arguments(parser: argparse.ArgumentParser, *, default_on: bool)
     else:
         group.add_argument("--track", dest="face_track", action="store_true", help="the inputs are consecutive frames (in name order): link faces into tracks, smooth them, select by track id")
     group.set_defaults(face_track=default_on)
-    group.add_argument("--face-detect-every", type=int, default=1, metavar="K", help="run the face detector every K frames; in between faces are refined or predicted (default: 1)")
+    group.add_argument("--face-detect-every", type=positive_int, default=1, metavar="K", help="run the face detector every K frames; in between faces are refined or predicted (default: 1)")
     group.add_argument("--no-face-smoothing", dest="face_smoothing", action="store_false", help="use each frame's landmarks as detected")
-    group.add_argument("--face-min-cutoff", type=_positive, default=defaults.min_cutoff, metavar="HZ", help=f"One Euro filter cutoff at rest: lower is smoother (default: {defaults.min_cutoff})")
+    group.add_argument("--face-min-cutoff", type=positive_float, default=defaults.min_cutoff, metavar="HZ", help=f"One Euro filter cutoff at rest: lower is smoother (default: {defaults.min_cutoff})")
     group.add_argument("--face-beta", type=float, default=defaults.beta, metavar="B", help=f"One Euro filter speed coefficient: higher follows fast moves sooner (default: {defaults.beta})")
     group.add_argument("--face-blend", type=_blend, default=0.0, metavar="B", help="blend each restored face with its track's previous one by B, against flicker (default: 0, off)")
 
@@ -163,7 +152,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     add_face_arguments(parser)
     add_tracking_arguments(parser, default_on=False)
     parser.add_argument("--aligned", action="store_true", help="inputs are already aligned 512x512 faces (no detection, no paste-back)")
-    parser.add_argument("--outscale", type=_positive, default=None, metavar="S", help="output size over input size, any factor (default: the background model's scale, else 1)")
+    parser.add_argument("--outscale", type=positive_float, default=None, metavar="S", help="output size over input size, any factor (default: the background model's scale, else 1)")
     parser.add_argument("--bg-model", default=None, metavar="MODEL", help="upscale model for everything but the faces (default: a high-quality resize)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="default: auto (bf16 where it is fast)")

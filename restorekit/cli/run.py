@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import cancel_on_interrupt, load_front_end, progress_for
+from ..frontends import load_front_end
+from .common import cancel_on_interrupt, progress_for
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -31,8 +32,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    runner = load_front_end("restorekit_nodes", "nodes", "runner")
-    comfy = load_front_end("restorekit_nodes", "nodes", "comfy")
+    runner = load_front_end("nodes", "runner")
+    comfy = load_front_end("nodes", "comfy")
     progress = progress_for(args)
     comfy.set_progress_sink(progress)
     input_dir = args.input_dir if args.input_dir is not None else args.workflow.resolve().parent

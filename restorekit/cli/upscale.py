@@ -18,8 +18,17 @@ from ..device import PRECISIONS
 from ..errors import InvalidParameterError
 from ..imageio import DecodedImage
 from ..progress import CancelCheck, ProgressCallback
+from ..upscale import parse_tile
 from .batch import ImageJob, add_output_arguments, run_image_batch
-from .common import cancel_on_interrupt, progress_for
+from .common import (
+    cancel_on_interrupt,
+    engine_type,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    progress_for,
+    strength,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,48 +53,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     return parser
 
 
-def _tile(text: str) -> int | str:
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto', 0 or a size in pixels, got {text!r}") from None
-    if value != 0 and value < 16:
-        raise argparse.ArgumentTypeError("tiles must be at least 16 px (0 = no tiling)")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
     """The model, scale and execution options (reusable by commands that upscale)."""
     model = parser.add_argument_group("model")
@@ -99,9 +66,9 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
         "upscaler, RealESRGAN_x4plus)",
     )
     size = parser.add_argument_group("output size (default: the model's scale)")
-    size.add_argument("-s", "--outscale", type=_positive_float, metavar="S", help="any scale factor > 0, e.g. 2 or 3.5")
-    size.add_argument("--width", type=_positive_int, metavar="W", help="exact output width (alone: keeps the aspect ratio)")
-    size.add_argument("--height", type=_positive_int, metavar="H", help="exact output height (alone: keeps the aspect ratio)")
+    size.add_argument("-s", "--outscale", type=positive_float, metavar="S", help="any scale factor > 0, e.g. 2 or 3.5")
+    size.add_argument("--width", type=positive_int, metavar="W", help="exact output width (alone: keeps the aspect ratio)")
+    size.add_argument("--height", type=positive_int, metavar="H", help="exact output height (alone: keeps the aspect ratio)")
     parser.add_argument(
         "--color-fix",
         choices=["none", "wavelet", "adain"],
@@ -110,8 +77,8 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
         "choice) or adain (channel mean and spread) (default: none)",
     )
     run = parser.add_argument_group("execution")
-    run.add_argument("--tile", type=_tile, default="auto", metavar="auto|N", help="tile size in input pixels, 0 for none (default: auto from free memory)")
-    run.add_argument("--overlap", type=_non_negative_int, default=None, metavar="N", help="context pixels per tile side (default: exact for compact models, 16 for deep ones)")
+    run.add_argument("--tile", type=engine_type(parse_tile), default="auto", metavar="auto|N", help="tile size in input pixels, 0 for none (default: auto from free memory)")
+    run.add_argument("--overlap", type=non_negative_int, default=None, metavar="N", help="context pixels per tile side (default: exact for compact models, 16 for deep ones)")
     run.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto picks bf16 on CPUs with AVX512-BF16/AMX and on GPUs, else fp32")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--alpha", choices=["model", "resize"], default="model", help="upscale transparency with the model (sharp) or by resizing (fast)")
@@ -122,28 +89,18 @@ def _check_size_arguments(args: argparse.Namespace) -> None:
         raise InvalidParameterError("Give --outscale or --width/--height, not both.")
 
 
-def _strength(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
 def add_strength_arguments(parser: argparse.ArgumentParser) -> None:
     """``--denoise`` / ``--sharpness``: move along the model's registry pair."""
     group = parser.add_argument_group("model pair strength (registry pairs only)").add_mutually_exclusive_group()
     group.add_argument(
         "--denoise",
-        type=_strength,
+        type=strength,
         metavar="D",
         help="realesr-general-x4v3: 0 keeps noise and detail .. 1 denoises most (the official -dn)",
     )
     group.add_argument(
         "--sharpness",
-        type=_strength,
+        type=strength,
         metavar="S",
         help="RealESRGAN_x4plus: 0 = smooth RealESRNet .. 1 = sharp RealESRGAN",
     )
@@ -152,8 +109,8 @@ def add_strength_arguments(parser: argparse.ArgumentParser) -> None:
 def add_zssr_arguments(parser: argparse.ArgumentParser) -> None:
     """Budget options for ``--model zssr``."""
     group = parser.add_argument_group("zero-shot SR (--model zssr)")
-    group.add_argument("--zssr-iterations", type=_positive_int, default=None, metavar="N", help="training iterations per stage")
-    group.add_argument("--zssr-seconds", type=_positive_float, default=None, metavar="T", help="time budget per image in seconds")
+    group.add_argument("--zssr-iterations", type=positive_int, default=None, metavar="N", help="training iterations per stage")
+    group.add_argument("--zssr-seconds", type=positive_float, default=None, metavar="T", help="time budget per image in seconds")
     group.add_argument("--seed", type=int, default=0, help="random seed of zero-shot training (default: 0)")
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidParameterError
+from ..layout import check_image
 
 LUMA_QUANT_TABLE = (
     (16, 11, 10, 16, 24, 40, 51, 61),
@@ -319,10 +320,7 @@ def jpeg_roundtrip(image: torch.Tensor, quality: torch.Tensor | int | list[int])
         (B, 3, H, W) float in [0, 1] on 8-bit levels (multiples of 1/255), same dtype/device;
         equal to what libjpeg-turbo (Pillow, OpenCV) decodes from its own encoding.
     """
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise InvalidParameterError(
-            f"JPEG needs an RGB batch of shape (B, 3, H, W), got {tuple(image.shape)}."
-        )
+    check_image(image, what="JPEG's input", channels=(3,))
     batch, _, height, width = image.shape
     if isinstance(quality, torch.Tensor):
         qualities = [check_quality(float(q)) for q in quality.flatten().tolist()]

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidParameterError
+from ..layout import check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .config import SINC_SMALL_KERNEL, DegradeConfig, resolve_config
 from .jpeg import jpeg_roundtrip
@@ -384,14 +385,7 @@ def target_size(height: int, width: int, scale: float) -> tuple[int, int]:
 
 
 def _check_images(images: torch.Tensor) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InvalidParameterError(
-            f"Expected RGB images of shape (B, 3, H, W) in [0, 1], got {shape}; convert gray or "
-            "RGBA images to RGB first."
-        )
-    if images.shape[0] == 0:
-        raise InvalidParameterError("Got an empty batch (0 images).")
+    check_image(images, what="The images to degrade", channels=(3,), hint="Convert gray or RGBA images to RGB first.")
     if not images.is_floating_point():
         raise InvalidParameterError(f"Expected float images in [0, 1], got dtype {images.dtype}.")
     if images.dtype not in (torch.float32, torch.float64):

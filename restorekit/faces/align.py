@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InvalidParameterError
+from ..layout import check_image
 
 FACE_SIZE = 512
 """Side of an aligned face (the face models' input), in pixels."""
@@ -176,8 +177,7 @@ def warp_affine(
     Returns:
         (1, C, height, width) tensor in ``source``'s dtype.
     """
-    if source.ndim != 4 or source.shape[0] != 1:
-        raise InvalidParameterError(f"warp_affine takes one (1, C, H, W) image, got {tuple(source.shape)}.")
+    check_image(source, what="warp_affine's image", channels=None, batch=1)
     x0, y0, w, h = (int(v) for v in window)
     inverse = invert_affine(matrix)
     scale = linear_scale(matrix)

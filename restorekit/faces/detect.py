@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..device import ExecutionPlan
 from ..errors import InvalidParameterError
+from ..layout import check_image
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 """RetinaFace's input mean, BGR on the 0..255 scale."""
@@ -233,8 +234,7 @@ class FaceDetector:
         """Faces in one (1, 3, H, W) RGB image in [0, 1], highest score first.
 
         ``settings`` overrides the detector's own thresholds for this call."""
-        if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
-            raise InvalidParameterError(f"Face detection takes one (1, 3, H, W) RGB image, got {tuple(image.shape)}.")
+        check_image(image, what="Face detection's image", channels=(3,), batch=1)
         settings = settings or self.settings
         x, back_x, back_y = self._input(image.float(), settings.max_side)
         with torch.inference_mode():

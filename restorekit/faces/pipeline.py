@@ -48,6 +48,7 @@ from ..colorfix import color_fix, parse_color_fix
 from ..device import plan_execution
 from ..errors import InvalidParameterError, ModelIncompatibleError
 from ..imageio import to_gray
+from ..layout import check_alpha, check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .align import (
     FACE_SIZE,
@@ -203,15 +204,10 @@ class FaceResult:
 
 
 def _check_images(images: Tensor, alpha: Tensor | None) -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise InvalidParameterError(f"Images must be a (B, 1 or 3, H, W) tensor in [0, 1], got {shape}.")
-    if images.shape[0] == 0:
-        raise InvalidParameterError("The image batch is empty.")
+    check_image(images, what="Images")
     if not images.is_floating_point():
         raise InvalidParameterError(f"Images must be floating point in [0, 1], got {images.dtype}.")
-    if alpha is not None and (alpha.ndim != 4 or alpha.shape[1] != 1 or alpha.shape[0] != images.shape[0] or alpha.shape[-2:] != images.shape[-2:]):
-        raise InvalidParameterError(f"Alpha must be (B, 1, H, W) matching the images, got {tuple(alpha.shape)}.")
+    check_alpha(alpha, images)
 
 
 class FacePipeline:
@@ -434,9 +430,7 @@ class FacePipeline:
             if not scale > 0:
                 raise InvalidParameterError(f"The output scale must be positive, got {outscale}.")
             bg = (background or resize_background)(rgb, scale)
-        if not isinstance(bg, Tensor) or bg.ndim != 4 or bg.shape[0] != rgb.shape[0] or bg.shape[1] != 3:
-            got = tuple(bg.shape) if isinstance(bg, Tensor) else type(bg).__name__
-            raise InvalidParameterError(f"The background must be a (B, 3, H', W') image batch matching the input, got {got}.")
+        check_image(bg, what="The background", channels=(3,), batch=rgb.shape[0])
         return bg.float().to(rgb.device).clamp(0.0, 1.0)
 
     def _restore(self, crops: Tensor, strength: float, reporter: Reporter, fix: str = "none") -> Tensor:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
+from .. import environment
 from ..architectures import EXTRA_SPANDREL_IDS, check_state_dict, get_architecture
 from ..errors import (
     CancelledError,
@@ -41,7 +42,6 @@ from .sources import (
     SourceUnavailableError,
     cleanup_after_install,
     discard,
-    is_offline,
     read_from_wheel,
 )
 from .tflite import tflite_to_state_dict
@@ -219,7 +219,7 @@ def ensure_model(
     if existing is not None and not force:
         record = manifest.lookup(home, existing)
         return InstallResult(entry.name, existing, record.source if record else "local file", False, 0.0)
-    if is_offline():
+    if environment.offline():
         raise missing_model_error(entry, "the network is switched off (HF_HUB_OFFLINE / RESTOREKIT_OFFLINE)")
     candidates = _select_sources(entry, sources)
     home.lock_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import environment
 from ..errors import InvalidParameterError
 from .schema import PURPOSES
 
@@ -108,9 +109,8 @@ def configure_home(
 
 def get_home() -> ModelHome:
     """The current model home (see the module docstring for the order)."""
-    env = os.environ.get("RESTOREKIT_HOME")
-    if env:
-        root = Path(env).expanduser().resolve()
+    root = environment.home_override()
+    if root is not None:
         configured = _configured
         if configured is not None and configured.root == root:
             return configured

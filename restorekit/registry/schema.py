@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .. import environment
 from ..architectures import get_architecture
 from ..errors import InvalidParameterError, ModelNotFoundError
 
@@ -300,9 +301,9 @@ def parse_registry(data: Mapping[str, Any], path: Path) -> Registry:
 def registry_path() -> Path:
     """Where ``model_registry.yaml`` is: ``RESTOREKIT_REGISTRY``, inside the installed
     package (wheels), or at the repository root (checkouts and ComfyUI's custom_nodes)."""
-    override = os.environ.get("RESTOREKIT_REGISTRY")
-    if override:
-        return Path(override)
+    override = environment.registry_override()
+    if override is not None:
+        return override
     package_dir = Path(__file__).resolve().parent.parent
     for candidate in (package_dir / "model_registry.yaml", package_dir.parent / "model_registry.yaml"):
         if candidate.is_file():

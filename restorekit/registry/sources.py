@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .. import environment
 from ..errors import CancelledError, DownloadError
 from ..files import sha256_file
 from ..progress import Reporter
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 3.0
 READ_TIMEOUT = 30.0
-DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 USER_AGENT = "restorekit (+https://github.com/restorekit/restorekit)"
 
 
@@ -52,16 +52,6 @@ class SourceUnavailableError(DownloadError):
     """The source could not be reached or did not have the file; try the next one."""
 
 
-def is_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` or ``RESTOREKIT_OFFLINE`` asks for no network at all."""
-    for var in ("HF_HUB_OFFLINE", "RESTOREKIT_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    return False
-
-
-def hf_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", DEFAULT_HF_ENDPOINT).rstrip("/")
 
 
 def _proxy_for(url: str) -> str | None:
@@ -127,7 +117,7 @@ def fetch_hf(source: Source, staging: Path, reporter: Reporter) -> Path:
     """
     from huggingface_hub import hf_hub_url
 
-    endpoint = hf_endpoint()
+    endpoint = environment.hf_endpoint()
     reason = probe(endpoint)
     if reason:
         raise SourceUnavailableError(f"the Hub at {endpoint} is unreachable: {reason}")
@@ -166,7 +156,7 @@ _OPENER = urllib.request.build_opener(_SafeRedirects)
 
 def mirrored_url(url: str) -> str:
     """``url`` with ``RESTOREKIT_URL_MIRROR`` prepended, if set."""
-    prefix = os.environ.get("RESTOREKIT_URL_MIRROR", "").strip()
+    prefix = environment.url_mirror()
     if not prefix:
         return url
     return prefix.rstrip("/") + "/" + url

@@ -26,6 +26,7 @@ import torch
 from ..device import ExecutionPlan, free_memory_bytes, plan_for_model
 from ..errors import ImageTooLargeError, InvalidParameterError
 from ..imageio import DecodedImage, max_pixels_from_env, to_gray
+from ..layout import check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .alpha import check_alpha_mode, fill_transparent, is_opaque
 from .network import ModelTraits, NetworkRunner, padding_for, reflect_pad
@@ -168,21 +169,33 @@ def default_overlap(traits: ModelTraits) -> int:
     return BLEND_OVERLAP
 
 
-def _parse_tile(tile: TileSpec) -> int | str | None:
+def parse_tile(tile: TileSpec | float) -> int | str | None:
+    """The one reading of a tile setting, for every front end.
+
+    ``"auto"`` (or ``""``) picks the tile from free memory; ``0``, ``"0"``, ``"none"`` or
+    ``"off"`` run the whole image at once (None); a whole number (also as text, or a float
+    with no fraction, as form fields send) is the tile side in input pixels, at least 16.
+
+    Raises:
+        InvalidParameterError: anything else, naming the accepted forms.
+    """
+    accepted = "Tile must be 'auto', 0 (no tiling) or a size in pixels"
     if tile is None:
         return None
     if isinstance(tile, str):
         text = tile.strip().lower()
-        if text == "auto":
+        if text in ("", "auto"):
             return "auto"
-        if text in ("0", "none", "off"):
+        if text in ("none", "off"):
             return None
         try:
-            tile = int(text)
+            tile = float(text)
         except ValueError:
-            raise InvalidParameterError(f"Tile must be 'auto', 0 (no tiling) or a size in pixels, got {tile!r}.") from None
+            raise InvalidParameterError(f"{accepted}, got {tile!r}.") from None
+    if isinstance(tile, float) and tile.is_integer():
+        tile = int(tile)
     if isinstance(tile, bool) or not isinstance(tile, int):
-        raise InvalidParameterError(f"Tile must be 'auto', 0 (no tiling) or a size in pixels, got {tile!r}.")
+        raise InvalidParameterError(f"{accepted}, got {tile!r}.")
     if tile == 0:
         return None
     if tile < 16:
@@ -236,7 +249,7 @@ class Upscaler:
         self.plan: ExecutionPlan = plan_for_model(self.descriptor, device, precision)
         self.runner = NetworkRunner(self.descriptor, self.plan)
         self.traits = self.runner.traits
-        self.tile = _parse_tile(tile)
+        self.tile = parse_tile(tile)
         if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0):
             raise InvalidParameterError(f"Overlap must be a whole number of pixels >= 0, got {overlap!r}.")
         self.overlap = default_overlap(self.traits) if overlap is None else overlap
@@ -461,11 +474,7 @@ def _check_pixels(pixels: Any) -> tuple[torch.Tensor, bool]:
     """Validate and normalise input pixels to float32 CPU (B, 3, H, W); returns (image, gray)."""
     if not isinstance(pixels, torch.Tensor):
         raise InvalidParameterError(f"Expected a torch tensor of pixels, got {type(pixels).__name__}.")
-    if pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
-        raise InvalidParameterError(
-            f"Expected pixels of shape (B, 3, H, W) or (B, 1, H, W), got {tuple(pixels.shape)}. "
-            "Pass alpha separately through alpha=."
-        )
+    check_image(pixels, what="The image to upscale", hint="Pass alpha separately through alpha=.")
     if pixels.shape[0] < 1 or pixels.shape[2] < 1 or pixels.shape[3] < 1:
         raise InvalidParameterError(f"The image is empty: shape {tuple(pixels.shape)}.")
     if not pixels.is_floating_point():

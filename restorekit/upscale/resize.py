@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InvalidParameterError
+from ..layout import check_image
 
 
 def _lanczos3(x: torch.Tensor) -> torch.Tensor:
@@ -105,8 +106,7 @@ def resize(
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
         raise InvalidParameterError(f"Cannot resize to {width}x{height}: both sides must be >= 1.")
-    if pixels.ndim != 4:
-        raise InvalidParameterError(f"Expected (B, C, H, W) pixels, got shape {tuple(pixels.shape)}.")
+    check_image(pixels, what="The image to resize", channels=None)
     if tuple(pixels.shape[-2:]) == (height, width):
         return pixels
     x = pixels if pixels.is_floating_point() else pixels.float()

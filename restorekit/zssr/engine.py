@@ -15,6 +15,7 @@ import torch
 from ..device import ExecutionPlan, plan_execution
 from ..errors import InvalidParameterError
 from ..imageio import DecodedImage, check_pixel_count
+from ..layout import check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .config import MAX_SCALE, ZSSRConfig
 from .geometry import DIHEDRAL_COUNT
@@ -129,11 +130,7 @@ def _check_pixels(pixels: object) -> torch.Tensor:
         raise InvalidParameterError(
             f"ZSSR expects a torch tensor of shape (B, C, H, W), got {type(pixels).__name__}."
         )
-    if pixels.ndim != 4 or pixels.shape[1] not in (1, 3) or pixels.shape[0] < 1:
-        raise InvalidParameterError(
-            "ZSSR expects pixels of shape (B, 1 or 3, H, W) in [0, 1], got "
-            f"{tuple(pixels.shape)}."
-        )
+    check_image(pixels, what="ZSSR's input")
     if not pixels.is_floating_point():
         raise InvalidParameterError(
             f"ZSSR expects float pixels in [0, 1], got {pixels.dtype}; divide by 255 or 65535."
@@ -490,10 +487,7 @@ def zssr_upscale_image_with_report(
             "zssr_upscale for tensors."
         )
     pixels = image.pixels
-    if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[1] != 3:
-        raise InvalidParameterError(
-            f"A DecodedImage has pixels of shape (1, 3, H, W), got {tuple(pixels.shape)}."
-        )
+    check_image(pixels, what="A DecodedImage's pixels", channels=(3,), batch=1)
     color = pixels[:, :1] if image.was_gray else pixels
     result = zssr_upscale_with_report(color, scale, config, progress, cancel)
     upscaled = result.output

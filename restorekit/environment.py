@@ -1,0 +1,78 @@
+"""Every environment variable the engine reads, in one place.
+
+Values are read when asked for (not at import), so a process may change them, and tests set
+them per test. Front ends take the same settings as options (``--models-dir``,
+``--max-pixels``...); an option given explicitly wins over the variable.
+
+========================  ==================================================================
+``RESTOREKIT_HOME``       the model home (default: ComfyUI's models folders, else the user
+                          cache dir)
+``RESTOREKIT_REGISTRY``   another ``model_registry.yaml`` (tests, private registries)
+``RESTOREKIT_OFFLINE``    ``1``: no network at all (as ``HF_HUB_OFFLINE``)
+``HF_HUB_OFFLINE``        Hugging Face's own offline switch, honoured the same way
+``HF_ENDPOINT``           a Hugging Face Hub mirror, e.g. ``https://hf-mirror.com``
+``RESTOREKIT_URL_MIRROR`` a prefix for GitHub release URLs (GitHub proxies)
+``RESTOREKIT_MAX_PIXELS`` the decoded-image pixel cap (decompression bombs)
+========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import InvalidParameterError
+
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _text(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def _flag(name: str) -> bool:
+    return _text(name).lower() in _TRUE
+
+
+def home_override() -> Path | None:
+    """``RESTOREKIT_HOME``, expanded and absolute, or None."""
+    raw = _text("RESTOREKIT_HOME")
+    return Path(raw).expanduser().resolve() if raw else None
+
+
+def registry_override() -> Path | None:
+    """``RESTOREKIT_REGISTRY`` as a path, or None."""
+    raw = _text("RESTOREKIT_REGISTRY")
+    return Path(raw) if raw else None
+
+
+def offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``RESTOREKIT_OFFLINE`` asks for no network at all."""
+    return _flag("HF_HUB_OFFLINE") or _flag("RESTOREKIT_OFFLINE")
+
+
+def hf_endpoint() -> str:
+    """The Hub (or mirror) base URL, without a trailing slash."""
+    return (_text("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+
+
+def url_mirror() -> str:
+    """The prefix for GitHub release URLs (``RESTOREKIT_URL_MIRROR``), or ``""``."""
+    return _text("RESTOREKIT_URL_MIRROR")
+
+
+def max_pixels() -> int | None:
+    """``RESTOREKIT_MAX_PIXELS`` as a pixel count (at least 1), or None when unset.
+
+    Raises:
+        InvalidParameterError: the variable is not a number.
+    """
+    raw = _text("RESTOREKIT_MAX_PIXELS")
+    if not raw:
+        return None
+    try:
+        value = int(float(raw))
+    except ValueError as exc:
+        raise InvalidParameterError(f"RESTOREKIT_MAX_PIXELS={raw!r} is not a number of pixels.") from exc
+    return max(value, 1)
