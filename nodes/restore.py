@@ -154,7 +154,7 @@ class RestoreFaces(RestoreKitNode):
                 "color_fix": (COLOR_FIXES, {"default": "none", "tooltip": "Correct restored faces' colours towards the original faces: " + COLOR_FIX_TOOLTIP}),
                 "track_faces": ("BOOLEAN", {"default": False, "tooltip": "The batch is consecutive video frames: link faces into tracks (select then picks a track), smooth their landmarks so the pasted face does not jitter."}),
                 "smoothing": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 30.0, "step": 0.05, "tooltip": "Tracked frames: One Euro filter cutoff in Hz at rest (lower = smoother; 0 = no smoothing). Frames are taken as 30 fps."}),
-                "detect_every": ("INT", {"default": 1, "min": 1, "max": 60, "tooltip": "Tracked frames: run the detector every k frames; in between faces are refined or predicted."}),
+                "detect_every": ("INT", {"default": 1, "min": 1, "max": 60, "step": 1, "tooltip": "Tracked frames: run the detector every k frames; in between faces are refined or predicted."}),
                 "temporal_blend": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.95, "step": 0.05, "tooltip": "Tracked frames: blend each restored face with its track's previous one (against flicker); 0 = off."}),
             },
         }  # fmt: skip
