@@ -19,6 +19,12 @@ hits both alike:
 GFPGANer and FaceRestoreHelper are built without their downloading constructors
 (tests/face_reference.py): their networks are given to them.
 
+- **detection** per 512x512 frame (the astronaut): MediaPipe BlazeFace (short and full
+  range) + Face Mesh on every face, against RetinaFace-ResNet50 (random weights: same
+  FLOPs) through facexlib's own ``detect_faces`` (the official path) and through our
+  ``FaceDetector``. BlazeFace/Face Mesh weights come from the installed mediapipe wheel
+  (or the registry). ``--detection-only`` runs just this part.
+
     PYTHONPATH=$PWD python bench/bench_faces.py [--repeats 1] [--json out.json]
 """
 
@@ -99,9 +105,17 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4, help="our faces per forward pass")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--detection-only", action="store_true", help="only the detection benchmark")
+    parser.add_argument("--skip-detection", action="store_true")
+    parser.add_argument("--detection-frames", type=int, default=20, help="timed frames per detector and round")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     apply_basicsr_shim()
+    if args.detection_only:
+        summary = {"detection": detection_benchmark(args)}
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        return 0
 
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, load {load_average()}")
     gfpgan_state = random_network_state("GFPGANv1Clean", {}, seed=0)
@@ -192,10 +206,137 @@ def main() -> int:
             "speedup_cpu": theirs_cpu / mine_cpu,
             "rounds_wall_s": {"official": results[f"{stage}_official"], "ours": results[f"{stage}_ours"]},
         }
+    if not args.skip_detection:
+        summary["detection"] = detection_benchmark(args)
     summary["load_average_end"] = load_average()
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return 0
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def cpu_flags() -> str:
+    """The vector extensions that matter for convolutions, from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # pragma: no cover - not Linux
+        return platform.processor() or platform.machine()
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512/amx"
+
+
+def _mediapipe_networks() -> dict[str, torch.nn.Module]:
+    """GraphNets of BlazeFace short/full and Face Mesh: from the installed mediapipe wheel,
+    else from the registry (downloaded once)."""
+    import importlib.util
+
+    from restorekit.faces.graphnet import GraphNet
+    from restorekit.models import load_aux_network
+    from restorekit.registry.tflite import tflite_to_state_dict
+
+    members = {
+        "blazeface_short_range": "modules/face_detection/face_detection_short_range.tflite",
+        "blazeface_full_range": "modules/face_detection/face_detection_full_range_sparse.tflite",
+        "face_mesh": "modules/face_landmark/face_landmark.tflite",
+    }
+    spec = importlib.util.find_spec("mediapipe")
+    root = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+    networks = {}
+    for name, member in members.items():
+        path = root / member if root else None
+        if path is not None and path.is_file():
+            networks[name] = GraphNet.from_state_dict(tflite_to_state_dict(path.read_bytes(), path.name))
+        else:
+            networks[name] = load_aux_network(name)
+    return networks
+
+
+def conv_flops(function) -> float:
+    """Convolution FLOPs (2 x multiply-adds) that ``function()`` runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        function()
+    return float(sum(v for k, v in counter.get_flop_counts().get("Global", {}).items() if "convolution" in str(k)))
+
+
+def detection_benchmark(args: argparse.Namespace) -> dict[str, object]:
+    """Seconds per 512x512 frame (the astronaut, one face) of each detector, best round;
+    the detectors run interleaved, frame by frame, so load swings hit them alike.
+
+    RetinaFace's random weights get their face logits lowered so that, like a trained
+    detector on this frame, it hands (next to) no boxes to NMS: the time is the network's."""
+    import importlib.util as iu
+
+    from skimage import data
+
+    from restorekit.device import plan_execution
+    from restorekit.faces import FaceDetector
+    from restorekit.faces.detect import DetectionSettings
+    from restorekit.faces.mediapipe import MediaPipeFaceDetector
+
+    spec = iu.spec_from_file_location("bench_upscale", ROOT / "bench" / "bench_upscale.py")
+    bench_upscale = iu.module_from_spec(spec)
+    spec.loader.exec_module(bench_upscale)
+    peaks = {name: bench_upscale.conv_peak(name, repeats=40) for name in ("fp32", "bf16")}
+    print(f"\nCPU flags: {cpu_flags()}")
+    print(f"conv peak (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+
+    image = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255.0
+    image_bgr = np.ascontiguousarray((image[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8))
+    retina = build_module("RetinaFace", {"network_name": "resnet50"})
+    retina.load_state_dict(random_network_state("RetinaFace", {"network_name": "resnet50"}, seed=2))
+    with torch.no_grad():  # random weights call hundreds of boxes faces; a real detector finds one
+        for head in retina.ClassHead:
+            head.conv1x1.weight.zero_()
+            head.conv1x1.bias.copy_(torch.tensor([10.0, -10.0]).repeat(head.conv1x1.out_channels // 2))
+    retina.eval()
+    networks = _mediapipe_networks()
+    auto = plan_execution("auto", "auto")
+    fp32 = plan_execution("cpu", "fp32")
+    settings = DetectionSettings(confidence=0.5)
+    def official() -> list:
+        with torch.no_grad():  # as FaceRestoreHelper.get_face_landmarks_5 calls it
+            return retina.detect_faces(image_bgr, 0.97)
+
+    detectors: dict[str, object] = {
+        "RetinaFace-R50, facexlib detect_faces (official, fp32)": official,
+        f"RetinaFace-R50, RestoreKit ({auto.describe()})": FaceDetector(retina, auto),
+        "BlazeFace short + Face Mesh, fp32": MediaPipeFaceDetector(networks["blazeface_short_range"], networks["face_mesh"], "short", fp32, settings),
+        "BlazeFace full + Face Mesh, fp32": MediaPipeFaceDetector(networks["blazeface_full_range"], networks["face_mesh"], "full", fp32, settings),
+        "BlazeFace short alone, fp32": MediaPipeFaceDetector(networks["blazeface_short_range"], None, "short", fp32, settings),
+    }
+    calls = {label: (d if not isinstance(d, (FaceDetector, MediaPipeFaceDetector)) else (lambda d=d: d(image))) for label, d in detectors.items()}
+    faces = {label: len(call()) for label, call in calls.items()}  # warm-up
+    flops = {label: conv_flops(call) for label, call in calls.items()}
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    with torch.inference_mode():
+        for _ in range(args.repeats):
+            rounds = {label: 0.0 for label in calls}
+            for _ in range(args.detection_frames):
+                for label, call in calls.items():
+                    start = time.perf_counter()
+                    call()
+                    rounds[label] += time.perf_counter() - start
+            for label in calls:
+                times[label].append(rounds[label] / args.detection_frames)
+            print(f"  detection round done  [load {load_average()}]")
+    reference = min(times[next(iter(calls))])
+    print(f"\ndetection per 512x512 frame (astronaut, 1 face), best of {args.repeats} x {args.detection_frames} frames:")
+    result: dict[str, object] = {"cpu_flags": cpu_flags(), "conv_peak_gflops": peaks, "frames": args.detection_frames}
+    for label in calls:
+        best = min(times[label])
+        peak = peaks["bf16"] if "bf16" in label else peaks["fp32"]
+        share = flops[label] / best / 1e9 / peak
+        print(
+            f"  {label:58s} {best * 1000:8.1f} ms  {1 / best:7.1f} frames/s  {reference / best:6.1f}x official  "
+            f"{flops[label] / 1e9:6.2f} GFLOP  {share * 100:5.1f}% of peak  ({faces[label]} face)"
+        )
+        result[label] = {"ms": best * 1000, "fps": 1 / best, "speedup_vs_official": reference / best, "gflop": flops[label] / 1e9, "share_of_peak": share, "faces": faces[label]}
+    return result
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from restorekit.progress import CancelCheck, ProgressCallback, Reporter
 logger = logging.getLogger(__name__)
 
 ZSSR_CHOICE = "zssr"
+ZSSR_KERNELS = ("bicubic", "auto")
+"""Zero-shot kernel choices: bicubic, or estimated per image with KernelGAN."""
 RESIZE_CHOICE = "resize"
 OUTPUT_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpeg", "WebP": "webp"}
 """Output format label -> :func:`restorekit.imageio.encode_image` format."""
@@ -171,6 +173,7 @@ class RestoreOptions:
     quality: int = 95
     face_fidelity: float = 0.5
     color_fix: str = "none"
+    zssr_kernel: str = "bicubic"
 
     def output_format(self) -> str:
         """The encoder's format name for ``out_format`` (``PNG``/``png``, ``JPEG``/``jpg``, ``WebP``)."""
@@ -234,6 +237,10 @@ def restore_settings(options: RestoreOptions) -> Any:
         changes: dict[str, Any] = {"precision": options.precision}
         if options.zssr_iterations:
             changes["iterations"] = int(options.zssr_iterations)
+        kernel = str(options.zssr_kernel or "bicubic").strip().lower()
+        if kernel not in ZSSR_KERNELS:
+            raise InvalidParameterError(f"Zero-shot kernel must be one of {', '.join(ZSSR_KERNELS)}, got {options.zssr_kernel!r}.")
+        changes["kernel"] = "auto" if kernel == "auto" else None
         zssr = ZSSRConfig(**changes)
     return RestoreSettings(
         model=model,

@@ -35,7 +35,7 @@ ENGINE = "engine"
 RESTORE_PARAMETERS = (
     "model", "strength", "size_mode", "outscale", "width", "height", "face_restore", "face_model",
     "face_strength", "face_select", "face_detector", "tile", "precision", "zssr_iterations",
-    "out_format", "quality",
+    "out_format", "quality", "zssr_kernel",
 )  # fmt: skip
 """The restore endpoints' parameters after the image(s), in order (as :class:`jobs.RestoreOptions`)."""
 
@@ -174,13 +174,14 @@ class RestoreKitApp:
         quality: int = 95,
         face_fidelity: float = 0.5,
         color_fix: str = "none",
+        zssr_kernel: str = "bicubic",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's injection idiom
     ) -> tuple[tuple[str, str], str, str]:
         """Restore one image: (before, after) for the slider, the output file, a report."""
         options = jobs.RestoreOptions(
             model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
-            face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix,
+            face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
         )  # fmt: skip
         if not image:
             raise gr.Error("Upload an image first.")
@@ -209,6 +210,7 @@ class RestoreKitApp:
         quality: int = 95,
         face_fidelity: float = 0.5,
         color_fix: str = "none",
+        zssr_kernel: str = "bicubic",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[tuple[str, str], str, list[tuple[str, str]], str | None, str]:
@@ -216,7 +218,7 @@ class RestoreKitApp:
         zip of all (the zip when more than one), and a report listing any failures."""
         options = jobs.RestoreOptions(
             model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
-            face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix,
+            face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
         )  # fmt: skip
         paths = [str(p) for p in (images or [])]
         if not paths:
@@ -403,6 +405,10 @@ class RestoreKitApp:
                             zssr_iterations = gr.Number(
                                 0, minimum=0, precision=0, label="Zero-shot iterations per stage (0 = default)", elem_id="zssr-iterations"
                             )
+                            zssr_kernel = gr.Radio(
+                                list(jobs.ZSSR_KERNELS), value="bicubic", elem_id="zssr-kernel",
+                                label="Zero-shot kernel: bicubic, or auto = estimate how the photo was downscaled (KernelGAN, slower)",
+                            )
                         with gr.Row():
                             run = gr.Button("Restore", variant="primary", elem_id="restore-button")
                             stop = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
@@ -497,7 +503,7 @@ class RestoreKitApp:
             # ---- events
             options = [
                 model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
-                face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix,
+                face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
             ]  # fmt: skip
             batch_event = run.click(
                 self.restore_batch, [files, *options], [slider, download, gallery, archive, status],

@@ -20,6 +20,8 @@ from .convert import (
 )
 
 SEED_MAX = 2**63 - 1
+ZSSR_KERNELS = ("bicubic", "auto")
+"""Zero-shot kernel choices: bicubic, or estimated per image with KernelGAN."""
 
 
 class DegradeImage(RestoreKitNode):
@@ -147,14 +149,23 @@ class ModelStrength(RestoreKitNode):
 
 class ZeroShotUpscale(RestoreKitNode):
     """Zero-shot super-resolution (ZSSR): a small network learned from the image itself; no
-    downloaded weights."""
+    downloaded weights. The downscaling kernel is bicubic or estimated per image (KernelGAN)."""
 
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("The upscaled images.",)
+    RETURN_TYPES = ("IMAGE", "IMAGE", "STRING")
+    RETURN_NAMES = ("image", "kernel", "notice")
+    OUTPUT_TOOLTIPS = (
+        "The upscaled images.",
+        "A picture of each image's estimated x2 kernel (kernel auto); black with bicubic.",
+        "What the guard did: empty when every network beat bicubic on its held-out strip.",
+    )
     FUNCTION = "upscale"
     CATEGORY = f"{CATEGORY}/upscale"
-    DESCRIPTION = "Upscales by training a network on the image alone (ZSSR, CVPR 2018): works offline, with no model files."
+    DESCRIPTION = (
+        "Upscales by training a network on the image alone (ZSSR, CVPR 2018): works offline, with no model "
+        "files. kernel 'auto' first estimates how the image was downscaled (KernelGAN, NeurIPS 2019), for photos "
+        "not made by an antialiased bicubic resize. A guard falls back to bicubic when the network does not "
+        "beat it on a held-out strip of the image."
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802 - ComfyUI's name
@@ -166,22 +177,35 @@ class ZeroShotUpscale(RestoreKitNode):
                 "seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 5.0, "tooltip": "Wall-clock budget for the whole job instead of iterations; 0 = use iterations."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip": "Same seed, same result (with iterations)."}),
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 training where it is fast, else fp32."}),
-            }
+            },
+            "optional": {
+                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image with KernelGAN (scales 2, 4 and 8; about 30-60 s more a CPU image)."}),
+                "guard": ("BOOLEAN", {"default": True, "tooltip": "Fall back to bicubic where the network does not beat it on a held-out strip of the image."}),
+            },
         }  # fmt: skip
 
-    def upscale(self, image: torch.Tensor, scale: float, iterations: int, seconds: float, seed: int, precision: str) -> tuple[torch.Tensor]:
-        from restorekit.zssr import ZSSRConfig, zssr_upscale
+    def upscale(
+        self, image: torch.Tensor, scale: float, iterations: int, seconds: float, seed: int, precision: str,
+        kernel: str = "bicubic", guard: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, str]:
+        from restorekit.zssr import ZSSRConfig, kernel_picture, zssr_upscale_with_report
 
+        if kernel not in ZSSR_KERNELS:
+            raise NodeInputError(f"kernel must be one of {', '.join(ZSSR_KERNELS)}, got {kernel!r}.")
         pixels, _ = image_to_pixels(image)
-        outputs = []
+        outputs, pictures, notices = [], [], []
         with engine_call():
             config = ZSSRConfig(
                 iterations=iterations, time_budget_s=seconds or None, seed=seed,
                 device=comfy.torch_device(), precision=precision,
+                kernel="auto" if kernel == "auto" else None, bicubic_fallback=bool(guard),
             )  # fmt: skip
             for index in range(pixels.shape[0]):  # one network per image
-                outputs.append(zssr_upscale(pixels[index : index + 1], scale, config, progress=engine_progress(), cancel=comfy.interrupted))
-        return (pixels_to_image(torch.cat(outputs)),)
+                result = zssr_upscale_with_report(pixels[index : index + 1], scale, config, progress=engine_progress(), cancel=comfy.interrupted)
+                outputs.append(result.output)
+                pictures.append(kernel_picture(result.kernels[0].kernel) if result.kernels else torch.zeros(1, 3, 256, 256))
+                notices.extend(f"image {index + 1}: {notice}" if pixels.shape[0] > 1 else notice for notice in result.notices)
+        return pixels_to_image(torch.cat(outputs)), pixels_to_image(torch.cat(pictures)), "\n".join(notices)
 
 
 class CompareImages(RestoreKitNode):

@@ -37,7 +37,8 @@ class ArchitectureSpec:
 
     Attributes:
         name: the registry's architecture name.
-        family: ``spandrel`` (loaded as a spandrel descriptor) or ``facexlib``.
+        family: ``spandrel`` (loaded as a spandrel descriptor), ``facexlib``, or
+            ``restorekit`` (built by the engine itself, e.g. the perceptual loss's VGG).
         spandrel_id: spandrel's ``architecture.id`` for this network, if any.
         template: hyperparameters -> ordered ``[(key, shape), ...]`` of every weight tensor.
         defaults: hyperparameter defaults, merged under the registry's values.
@@ -192,6 +193,13 @@ def build_bisenet(p: Mapping[str, Any]) -> nn.Module:
         return cls(num_class=int(p["num_class"]))
 
 
+def vgg_template(p: Mapping[str, Any]) -> StateTemplate:
+    """torchvision ``VGG`` (the perceptual loss's ImageNet VGG19): ``features.*``, ``classifier.*``."""
+    from .train.vgg import vgg_template as template
+
+    return template(str(p["vgg_type"]), int(p["num_classes"]))
+
+
 GRAPH_SIGNATURES: dict[str, Callable[[Mapping[str, Any]], tuple[list[int], list[list[int]]]]] = {
     "BlazeFace": lambda p: (
         [1, *[int(p["input_size"])] * 2, 3],
@@ -326,6 +334,13 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             spandrel_id=None,
             template=_module_template(build_bisenet),
             defaults={"num_class": 19},
+        ),
+        ArchitectureSpec(
+            name="VGG",
+            family="restorekit",
+            spandrel_id=None,
+            template=vgg_template,
+            defaults={"vgg_type": "vgg19", "num_classes": 1000},
         ),
     )
 }

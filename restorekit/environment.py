@@ -76,3 +76,10 @@ def max_pixels() -> int | None:
     except ValueError as exc:
         raise InvalidParameterError(f"RESTOREKIT_MAX_PIXELS={raw!r} is not a number of pixels.") from exc
     return max(value, 1)
+
+
+def use_private_home(path: Path) -> None:
+    """Make ``path`` this process's model home with the network off (a cluster worker's
+    private home, filled from the driver's shipped models; inherited settings lose)."""
+    os.environ["RESTOREKIT_HOME"] = str(path)
+    os.environ["RESTOREKIT_OFFLINE"] = "1"

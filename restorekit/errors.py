@@ -61,3 +61,7 @@ class CancelledError(RestoreKitError):
 
     def __init__(self, message: str = "Cancelled by the user.") -> None:
         super().__init__(message)
+
+
+class ClusterError(RestoreKitError):
+    """Ray is missing, the cluster cannot be reached, or its workers cannot run the job."""

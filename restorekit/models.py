@@ -174,6 +174,7 @@ _KINDS = {
     "face_restore": "a face restoration model",
     "face_detect": "a face detector",
     "face_parse": "a face parser",
+    "perceptual": "a perceptual-loss network",
     "face_landmark": "a face landmark model",
 }
 
@@ -198,9 +199,10 @@ def _load_descriptor_uncached(path: Path, entry: ModelEntry | None) -> Any:
     if entry is not None:
         spec = get_architecture(entry.architecture)
         if spec.family != "spandrel":
+            where = "the training losses" if entry.purpose == "perceptual" else "the face pipeline"
             raise ModelIncompatibleError(
-                f"{entry.name} is a {entry.purpose.replace('_', ' ')} network used inside the face "
-                "pipeline, not an image model; choose an upscale or face restoration model."
+                f"{entry.name} is a {entry.purpose.replace('_', ' ')} network used inside {where}, "
+                "not an image model; choose an upscale or face restoration model."
             )
         if spec.spandrel_id in EXTRA_SPANDREL_IDS:
             from .faces.restore import codeformer_missing_error, install_extra_arches

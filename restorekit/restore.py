@@ -7,7 +7,8 @@ the same thing everywhere:
 1. the *base* step brings the image to the output size with one of the methods in
    :data:`BASE_METHODS`: a spandrel model through the tiled upscale engine (optionally a
    registry pair blended by denoise or sharpness strength), zero-shot SR (``zssr``, no
-   weights), or a high-quality resize (``resize``);
+   weights), or a high-quality resize (``resize``: Lanczos; ``bicubic``: the face pipeline's
+   antialiased bicubic background, which ``restorekit faces`` uses without ``--bg-model``);
 2. if a face model is given, faces are detected in the input, restored, and pasted onto the
    base result (which serves as the face pipeline's background).
 
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 ZSSR = "zssr"
 RESIZE = "resize"
+BICUBIC = "bicubic"
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ class RestoreSettings:
 
     @property
     def method(self) -> str:
-        """``model``, ``zssr`` or ``resize``."""
-        if isinstance(self.model, str) and self.model.strip().lower() in (ZSSR, RESIZE):
+        """``model``, ``zssr``, ``resize`` or ``bicubic``."""
+        if isinstance(self.model, str) and self.model.strip().lower() in (ZSSR, RESIZE, BICUBIC):
             return self.model.strip().lower()
         return "model"
 
@@ -202,11 +204,28 @@ def _resize_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseSte
     return run, "Lanczos resize"
 
 
+def _bicubic_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep, str]:
+    from .faces.background import resize, scaled_size
+
+    def run(pixels: torch.Tensor, alpha: torch.Tensor | None, step: Reporter) -> tuple[torch.Tensor, torch.Tensor | None]:
+        height, width = pixels.shape[-2:]
+        if settings.width is None and settings.height is None:
+            size = scaled_size(height, width, float(settings.outscale or 1.0))
+        else:
+            size = _output_size(settings, height, width, 1.0)
+        step.check()
+        out_alpha = None if alpha is None else resize(alpha.float(), size)
+        return resize(pixels.float(), size), out_alpha
+
+    return run, "bicubic resize"
+
+
 def _zssr_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep, str]:
     from .upscale import resize
-    from .zssr import ZSSRConfig, zssr_upscale
+    from .zssr import ZSSRConfig, zssr_upscale_with_report
 
     config = settings.zssr or ZSSRConfig(device=settings.device, precision=settings.precision)
+    notices: list[str] = []  # the guard's fallbacks of the last run, for RestoreResult.notices
 
     def run(pixels: torch.Tensor, alpha: torch.Tensor | None, step: Reporter) -> tuple[torch.Tensor, torch.Tensor | None]:
         height, width = pixels.shape[-2:]
@@ -216,19 +235,24 @@ def _zssr_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep,
             raise InvalidParameterError(
                 f"Zero-shot SR only enlarges: the output {size[1]}x{size[0]} is not larger than the input {width}x{height}."
             )
-        out = zssr_upscale(pixels.float(), scale, config, progress=step.progress, cancel=step.cancel)
+        result = zssr_upscale_with_report(pixels.float(), scale, config, progress=step.progress, cancel=step.cancel)
+        notices[:] = result.notices
+        out = result.output
         if tuple(out.shape[-2:]) != size:
             out = resize(out, size)
         out_alpha = None if alpha is None else resize(alpha.float(), size)
         return out, out_alpha
 
-    return run, f"zero-shot SR ({config.iterations} iterations a stage, no weights)"
+    run.notices = notices  # type: ignore[attr-defined]
+    kernel = ", kernel estimated per image (KernelGAN)" if config.estimates_kernel else ""
+    return run, f"zero-shot SR ({config.iterations} iterations a stage{kernel}, no weights)"
 
 
 BASE_METHODS: dict[str, Callable[[RestoreSettings, Reporter], tuple[BaseStep, str]]] = {
     "model": _model_base,
     ZSSR: _zssr_base,
     RESIZE: _resize_base,
+    BICUBIC: _bicubic_base,
 }
 """Base method name -> builder of ``(base step, description)``."""
 
@@ -290,7 +314,7 @@ class Restorer:
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """``(height, width)`` of the result for an input of ``height`` x ``width``, known
         before running (front ends check it against their limits)."""
-        default_scale = {"model": float(self.upscaler.scale) if self.upscaler is not None else 1.0, ZSSR: 2.0, RESIZE: 1.0}
+        default_scale = {"model": float(self.upscaler.scale) if self.upscaler is not None else 1.0, ZSSR: 2.0, RESIZE: 1.0, BICUBIC: 1.0}
         return _output_size(self.settings, height, width, default_scale[self.settings.method])
 
     def run(
@@ -317,6 +341,7 @@ class Restorer:
 
             base = color_fix(base, pixels.float(), self.settings.color_fix)
         notices = list(self.notices)
+        notices.extend(n for n in getattr(self._base, "notices", ()) if n not in notices)
         faces = None
         if self.faces is not None:
             gray = pixels.shape[1] == 1

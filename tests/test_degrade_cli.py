@@ -103,11 +103,19 @@ def test_inputs_are_never_overwritten(photo_folder: Path, capsys) -> None:
     assert (photo_folder / "astronaut.png").read_bytes() == before
 
 
-def test_existing_outputs_need_overwrite(photo_folder: Path, tmp_path: Path, capsys) -> None:
+def test_existing_outputs_are_skipped_unless_overwrite(photo_folder: Path, tmp_path: Path, capsys) -> None:
+    """The file runner's one skip rule (as ``upscale``): a rerun skips inputs whose outputs
+    all exist and leaves them untouched; ``--overwrite`` redoes them."""
     args = ["degrade", str(photo_folder / "camera.png"), "-o", str(tmp_path / "o"), "--seed", "1", "-q"]
     assert main(args) == 0
-    assert main(args) == 1
-    assert "exists; pass --overwrite" in capsys.readouterr().err
+    before = (tmp_path / "o" / "camera.png").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "0 degraded, 1 skipped (output exists; --overwrite to redo)" in capsys.readouterr().out
+    assert (tmp_path / "o" / "camera.png").stat().st_mtime_ns == before
+    (tmp_path / "o" / "camera.json").unlink()  # an unfinished input is redone
+    assert main(args) == 0
+    assert "1 degraded" in capsys.readouterr().out and (tmp_path / "o" / "camera.json").is_file()
     assert main([*args, "--overwrite"]) == 0
 
 

@@ -28,8 +28,9 @@ import torch
 
 from restorekit.device import plan_execution
 from restorekit.errors import ModelIncompatibleError
+from restorekit.faces import FaceOptions, FacePipeline
 from restorekit.faces.align import alignment_matrix
-from restorekit.faces.detect import DetectionSettings
+from restorekit.faces.detect import DetectionSettings, FaceDetection
 from restorekit.faces.graphnet import GraphNet
 from restorekit.faces.mediapipe import (
     FACE_OVAL,
@@ -44,7 +45,7 @@ from restorekit.faces.mediapipe import (
 )
 from restorekit.registry.tflite import read_tflite, tflite_to_state_dict
 
-from faces_common import astronaut_landmarks, image_tensor
+from faces_common import astronaut_landmarks, image_tensor, install_models, small_gfpgan_descriptor
 from mediapipe_cases import CASES
 
 GOLDEN = json.loads((Path(__file__).resolve().parent / "data" / "mediapipe_golden.json").read_text(encoding="utf-8"))
@@ -113,7 +114,7 @@ def test_tflite_reader_reads_the_graphs_and_refuses_other_bytes() -> None:
 
 
 def test_sparse_full_range_weights_are_densified() -> None:
-    """The full-range model stores its weights block-sparse behind DENSIFY ops; densified,
+    """The full-range model stores its weights sparse (CSR) behind DENSIFY ops; densified,
     they are plain dense tensors with zeros where the sparse format left them out."""
     graph = read_tflite(tflite_bytes("full"))
     densify = [op for op in graph.ops if op.kind == "DENSIFY"]
@@ -314,3 +315,108 @@ def test_registry_installs_blazeface_from_a_pinned_platform_wheel(
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     for ours, theirs in zip(net(x), network("short")(x), strict=True):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- whole pipeline
+
+
+def test_pipeline_on_the_astronaut_places_the_face_where_it_is() -> None:
+    """Detect (BlazeFace full range + mesh), align, restore with a random-weight GFPGAN, paste
+    back through the face-oval mask, on the real astronaut photo:
+
+    - the aligned crop holds the face where the alignment says: run again on the 512x512
+      crop, the detector finds the five points within 2 px of their aligned positions;
+    - it is the face's true place: the hand-placed landmarks land within 4 crop pixels
+      (1.3 input pixels at this face's 3x zoom) of where aligning on them would put them;
+    - the pasted face covers the face, and nothing outside its mask changes."""
+    image = case_image("astronaut")
+    pipeline = FacePipeline(
+        small_gfpgan_descriptor(), options=FaceOptions(parser="face_oval"), detector=detector("full"), device="cpu", precision="fp32"
+    )
+    result = pipeline.run(image)
+    assert result.face_count == 1
+    info = result.faces[0]
+    affine = info.affine
+    aligned = info.detection.landmarks @ affine[:, :2].T + affine[:, 2]
+    again = detector("full")(result.original_faces[:1], settings=ANY_FACE)
+    assert len(again) == 1
+    assert (again[0].landmarks - aligned).norm(dim=1).max() <= 2.0
+
+    hand = astronaut_landmarks()
+    truth = alignment_matrix(hand)
+    placed = (hand @ affine[:, :2].T + affine[:, 2]) - (hand @ truth[:, :2].T + truth[:, 2])
+    assert placed.norm(dim=1).max() <= 4.0
+
+    mask = result.face_mask[0, 0]
+    assert mask.max() == 1.0
+    for x, y in hand.round().long().tolist():
+        assert mask[y, x] > 0.99
+    changed = (result.image - image).abs().amax(dim=1)[0] > 0
+    assert changed.any() and not (changed & (mask == 0)).any()
+
+
+def _install_converted(home: Path, names: list[str]) -> None:
+    """Install the wheel's real models into a model home as a download would."""
+    from restorekit.registry.convert import save_state_dict
+    from restorekit.registry.download import target_path
+    from restorekit.registry.home import ModelHome
+    from restorekit.registry.schema import load_registry
+
+    kinds = {"blazeface_short_range": "short", "blazeface_full_range": "full", "face_mesh": "mesh"}
+    for name in names:
+        target = target_path(load_registry().get(name), ModelHome(root=home.resolve()))
+        save_state_dict(tflite_to_state_dict(tflite_bytes(kinds[name])), target)
+
+
+def test_auto_detector_is_blazeface_until_retinaface_is_installed(isolated_home: Path, tmp_path: Path) -> None:
+    from restorekit.faces.pipeline import detector_name, face_network_names
+
+    assert detector_name("auto") == "blazeface_full_range"
+    assert face_network_names(FaceOptions()) == ["blazeface_full_range", "face_mesh", "parsing_parsenet"]
+    assert face_network_names(FaceOptions(parser="face_oval", detector="blazeface_short_range")) == ["blazeface_short_range", "face_mesh"]
+    assert face_network_names(FaceOptions(detector="detection_Resnet50_Final", parser="ellipse")) == ["detection_Resnet50_Final"]
+    _install_converted(isolated_home, ["blazeface_full_range", "face_mesh"])
+    pipeline = FacePipeline(lambda faces: faces, options=FaceOptions(parser="ellipse"), device="cpu", precision="fp32")
+    assert isinstance(pipeline.detector, MediaPipeFaceDetector) and pipeline.detector.variant == "full"
+    assert pipeline.run(case_image("astronaut")).face_count == 1
+    install_models(isolated_home, tmp_path / "cache", ["detection_Resnet50_Final"])
+    assert detector_name("auto") == "detection_Resnet50_Final"
+    assert face_network_names(FaceOptions(parser="face_oval")) == ["detection_Resnet50_Final", "face_mesh"]
+
+
+def test_face_oval_for_faces_without_a_mesh(isolated_home: Path) -> None:
+    """Faces from another detector (here: given by hand) get their oval from Face Mesh run
+    on the aligned crop."""
+    _install_converted(isolated_home, ["face_mesh"])
+    pipeline = FacePipeline(
+        lambda faces: 1 - faces, options=FaceOptions(parser="face_oval"), device="cpu", precision="fp32", download=False
+    )  # only the mesh is installed: nothing else may be loaded or downloaded
+    hand = astronaut_landmarks()
+    image = case_image("astronaut")
+    result = pipeline.run(image, detections=[[FaceDetection.from_landmarks(hand)]])
+    mask = result.face_mask[0, 0]
+    for x, y in hand.round().long().tolist():
+        assert mask[y, x] > 0.99
+    ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
+    # the oval spans the face: about cheek to cheek and brow to chin, not the whole crop
+    assert 70 < float(xs.max() - xs.min()) < 130 and 90 < float(ys.max() - ys.min()) < 150
+    changed = (result.image - image).abs().amax(dim=1)[0] > 0
+    assert not (changed & (mask == 0)).any()
+
+
+def test_refine_tracks_a_face_with_the_mesh_alone() -> None:
+    """Between detections, Face Mesh follows the face from its previous mesh: on the same
+    frame it reproduces the five points within 1.5 px (the mesh's ROI is now its own, not the
+    detector's, which moves the mesh by up to 1.3 px); on a frame panned by (6, -4) px, they
+    move by (6, -4) within 0.5 px; on a frame without the face it reports the face gone."""
+    image = case_image("astronaut")
+    face = detector("short")(image)[0]
+    same = detector("short").refine(image, face)
+    assert same is not None and same.score > 0.9
+    assert (same.landmarks - face.landmarks).norm(dim=1).max() < 1.5
+    panned = torch.roll(image, shifts=(-4, 6), dims=(2, 3))
+    moved = detector("short").refine(panned, face)
+    assert moved is not None
+    shift = moved.landmarks - same.landmarks
+    torch.testing.assert_close(shift.mean(0), torch.tensor([6.0, -4.0], dtype=torch.float64), atol=0.5, rtol=0)
+    assert detector("short").refine(torch.full_like(image, 0.5), face) is None

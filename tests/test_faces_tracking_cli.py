@@ -1,5 +1,4 @@
-"""Face tracks from the command line: ``restorekit faces --track`` over a folder of frames,
-``restorekit video --face-restore`` (tracks on by default) with smoothing, blending and
+"""Face tracks from the command line: ``restorekit video --face-restore`` (tracks on by default) with smoothing, blending and
 colour fix options. Random-weight registry models in an isolated home (strength 0 keeps the
 face model's forward out of it; the tracking and paste-back paths run)."""
 
@@ -7,9 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from restorekit.cli import build_parser, main
 from restorekit.cli.video import build_processor
@@ -31,22 +28,6 @@ def home(isolated_home: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
     install_models(isolated_home, model_cache, ["GFPGANv1.4", "detection_mobilenet0.25_Final"])
     return isolated_home
-
-
-@pytest.mark.slow
-def test_faces_track_over_a_folder_of_frames(home: Path, astronaut: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    small = astronaut[::4, ::4]
-    for t in range(4):
-        Image.fromarray(np.roll(small, t, axis=1)).save(frames / f"frame_{t:03d}.png")
-    out = tmp_path / "out"
-    args = ["faces", str(frames), "-o", str(out), "--track", "--face-confidence", "0.3", "--face-select", "largest"]
-    assert main([*args, "--face-strength", "0", "--face-blend", "0.5", "--face-color-fix", "wavelet", *FAST[:-1]]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 4 and sorted(p.name for p in out.iterdir()) == [f"frame_{t:03d}.png" for t in range(4)]
-    tracks = {line.rsplit("track ", 1)[-1].rstrip(")") for line in printed if "track" in line}
-    assert len(tracks) <= 1  # one chosen track all along (if the random detector found any)
 
 
 def test_video_tracking_options_reach_the_engine(home: Path, tmp_path: Path) -> None:

@@ -216,10 +216,12 @@ def test_zero_shot_node_matches_the_engine(coffee: np.ndarray) -> None:
     from restorekit.zssr import ZSSRConfig, zssr_upscale
 
     image = torch.from_numpy(coffee[200:232, 300:340].astype(np.float32) / 255.0)[None]
-    (out,) = ZeroShotUpscale().upscale(image, 2.0, 20, 0.0, 3, "fp32")
+    out, kernel, notice = ZeroShotUpscale().upscale(image, 2.0, 20, 0.0, 3, "fp32")
     reference = zssr_upscale(image.permute(0, 3, 1, 2), 2.0, ZSSRConfig(iterations=20, seed=3, precision="fp32"))
     assert out.shape == (1, 64, 80, 3)
     assert torch.allclose(out, reference.permute(0, 2, 3, 1), atol=1e-6)
+    assert kernel.shape == (1, 256, 256, 3) and float(kernel.max()) == 0.0  # bicubic: no estimated kernel
+    assert isinstance(notice, str)
 
 
 def test_engine_errors_reach_the_node_as_clear_messages(shared_weights: Path) -> None:

@@ -37,10 +37,12 @@ OFFICIAL = {
     "detection_mobilenet0.25_Final": ("2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220", 1789735),
     "parsing_parsenet": ("3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2", 85331193),
     "parsing_bisenet": ("468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567", 53289463),
+    "vgg19": ("dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", 574673361),
 }
 SVM_WHEEL = "41bcd2ad4971842deb63320561281a5b426ed23120f8d30e554b9232ebf04402"
 MEDIAPIPE_WHEEL = "a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4"
 PYPI_WHEELS = {SVM_WHEEL: "ncnn", MEDIAPIPE_WHEEL: "tflite"}
+"""The pinned wheels and the format of the models inside them."""
 
 
 def test_every_issue_model_is_in_the_registry() -> None:
@@ -58,7 +60,7 @@ def test_entry_is_well_formed(entry) -> None:  # type: ignore[no-untyped-def]
         assert re.fullmatch(r"[0-9a-f]{64}", source.sha256)
         if source.kind == "url":
             assert source.url.startswith(
-                ("https://github.com/xinntao/", "https://github.com/TencentARC/", "https://github.com/sczhou/CodeFormer/")
+                ("https://github.com/xinntao/", "https://github.com/TencentARC/", "https://download.pytorch.org/models/", "https://github.com/sczhou/CodeFormer/")
             ), "url sources are the official release assets"
         if source.kind == "hf" and source.revision:
             assert re.fullmatch(r"[0-9a-f]{40}", source.revision)
@@ -88,6 +90,16 @@ def _one_entry_per_layout() -> list:  # type: ignore[type-arg]
 @pytest.mark.parametrize("entry", _one_entry_per_layout(), ids=lambda e: e.name)
 def test_architecture_is_detected_by_its_loader(entry) -> None:  # type: ignore[no-untyped-def]
     """Weights with the registry's layout load as the registry's architecture and scale."""
+    if entry.architecture == "VGG":  # 143 M parameters: check the layout without materialising it
+        spec = get_architecture("VGG")
+        template = spec.template(spec.params(entry.params))
+        check_state_dict("VGG", entry.params, {k: torch.empty(s, device="meta") for k, s in template})
+        import torchvision
+
+        with torch.device("meta"):
+            reference = torchvision.models.vgg19(weights=None).state_dict()
+        assert [(k, tuple(v.shape)) for k, v in reference.items()] == template, "torchvision's own layout"
+        return
     if entry.architecture in ("RRDBNet",) and entry.params["num_block"] > 6:
         params = {**entry.params, "num_block": 2}  # spandrel detects block counts: keep it small
         state = random_state_dict(entry.architecture, params)

@@ -227,7 +227,10 @@ def test_zssr_beats_bicubic_on_real_photos(request: pytest.FixtureRequest, name:
     assert gain > 0.5, f"{name}: ZSSR gains only {gain:.2f} dB over bicubic"
     assert gain_over_projection > 0.05, f"{name}: ZSSR adds only {gain_over_projection:.2f} dB to back-projection"
     stage = result.stages[0]
-    assert stage.reconstruction_psnr > stage.bicubic_reconstruction_psnr + 1.0
+    # The guard's check runs on a strip held out of the full-size training crops: smaller
+    # gains than on pixels trained on (measured +0.5 to +0.9 dB here), but still positive.
+    assert stage.held_out and stage.network_used
+    assert stage.reconstruction_psnr > stage.bicubic_reconstruction_psnr + 0.3
 
 
 def test_network_alone_beats_bicubic(coffee: np.ndarray) -> None:

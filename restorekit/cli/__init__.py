@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from .. import __version__
 from .common import add_common_options, run_guarded, setup_logging, tune_process_memory
 
-COMMANDS: tuple[str, ...] = ("demo", "upscale", "faces", "video", "degrade", "interpolate", "zssr", "models", "run", "app")
+COMMANDS: tuple[str, ...] = ("demo", "upscale", "faces", "video", "degrade", "interpolate", "zssr", "kernel", "models", "run", "app")
 """Command modules under ``restorekit.cli``, in help order."""
 
 

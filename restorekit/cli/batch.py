@@ -1,10 +1,13 @@
-"""Batch plumbing for commands that turn image files into image files.
+"""The CLI's one file runner: every command that turns image files into files uses it.
 
-:func:`collect_jobs` expands INPUT files and folders (recursively, keeping the folder
-structure under the output folder) into input/output pairs; :func:`run_image_batch` reads
-each image, runs a job on it, writes the result atomically, goes on past bad files, shows
-one progress bar (input megapixels, with an ETA) and prints a summary with every failure and
-its reason. Any image command (upscale, face restore, degrade...) can reuse both.
+:func:`collect_jobs` expands INPUT files and folders (folders recursively, keeping their
+structure under the output folder) into :class:`~restorekit.batch.BatchJob` s; the skip rule
+(:func:`split_done`) leaves out jobs whose outputs all exist unless ``--overwrite``;
+:func:`run_file_batch` hands the rest to a backend (this process, or a Ray cluster with
+``--cluster``), shows one progress bar (input megapixels, with an ETA), goes on past bad
+files and prints a summary with every failure and its reason. ``upscale``, ``faces`` and
+``degrade`` all run through it; what they do to one file is a
+:class:`~restorekit.batch.FileWork`.
 """
 
 from __future__ import annotations
@@ -18,30 +21,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CancelledError, InvalidParameterError, RestoreKitError
+from ..batch import Backend, BatchJob, FileWork, JobOutcome, LocalBackend
+from ..errors import InvalidParameterError, RestoreKitError
 from ..imageio import (
     FORMAT_EXTENSIONS,
     IMAGE_EXTENSIONS,
-    DecodedImage,
     normalize_format,
-    read_image,
     read_image_size,
-    write_image,
 )
-from ..progress import CancelCheck, ProgressCallback
+from ..progress import CancelCheck
 
-ImageJob = Callable[[DecodedImage, ProgressCallback, CancelCheck], DecodedImage]
-"""``job(image, progress, cancel) -> image``: the work done on one decoded image."""
+__all__ = [
+    "BatchJob",
+    "BatchReport",
+    "add_cluster_arguments",
+    "add_output_arguments",
+    "backend_from_args",
+    "collect_jobs",
+    "print_summary",
+    "run_file_batch",
+    "split_done",
+]
+
+Placement = Callable[[Path], tuple[Path, ...]]
+"""``place(relative) -> (target, *extra)``: every output of the input whose output name,
+relative to the output folder, is ``relative`` (e.g. ``sub/photo_x4.png``)."""
 
 WRITABLE_FORMATS = ("png", "jpeg", "webp", "bmp", "tiff")
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    """One input file and where its result goes."""
-
-    source: Path
-    target: Path
 
 
 @dataclass
@@ -51,7 +57,9 @@ class BatchReport:
     done: list[BatchJob] = field(default_factory=list)
     skipped: list[BatchJob] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    outcomes: dict[BatchJob, JobOutcome] = field(default_factory=dict)
     seconds: float = 0.0
+    backend: str = "local"
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,14 +100,21 @@ def collect_jobs(
     *,
     fmt: str | None = None,
     suffix: str = "",
+    place: Placement | None = None,
+    file_output: bool = True,
+    number_collisions: bool = False,
 ) -> tuple[list[BatchJob], list[tuple[Path, str]]]:
-    """Input/output pairs for files and folders, plus inputs that cannot be used and why.
+    """Jobs for files and folders, plus inputs that cannot be used and why.
 
     A folder's images are found recursively; each one's output keeps its path relative to
-    that folder. A single file whose OUT has an image extension is written to OUT itself.
-    Two inputs that would write the same output, or an output that is an input, are errors.
+    that folder. A single file whose OUT has an image extension is written to OUT itself
+    (unless ``file_output`` is False: OUT is always a folder). ``place`` maps an output name
+    to all of a job's outputs (default: the name inside OUT). Two inputs that would write the
+    same output are an error, or with ``number_collisions`` the later one is named
+    ``<name>_2``, ``<name>_3``...; an output that is an input is always an error.
     """
     out = Path(output)
+    place = place or (lambda relative: (out / relative,))
     problems: list[tuple[Path, str]] = []
     sources: list[tuple[Path, Path]] = []  # (file, path relative to the output folder)
     for raw in inputs:
@@ -113,31 +128,54 @@ def collect_jobs(
             sources.append((path, Path(path.name)))
         else:
             problems.append((path, "does not exist"))
-    single_file = len(inputs) == 1 and len(sources) == 1 and Path(inputs[0]).is_file()
+    single_file = file_output and len(inputs) == 1 and len(sources) == 1 and Path(inputs[0]).is_file()
+    planned: list[tuple[Path, Path | None, Path]] = []  # (source, fixed target or None, name)
     if single_file and out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
-        targets = [(sources[0][0], out)]
+        planned.append((sources[0][0], out, Path(out.name)))
     else:
-        targets = []
         for source, relative in sources:
             ext = FORMAT_EXTENSIONS[_output_format(source, fmt)]
-            targets.append((source, out / relative.with_name(f"{relative.stem}{suffix}{ext}")))
+            planned.append((source, None, relative.with_name(f"{relative.stem}{suffix}{ext}")))
     input_files = {s.resolve() for s, _ in sources}
     jobs: list[BatchJob] = []
     claimed: dict[Path, Path] = {}
-    for source, target in targets:
-        resolved = target.resolve()
-        if resolved in input_files:
-            problems.append((source, f"its output {target} is an input file; choose another -o or a --suffix"))
-        elif resolved in claimed:
-            problems.append((source, f"its output {target} is also the output of {claimed[resolved]}; use --suffix or separate runs"))
+    for source, fixed, name in planned:
+        outputs = (fixed,) if fixed is not None else place(name)
+        counter = 1
+        while number_collisions and fixed is None and any(p.resolve() in claimed for p in outputs):
+            counter += 1
+            outputs = place(name.with_name(f"{name.stem}_{counter}{name.suffix}"))
+        resolved = [p.resolve() for p in outputs]
+        clash = next((p for p, r in zip(outputs, resolved, strict=True) if r in input_files), None)
+        taken = next((r for r in resolved if r in claimed), None)
+        if clash is not None:
+            problems.append(
+                (source, f"Refusing to overwrite the input: its output {clash} is an input file; choose another -o or a --suffix")
+            )
+        elif taken is not None:
+            problems.append((source, f"its output {taken} is also the output of {claimed[taken]}; use --suffix or separate runs"))
         else:
-            claimed[resolved] = source
-            jobs.append(BatchJob(source, target))
+            claimed.update(dict.fromkeys(resolved, source))
+            jobs.append(BatchJob(source, outputs[0], len(jobs), tuple(outputs[1:])))
     return jobs, problems
 
 
+def split_done(jobs: Sequence[BatchJob], *, overwrite: bool) -> tuple[list[BatchJob], list[BatchJob]]:
+    """The skip rule: ``(to do, skipped)``; a job is skipped when every one of its outputs
+    exists, unless ``overwrite``. Interrupted runs write nothing partial (outputs are
+    atomic), so running the same command again finishes exactly the missing work."""
+    if overwrite:
+        return list(jobs), []
+    todo: list[BatchJob] = []
+    skipped: list[BatchJob] = []
+    for job in jobs:
+        (skipped if all(p.exists() for p in job.outputs) else todo).append(job)
+    return todo, skipped
+
+
 class _PixelBar:
-    """One tqdm bar over all input megapixels; ``advance(fraction)`` within the current file."""
+    """One tqdm bar over all input megapixels (throughput and ETA in Mpx), with the files done
+    and the file at work; ``progress`` moves it within the current file (local runs)."""
 
     def __init__(self, jobs: Sequence[BatchJob], *, disable: bool) -> None:
         self.sizes: dict[Path, float] = {}
@@ -155,6 +193,8 @@ class _PixelBar:
             self.bar = tqdm(total=total, unit="Mpx", dynamic_ncols=True, file=sys.stderr)
         self.base = 0.0
         self.current = 0.0
+        self.count = len(jobs)
+        self.finished = 0
 
     def start(self, job: BatchJob, index: int, count: int) -> None:
         self.current = self.sizes.get(job.source, 0.0)
@@ -167,10 +207,12 @@ class _PixelBar:
             self.bar.set_postfix_str(message.split(": ", 1)[-1], refresh=False)
             self.bar.refresh()
 
-    def finish(self) -> None:
-        self.base += self.current
+    def finish(self, job: BatchJob) -> None:
+        self.base += self.sizes.get(job.source, 0.0)
+        self.finished += 1
         if self.bar is not None:
             self.bar.n = round(self.base, 3)
+            self.bar.set_postfix_str(f"{self.finished}/{self.count} files", refresh=False)
             self.bar.refresh()
 
     def close(self) -> None:
@@ -178,66 +220,137 @@ class _PixelBar:
             self.bar.close()
 
 
-def run_image_batch(
+class _Tracker:
+    """The runner's side of :class:`~restorekit.batch.BatchEvents`: report, bar, notices."""
+
+    def __init__(self, report: BatchReport, bar: _PixelBar, count: int, work: FileWork, quiet: bool) -> None:
+        self.report = report
+        self.bar = bar
+        self.count = count
+        self.started_count = 0
+        self.shared_notices = set(getattr(work, "notices", []))
+        self.quiet = quiet
+
+    def started(self, job: BatchJob) -> None:
+        self.started_count += 1
+        self.bar.start(job, self.started_count, self.count)
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        self.bar.progress(done, total, message)
+
+    def finished(self, job: BatchJob, outcome: JobOutcome) -> None:
+        self.report.done.append(job)
+        self.report.outcomes[job] = outcome
+        for notice in outcome.notices:
+            if notice not in self.shared_notices:
+                print(f"restorekit: note: {job.source.name}: {notice}", file=sys.stderr)
+        self.bar.finish(job)
+
+    def failed(self, job: BatchJob, reason: str) -> None:
+        self.report.failed.append((job.source, reason))
+        self.bar.finish(job)
+
+
+def run_file_batch(
     args: argparse.Namespace,
-    job: ImageJob,
+    work: FileWork,
     *,
     cancel: CancelCheck,
     describe: str = "processed",
+    jobs: tuple[list[BatchJob], list[tuple[Path, str]]] | None = None,
+    summary: bool = True,
 ) -> BatchReport:
-    """Run ``job`` over ``args.inputs`` into ``args.output`` (see :func:`add_output_arguments`)."""
-    if not 1 <= int(args.quality) <= 100:
-        raise InvalidParameterError(f"--quality must be 1..100, got {args.quality}.")
+    """Run prepared ``work`` over ``args.inputs`` into ``args.output`` (see
+    :func:`add_output_arguments`) on the backend ``args`` asks for (:func:`backend_from_args`).
+
+    ``jobs`` replaces :func:`collect_jobs`' list (commands with their own output layout).
+    Per-file failures are collected in the report; a cancel propagates."""
+    quality = getattr(args, "quality", 95)
+    if not 1 <= int(quality) <= 100:
+        raise InvalidParameterError(f"--quality must be 1..100, got {quality}.")
     started = time.perf_counter()
-    jobs, problems = collect_jobs(args.inputs, args.output, fmt=args.format, suffix=args.suffix)
-    report = BatchReport(failed=list(problems))
-    pending = []
-    for item in jobs:
-        if item.target.exists() and not args.overwrite:
-            report.skipped.append(item)
-        else:
-            pending.append(item)
+    if jobs is None:
+        jobs = collect_jobs(args.inputs, args.output, fmt=getattr(args, "format", None), suffix=getattr(args, "suffix", ""))
+    all_jobs, problems = jobs
+    pending, skipped = split_done(all_jobs, overwrite=bool(getattr(args, "overwrite", False)))
+    report = BatchReport(skipped=skipped, failed=list(problems))
     quiet = bool(getattr(args, "quiet", False))
-    bar = _PixelBar(pending, disable=quiet or not sys.stderr.isatty())
+    backend = backend_from_args(args)
+    report.backend = backend.name
+    bar = _PixelBar(pending, disable=quiet or (not sys.stderr.isatty() and not getattr(args, "progress", False)))
     try:
-        for index, item in enumerate(pending, start=1):
-            bar.start(item, index, len(pending))
-            try:
-                image = read_image(item.source)
-                result = job(image, bar.progress, cancel)
-                write_image(
-                    result,
-                    item.target,
-                    fmt=args.format,  # else from the extension collect_jobs chose
-                    quality=args.quality,
-                    overwrite=True,
-                )
-            except CancelledError:
-                raise
-            except RestoreKitError as exc:
-                report.failed.append((item.source, str(exc)))
-            except (OSError, ValueError) as exc:  # decoder or disk errors on this one file
-                report.failed.append((item.source, f"{type(exc).__name__}: {exc}"))
-            else:
-                report.done.append(item)
-            bar.finish()
+        if pending:
+            backend.run(work, pending, _Tracker(report, bar, len(pending), work, quiet), cancel)
     finally:
         bar.close()
         report.seconds = time.perf_counter() - started
-    print_summary(report, describe=describe, quiet=quiet)
+    order = {job: job.index for job in all_jobs}
+    report.done.sort(key=lambda job: order.get(job, 0))
+    if summary:
+        print_summary(report, describe=describe, quiet=quiet)
     return report
+
+
+# --------------------------------------------------------------------------- cluster options
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cluster`` and its options: run the jobs on a Ray cluster (``restorekit[cluster]``)."""
+    group = parser.add_argument_group("many machines (Ray; pip install 'restorekit[cluster]')")
+    group.add_argument(
+        "--cluster",
+        metavar="ray[://HOST:PORT]|HOST:PORT|auto",
+        help="run on a Ray cluster: 'auto' (the cluster this machine belongs to, or RAY_ADDRESS), "
+        "HOST:PORT (the head's GCS address), ray://HOST:PORT (Ray Client), or 'ray' (RAY_ADDRESS "
+        "or a Ray instance on this machine only)",
+    )
+    group.add_argument(
+        "--cluster-no-shared-fs",
+        action="store_true",
+        help="the workers cannot see INPUT and OUT: send inputs to them and results back to this machine",
+    )
+    group.add_argument(
+        "--cluster-workers", type=int, default=None, metavar="N", help="worker processes, each with one loaded model (default: one per node)"
+    )
+    group.add_argument(
+        "--cluster-cpus", type=int, default=None, metavar="C", help="CPUs per worker (default: a whole node's CPUs)"
+    )
+
+
+def backend_from_args(args: argparse.Namespace) -> Backend:
+    """The backend ``--cluster`` asks for (this process when absent)."""
+    address = getattr(args, "cluster", None)
+    if not address:
+        return LocalBackend()
+    from ..cluster import ClusterOptions, RayBackend
+
+    return RayBackend(
+        ClusterOptions(
+            address=address,
+            shared_fs=not getattr(args, "cluster_no_shared_fs", False),
+            workers=getattr(args, "cluster_workers", None),
+            cpus_per_worker=getattr(args, "cluster_cpus", None),
+        )
+    )
+
 
 
 def print_summary(report: BatchReport, *, describe: str, quiet: bool = False) -> None:
     """Outputs written, skipped and failed; each failure with its reason on stderr."""
     if not quiet:
         for item in report.done:
-            print(f"{item.source} -> {item.target}")
+            outcome = report.outcomes.get(item)
+            note = f" ({outcome.note})" if outcome is not None and outcome.note else ""
+            print(f"{item.source} -> {item.target}{note}")
     parts = [f"{len(report.done)} {describe}"]
     if report.skipped:
         parts.append(f"{len(report.skipped)} skipped (output exists; --overwrite to redo)")
     if report.failed:
         parts.append(f"{len(report.failed)} failed")
-    print(f"{', '.join(parts)} in {report.seconds:.1f} s")
+    where = "" if report.backend == "local" else f" on {report.backend}"
+    print(f"{', '.join(parts)} in {report.seconds:.1f} s{where}")
     for source, reason in report.failed:
         print(f"restorekit: failed: {source}: {reason}", file=sys.stderr)
+    if report.failed:
+        count = len(report.failed)
+        print(f"restorekit: {count} input{'s' if count != 1 else ''} failed, {len(report.done)} written", file=sys.stderr)

@@ -8,6 +8,11 @@ Layout of the output folder:
   ``OUT/meta_info.txt`` (``hr/<name>.png, lr/<name>.png`` per line, the format of
   Real-ESRGAN's paired dataset with ``dataroot_gt`` = ``dataroot_lq`` = OUT);
 - always ``OUT/degrade_run.json``: the config, scale, seed and failures of the run.
+
+Inputs run through the CLI's one file runner (:mod:`restorekit.cli.batch`): folders are
+searched recursively and their structure is kept under OUT (``OUT/lr/sub/name.png``...), an
+input whose outputs all exist is skipped unless ``--overwrite``, and ``--cluster`` runs the
+images on Ray with identical results (image ``i`` always draws from stream ``i`` of the seed).
 """
 
 from __future__ import annotations
@@ -16,16 +21,17 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CancelledError, ImageWriteError, InvalidParameterError, RestoreKitError
+from ..batch import BatchJob, JobOutcome, read_source
+from ..errors import CancelledError, ImageWriteError, InvalidParameterError
 from ..files import atomic_write_text
-from ..imageio import IMAGE_EXTENSIONS, DecodedImage, read_image, write_image
-from ..progress import Reporter
-from .common import cancel_on_interrupt, progress_for
+from ..imageio import DecodedImage
+from ..outputs import OutputWriter
+from ..progress import CancelCheck, ProgressCallback
+from .batch import Placement, add_cluster_arguments, collect_jobs, print_summary, run_file_batch
+from .common import cancel_on_interrupt
 
 logger = logging.getLogger("restorekit.cli.degrade")
 
@@ -59,75 +65,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--crop", type=int, metavar="SIZE", help="cut a random SIZE x SIZE window from each input first (Real-ESRGAN uses 400)")
     parser.add_argument("--save-kernels", action="store_true", help="also write a picture of each image's blur kernels to kernels/")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--recursive", action="store_true", help="look for images in sub-folders of INPUT folders too")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--recursive", action="store_true", help=argparse.SUPPRESS)  # folders are always searched recursively now
+    parser.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs all exist (default: skip them)")
     parser.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     parser.add_argument("--list-fields", action="store_true", help="list every setting with its type and default, and exit")
     parser.add_argument("--show-config", action="store_true", help="print the resolved settings as JSON and exit")
+    add_cluster_arguments(parser)
     parser.set_defaults(handler=cmd_degrade)
     return parser
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class Job:
-    """One input image and where its outputs go."""
-
-    index: int
-    source: Path
-    name: str
-
-
-@dataclass
-class Failure:
-    source: str
-    reason: str
-
-
-@dataclass
-class RunState:
-    done: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def expand_inputs(inputs: Iterable[str], recursive: bool = False) -> tuple[list[Path], list[Failure]]:
-    """Files as given and the images inside folders (sorted); missing paths become failures."""
-    files: list[Path] = []
-    failures: list[Failure] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            pattern = path.rglob("*") if recursive else path.iterdir()
-            found = sorted(p for p in pattern if _is_image(p))
-            if not found:
-                failures.append(Failure(str(path), "folder contains no images (.png, .jpg, .webp, .bmp, .tif)"))
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            failures.append(Failure(str(path), "does not exist"))
-    return files, failures
-
-
-def assign_names(files: list[Path]) -> list[Job]:
-    """Output names from file stems, made unique with ``_2``, ``_3``... on collisions."""
-    jobs: list[Job] = []
-    used: set[str] = set()
-    for index, path in enumerate(files):
-        stem = path.stem or "image"
-        name, counter = stem, 1
-        while name.lower() in used:
-            counter += 1
-            name = f"{stem}_{counter}"
-        used.add(name.lower())
-        jobs.append(Job(index, path, name))
-    return jobs
 
 
 # --------------------------------------------------------------------------- config
@@ -189,69 +134,14 @@ def _flatten_alpha(image: DecodedImage) -> DecodedImage:
     return image.replace(pixels=pixels, alpha=None)
 
 
-def _check_target(path: Path, inputs: set[Path], overwrite: bool) -> None:
-    resolved = path.resolve()
-    if resolved in inputs:
-        raise ImageWriteError(f"Refusing to overwrite the input {path}; choose another output folder.")
-    if path.exists() and not overwrite:
-        raise ImageWriteError(f"{path} exists; pass --overwrite to replace it.")
-
-
-def _write_png(pixels: Any, path: Path, source: DecodedImage, bit_depth: int) -> None:
-    image = DecodedImage(
+def _png(pixels: Any, source: DecodedImage, bit_depth: int) -> DecodedImage:
+    return DecodedImage(
         pixels=pixels.detach().cpu().float(),
         bit_depth=bit_depth,
         was_gray=False,
         format="png",
         metadata={k: v for k, v in source.metadata.items() if k == "icc_profile"},
-        source=source.source,
     )
-    write_image(image, path, fmt="png", keep_gray=False)
-
-
-def _process(job: Job, args: argparse.Namespace, config: Any, seed: int, device: Any, out: Path, inputs: set[Path], reporter: Reporter) -> dict[str, Any]:
-    from ..degrade import degrade, kernels_image, make_pairs
-
-    image = _flatten_alpha(read_image(job.source))
-    pixels = image.pixels.to(device)
-    if args.pairs:
-        lr_path, hr_path = out / "lr" / f"{job.name}.png", out / "hr" / f"{job.name}.png"
-        json_path = out / "params" / f"{job.name}.json"
-        for path in (lr_path, hr_path, json_path):
-            _check_target(path, inputs, args.overwrite)
-        pair = make_pairs(pixels, config, scale=_pair_scale(args.scale), seed=seed, crop=args.crop, first_index=job.index, cancel=reporter.cancel)
-        _write_png(pair.hr[:1], hr_path, image, max(8, image.bit_depth if image.bit_depth != 32 else 16))
-        _write_png(pair.lr[:1], lr_path, image, 8)
-        params, kernels, lr_shape = pair.params[0], pair.kernels[0], pair.lr.shape
-        record = {"source": str(job.source), "hr": f"hr/{job.name}.png", "lr": f"lr/{job.name}.png"}
-    else:
-        lr_path, json_path = out / f"{job.name}.png", out / f"{job.name}.json"
-        for path in (lr_path, json_path):
-            _check_target(path, inputs, args.overwrite)
-        if args.crop is not None:
-            raise InvalidParameterError("--crop needs --pairs (it cuts training crops).")
-        result = degrade(pixels, config, scale=args.scale, seed=seed, first_index=job.index, cancel=reporter.cancel)
-        _write_png(result.lr[:1], lr_path, image, 8)
-        params, kernels, lr_shape = result.params[0], result.kernels[0], result.lr.shape
-        record = {"source": str(job.source), "lr": f"{job.name}.png"}
-    if args.save_kernels:
-        kernel_path = out / "kernels" / f"{job.name}.png"
-        _check_target(kernel_path, inputs, args.overwrite)
-        _write_png(kernels_image(kernels), kernel_path, DecodedImage(pixels=pixels[:1]), 8)
-    record.update(
-        {
-            "image_index": job.index,
-            "run_seed": seed,
-            "preset": args.preset,
-            "lr_size": [int(lr_shape[-1]), int(lr_shape[-2])],
-            "params": params,
-        }
-    )
-    try:
-        atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
-    except OSError as exc:
-        raise ImageWriteError(f"Cannot write {json_path}: {exc.strerror or exc}.") from exc
-    return record
 
 
 def _pair_scale(scale: float) -> int:
@@ -260,12 +150,103 @@ def _pair_scale(scale: float) -> int:
     return int(scale)
 
 
+def placement(out: Path, *, pairs: bool, save_kernels: bool) -> Placement:
+    """Every output of one input whose name (relative to OUT, ``.png``) is ``relative``:
+    the LR image first, then HR, the parameters and the kernel picture."""
+
+    def place(relative: Path) -> tuple[Path, ...]:
+        json_name = relative.with_suffix(".json")
+        if pairs:
+            outputs = [out / "lr" / relative, out / "hr" / relative, out / "params" / json_name]
+        else:
+            outputs = [out / relative, out / json_name]
+        if save_kernels:
+            outputs.append(out / "kernels" / relative)
+        return tuple(outputs)
+
+    return place
+
+
+class DegradeWork:
+    """The :class:`~restorekit.batch.FileWork` of ``restorekit degrade``: one image in, the
+    LR image (and with ``pairs`` the HR crop), the parameters as JSON and optionally the
+    kernel picture out. Image ``job.index`` of the run draws from its own random stream of
+    ``seed``, so the result does not depend on which jobs run where or in which order."""
+
+    def __init__(self, config: Any, *, scale: float, seed: int, preset: str, pairs: bool, crop: int | None, device: str, out: Path) -> None:
+        self.config = config
+        self.scale = scale
+        self.seed = seed
+        self.preset = preset
+        self.pairs = pairs
+        self.crop = crop
+        self.device = device
+        self.out = out
+        self.notices: list[str] = []
+
+    def prepare(self, progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> None:
+        from ..device import resolve_device
+
+        resolve_device(self.device)
+
+    def remote(self) -> tuple[dict[str, Path], DegradeWork]:
+        return {}, self
+
+    def _relative(self, path: Path) -> str:
+        base = self.out / "lr" if self.pairs else self.out
+        return path.relative_to(base).as_posix()
+
+    def process(self, job: BatchJob, writer: OutputWriter, progress: ProgressCallback, cancel: CancelCheck) -> JobOutcome:
+        from ..degrade import degrade, kernels_image, make_pairs
+        from ..device import resolve_device
+
+        image = _flatten_alpha(read_source(job))
+        pixels = image.pixels.to(resolve_device(self.device))
+        lr_path, *rest = job.outputs
+        if self.pairs:
+            hr_path, json_path, *kernel_path = rest
+            pair = make_pairs(pixels, self.config, scale=_pair_scale(self.scale), seed=self.seed, crop=self.crop, first_index=job.index, cancel=cancel)
+            writer.image(_png(pair.hr[:1], image, max(8, image.bit_depth if image.bit_depth != 32 else 16)), hr_path, fmt="png", keep_gray=False)
+            writer.image(_png(pair.lr[:1], image, 8), lr_path, fmt="png", keep_gray=False)
+            params, kernels, lr_shape = pair.params[0], pair.kernels[0], pair.lr.shape
+            name = self._relative(lr_path)
+            record = {"source": str(job.source), "hr": f"hr/{name}", "lr": f"lr/{name}"}
+        else:
+            json_path, *kernel_path = rest
+            result = degrade(pixels, self.config, scale=self.scale, seed=self.seed, first_index=job.index, cancel=cancel)
+            writer.image(_png(result.lr[:1], image, 8), lr_path, fmt="png", keep_gray=False)
+            params, kernels, lr_shape = result.params[0], result.kernels[0], result.lr.shape
+            record = {"source": str(job.source), "lr": self._relative(lr_path)}
+        if kernel_path:
+            writer.image(_png(kernels_image(kernels), DecodedImage(pixels=pixels[:1]), 8), kernel_path[0], fmt="png", keep_gray=False)
+        record.update(
+            {
+                "image_index": job.index,
+                "run_seed": self.seed,
+                "preset": self.preset,
+                "lr_size": [int(lr_shape[-1]), int(lr_shape[-2])],
+                "params": params,
+            }
+        )
+        writer.text(json_path, json.dumps(record, indent=2) + "\n")
+        return JobOutcome(record=record)
+
+
+def _read_record(job: BatchJob, pairs: bool) -> dict[str, Any] | None:
+    """The record a skipped job wrote in an earlier run (for meta_info.txt)."""
+    path = job.outputs[2] if pairs else job.outputs[1]
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _write_meta_info(out: Path, records: list[dict[str, Any]]) -> None:
     lines = "".join(f"{r['hr']}, {r['lr']}\n" for r in records)
     atomic_write_text(out / "meta_info.txt", lines)
 
 
-def _write_run_record(out: Path, args: argparse.Namespace, config: Any, seed: int, state: RunState) -> None:
+def _write_run_record(out: Path, args: argparse.Namespace, config: Any, seed: int, written: int, failures: list[tuple[Path, str]]) -> None:
     from .. import __version__
 
     record = {
@@ -278,15 +259,14 @@ def _write_run_record(out: Path, args: argparse.Namespace, config: Any, seed: in
         "pairs": bool(args.pairs),
         "crop": args.crop,
         "config": config.to_dict(),
-        "written": len(state.done),
-        "failures": [{"source": f.source, "reason": f.reason} for f in state.failures],
+        "written": written,
+        "failures": [{"source": str(source), "reason": reason} for source, reason in failures],
     }
     atomic_write_text(out / "degrade_run.json", json.dumps(record, indent=2) + "\n")
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:
     from ..degrade.pipeline import check_scale, resolve_seed
-    from ..device import resolve_device
 
     if args.list_presets:
         _print_presets()
@@ -311,13 +291,20 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         raise InvalidParameterError(
             f"--crop {args.crop} must be a multiple of the scale {args.scale:g} and at least as large (e.g. 400)."
         )
-    device = resolve_device(args.device)
     seed = resolve_seed(args.seed)
     out = Path(args.output)
-    files, failures = expand_inputs(args.inputs, args.recursive)
-    state = RunState(failures=list(failures))
-    jobs = assign_names(files)
-    inputs = {job.source.resolve() for job in jobs}
+    work = DegradeWork(
+        config, scale=args.scale, seed=seed, preset=args.preset, pairs=args.pairs, crop=args.crop, device=args.device, out=out
+    )
+    work.prepare()
+    jobs = collect_jobs(
+        args.inputs,
+        out,
+        fmt="png",
+        place=placement(out, pairs=args.pairs, save_kernels=args.save_kernels),
+        file_output=False,
+        number_collisions=True,
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -325,40 +312,26 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     cancelled = False
     with cancel_on_interrupt() as cancel:
-        bar = progress_for(args, unit="img")
-        reporter = Reporter.of(bar, cancel)
         try:
-            for done, job in enumerate(jobs):
-                reporter.step(done, len(jobs), "degrade")
-                try:
-                    state.done.append(_process(job, args, config, seed, device, out, inputs, reporter))
-                except CancelledError:
-                    raise
-                except RestoreKitError as exc:
-                    state.failures.append(Failure(str(job.source), str(exc)))
-                except OSError as exc:
-                    state.failures.append(Failure(str(job.source), exc.strerror or str(exc)))
-            reporter.step(len(jobs), len(jobs), "degrade")
+            report = run_file_batch(args, work, cancel=cancel, describe="degraded", jobs=jobs, summary=False)
         except CancelledError:
             cancelled = True
-        finally:
-            bar.close()
-    if args.pairs:
-        _write_meta_info(out, state.done)
-    _write_run_record(out, args, config, seed, state)
-
+            report = None
+    records: list[dict[str, Any]] = []
+    if report is not None:
+        finished = {job: report.outcomes[job].record for job in report.done}
+        finished.update({job: _read_record(job, args.pairs) for job in report.skipped})
+        records = [record for _, record in sorted(finished.items(), key=lambda item: item[0].index) if record]
+        if args.pairs:
+            _write_meta_info(out, records)
+        _write_run_record(out, args, config, seed, len(report.done), report.failed)
+        print_summary(report, describe="degraded", quiet=True)
     print(
-        f"degrade: wrote {len(state.done)} of {len(jobs)} image{'s' if len(jobs) != 1 else ''} to {out} "
+        f"degrade: {len(records)} of {len(jobs[0])} image{'s' if len(jobs[0]) != 1 else ''} done in {out} "
         f"(preset {args.preset}, scale {args.scale:g}, seed {seed})",
         file=sys.stderr if args.quiet else sys.stdout,
     )
-    for failure in state.failures:
-        print(f"restorekit: failed: {failure.source}: {failure.reason}", file=sys.stderr)
     if cancelled:
         print("restorekit: cancelled; the files written so far are complete", file=sys.stderr)
         return 130
-    if state.failures:
-        print(f"restorekit: {len(state.failures)} input{'s' if len(state.failures) != 1 else ''} failed", file=sys.stderr)
-        return 1
-    return 0
-
+    return 1 if report is not None and report.failed else 0

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import RestoreKitError
 from ..registry import download as dl
 from ..registry.home import get_home
-from ..registry.schema import SOURCE_KINDS, ModelEntry, load_registry
+from ..registry.schema import PURPOSES, SOURCE_KINDS, ModelEntry, load_registry
 from .common import cancel_on_interrupt, progress_for
 
 
@@ -21,7 +21,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
 
     p = actions.add_parser("list", parents=[common], help="every registry model with its status")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--purpose", choices=["upscale", "face_restore", "face_detect", "face_parse"])
+    p.add_argument("--purpose", choices=list(PURPOSES))
     p.set_defaults(handler=cmd_list)
 
     p = actions.add_parser("info", parents=[common], help="everything the registry knows about one model")

@@ -3,23 +3,28 @@
 The job for each image is a :class:`restorekit.restore.Restorer` built once from the parsed
 arguments (:func:`settings_from_args`): a spandrel model through the tiled upscale engine
 (optionally blended along its registry pair by ``--denoise``/``--sharpness``), zero-shot SR
-(``--model zssr``) or a plain resize, then optional face restoration (``--face-restore``). Reading, writing, skipping, failures,
-progress and the summary are the shared batch runner's (:mod:`restorekit.cli.batch`).
+(``--model zssr``) or a plain resize, then optional face restoration (``--face-restore``):
+:class:`RestoreWork`, which ``faces`` shares. Reading, writing, skipping, failures, progress,
+the summary and ``--cluster`` are the shared file runner's (:mod:`restorekit.cli.batch`).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
+from ..batch import BatchJob, JobOutcome, read_source
 from ..device import PRECISIONS
 from ..errors import InvalidParameterError
 from ..imageio import DecodedImage
+from ..outputs import OutputWriter
 from ..progress import CancelCheck, ProgressCallback
 from ..upscale import parse_tile
-from .batch import ImageJob, add_output_arguments, run_image_batch
+from .batch import add_cluster_arguments, add_output_arguments, run_file_batch
 from .common import (
     cancel_on_interrupt,
     engine_type,
@@ -49,6 +54,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
 
     add_face_arguments(parser, model_flag="--face-restore", model_default=None)
     add_zssr_arguments(parser)
+    add_cluster_arguments(parser)
     parser.set_defaults(handler=cmd_upscale)
     return parser
 
@@ -112,6 +118,11 @@ def add_zssr_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--zssr-iterations", type=positive_int, default=None, metavar="N", help="training iterations per stage")
     group.add_argument("--zssr-seconds", type=positive_float, default=None, metavar="T", help="time budget per image in seconds")
     group.add_argument("--seed", type=int, default=0, help="random seed of zero-shot training (default: 0)")
+    group.add_argument(
+        "--zssr-kernel", "--kernel", dest="zssr_kernel", default=None, metavar="FILE|auto",
+        help="downscaling kernel: a kernel file, or 'auto' to estimate it per image with "
+        "KernelGAN (default bicubic)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
@@ -134,6 +145,11 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
             changes["iterations"] = args.zssr_iterations
         if getattr(args, "zssr_seconds", None):
             changes["time_budget_s"] = args.zssr_seconds
+        kernel = getattr(args, "zssr_kernel", None)
+        if kernel:
+            from ..zssr import load_kernel
+
+            changes["kernel"] = "auto" if kernel.strip().lower() == "auto" else load_kernel(kernel)
         zssr = ZSSRConfig(**changes)
     values: dict[str, Any] = {
         "model": args.model,
@@ -161,38 +177,87 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
     return RestoreSettings(**values)
 
 
-def build_job(args: argparse.Namespace) -> ImageJob:
-    """The per-image job for these arguments: one :class:`~restorekit.restore.Restorer`
-    (loaded once, before any file is read) applied to every image."""
-    from ..restore import Restorer
+class RestoreWork:
+    """The :class:`~restorekit.batch.FileWork` of ``upscale`` and ``faces``: one
+    :class:`~restorekit.restore.Restorer` (loaded once per process) applied to every image,
+    written with the batch's format options; ``save_faces`` also writes the aligned face
+    crops and the face mask to ``<output folder>/faces/``."""
 
-    _check_size_arguments(args)
-    settings = settings_from_args(args)
+    def __init__(self, settings: Any, *, fmt: str | None = None, quality: int = 95, save_faces: bool = False) -> None:
+        self.settings = settings
+        self.fmt = fmt
+        self.quality = quality
+        self.save_faces = save_faces
+        self.notices: list[str] = []
+        self.description = ""
+        self._restorer: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_restorer"] = None  # workers load their own
+        return state
+
+    def prepare(self, progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> None:
+        from ..restore import Restorer
+
+        if self._restorer is None:
+            self._restorer = Restorer(self.settings, progress=progress, cancel=cancel)
+            self.notices = list(self._restorer.notices)
+            self.description = self._restorer.description
+
+    def process(self, job: BatchJob, writer: OutputWriter, progress: ProgressCallback, cancel: CancelCheck) -> JobOutcome:
+        self.prepare()
+        image = read_source(job)
+        out, result = self._restorer.run_image(image, progress=progress, cancel=cancel)
+        writer.image(out.replace(source=None), job.target, fmt=self.fmt, quality=self.quality)
+        note = ""
+        if result.faces is not None:
+            count = result.faces.face_count
+            note = "no face" if count == 0 else f"{count} face{'s' if count > 1 else ''}"
+            if self.save_faces:
+                _save_faces(result.faces, job.source, job.target.parent / "faces", writer)
+        return JobOutcome(notices=list(result.notices), note=note)
+
+    def remote(self) -> tuple[dict[str, Path], RestoreWork]:
+        from ..cluster.models import ship_settings
+
+        files, settings = ship_settings(self.settings)
+        clone = copy.copy(self)
+        clone.settings = settings
+        clone._restorer = None
+        return files, clone
+
+
+def _save_faces(faces: Any, source: Path, folder: Path, writer: OutputWriter) -> None:
+    """Aligned crops (restored and original) and the face mask of one image."""
+    import torch
+
+    for index in range(faces.face_count):
+        for kind, crops in (("restored", faces.restored_faces), ("original", faces.original_faces)):
+            writer.image(DecodedImage(pixels=crops[index : index + 1]), folder / f"{source.stem}_{index:02d}_{kind}.png")
+    mask = faces.face_mask[:1].expand(-1, 3, -1, -1)
+    writer.image(DecodedImage(pixels=torch.clamp(mask, 0, 1), was_gray=True), folder / f"{source.stem}_mask.png")
+
+
+def prepare_work(work: RestoreWork, args: argparse.Namespace) -> None:
+    """Load the work's models here (downloads with a progress bar; bad names fail before any
+    file is read) and print its run-wide notices."""
     with cancel_on_interrupt() as cancel:
         bar = progress_for(args)
         try:
-            restorer = Restorer(settings, progress=bar, cancel=cancel)
+            work.prepare(progress=bar, cancel=cancel)
         finally:
             bar.close()
-    for notice in restorer.notices:
+    for notice in work.notices:
         print(f"restorekit: note: {notice}", file=sys.stderr)
-
-    def job(image: DecodedImage, progress: ProgressCallback, cancel: CancelCheck) -> DecodedImage:
-        out, result = restorer.run_image(image, progress=progress, cancel=cancel)
-        for notice in result.notices:
-            if notice not in restorer.notices:
-                logger.warning("%s: %s", image.source or "image", notice)
-        return out
-
-    job.description = restorer.description  # type: ignore[attr-defined]
-    return job
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    job = build_job(args)
-    description = getattr(job, "description", None)
-    if description and not args.quiet:
-        print(f"upscaling with {description}")
+    _check_size_arguments(args)
+    work = RestoreWork(settings_from_args(args), fmt=args.format, quality=args.quality)
+    prepare_work(work, args)
+    if work.description and not args.quiet:
+        print(f"upscaling with {work.description}")
     with cancel_on_interrupt() as cancel:
-        report = run_image_batch(args, job, cancel=cancel, describe="upscaled")
+        report = run_file_batch(args, work, cancel=cancel, describe="upscaled")
     return 1 if report.failed else 0

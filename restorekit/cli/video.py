@@ -9,6 +9,7 @@ frame; :func:`build_processor` turns them into a frame processor) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from ..errors import InvalidParameterError
@@ -34,6 +35,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     )
     add_processing_options(parser)
     add_video_options(parser)
+    from .batch import add_cluster_arguments
+
+    add_cluster_arguments(parser)
     parser.set_defaults(handler=cmd_video)
     return parser
 
@@ -122,10 +126,17 @@ def cmd_video(args: argparse.Namespace) -> int:
     options = video_options(args)
     with cancel_on_interrupt() as cancel:
         processor = build_processor(args)
-        bar = progress_for(args, unit="frame")
-        try:
-            result = process_video(args.input, args.output, processor, options, progress=bar, cancel=cancel)
-        finally:
-            bar.close()
+        with contextlib.ExitStack() as stack:
+            if args.cluster:  # frames run on Ray; decoding, chunks, encoding and audio stay here
+                from ..cluster import ClusterOptions
+                from ..cluster.video import RayFrameProcessor
+
+                cluster = ClusterOptions(address=args.cluster, workers=args.cluster_workers, cpus_per_worker=args.cluster_cpus)
+                processor = stack.enter_context(RayFrameProcessor(processor, cluster))
+            bar = progress_for(args, unit="frame")
+            try:
+                result = process_video(args.input, args.output, processor, options, progress=bar, cancel=cancel)
+            finally:
+                bar.close()
     print(result.summary())
     return 0

@@ -48,8 +48,22 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--no-ensemble", action="store_true", help="skip the 8-transform self-ensemble (8x faster inference)")
     parser.add_argument("--no-back-projection", action="store_true", help="skip back-projection (for noisy inputs)")
     parser.add_argument(
-        "--kernel", metavar="FILE",
-        help="blur kernel of one downscaling step (.npy, .txt/.csv or KernelGAN .mat); default bicubic",
+        "--kernel", metavar="FILE|auto",
+        help="blur kernel of one downscaling step (.npy, .txt/.csv or KernelGAN .mat), or "
+        "'auto' to estimate it from the image with KernelGAN (for photos not made by an "
+        "antialiased bicubic resize); default bicubic",
+    )
+    parser.add_argument(
+        "--kernel-iterations", type=int, metavar="N",
+        help=f"KernelGAN iterations for --kernel auto (default {defaults.kernel_estimation.iterations})",
+    )
+    parser.add_argument(
+        "--save-kernel", metavar="NPY",
+        help="with --kernel auto: also write the estimated x2 kernel here (.npy)",
+    )
+    parser.add_argument(
+        "--no-guard", action="store_true",
+        help="use the network even when it does not beat bicubic on a held-out strip of the image",
     )
     parser.add_argument("--noise", type=float, default=defaults.noise_std, metavar="STD", help="noise added to the training inputs, e.g. 0.01 for noisy photos (default %(default)s)")
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size, help="training crop side (default %(default)s)")
@@ -101,7 +115,7 @@ def _output_path(args: argparse.Namespace, source: Path) -> Path:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The :class:`~restorekit.zssr.ZSSRConfig` the command line asks for."""
-    from ..zssr import ZSSRConfig, load_kernel
+    from ..zssr import KernelGANConfig, ZSSRConfig, load_kernel
 
     changes: dict[str, Any] = {
         "seed": args.seed,
@@ -120,8 +134,15 @@ def build_config(args: argparse.Namespace) -> Any:
         changes["time_budget_s"] = args.budget_seconds
         changes["iterations"] = DEFAULT_TIME_CAP_ITERATIONS
     if args.kernel:
-        changes["kernel"] = load_kernel(args.kernel)
-    return ZSSRConfig(**changes).validate()
+        changes["kernel"] = "auto" if args.kernel.strip().lower() == "auto" else load_kernel(args.kernel)
+    if getattr(args, "kernel_iterations", None) is not None:
+        changes["kernel_estimation"] = KernelGANConfig(iterations=args.kernel_iterations)
+    if getattr(args, "no_guard", False):
+        changes["bicubic_fallback"] = False
+    config = ZSSRConfig(**changes).validate()
+    if getattr(args, "save_kernel", None) and not config.estimates_kernel:
+        raise InvalidParameterError("--save-kernel needs --kernel auto (a given kernel is already a file).")
+    return config
 
 
 def cmd_zssr(args: argparse.Namespace) -> int:
@@ -139,6 +160,12 @@ def cmd_zssr(args: argparse.Namespace) -> int:
         if not args.overwrite:
             raise InvalidParameterError(f"{output} exists; pass --overwrite to replace it.")
     config = build_config(args)
+    kernel_path = Path(args.save_kernel) if args.save_kernel else None
+    if kernel_path is not None:
+        if kernel_path.suffix.lower() != ".npy":
+            raise InvalidParameterError(f"--save-kernel writes .npy; {kernel_path.name} has another extension.")
+        if kernel_path.exists() and not args.overwrite:
+            raise InvalidParameterError(f"{kernel_path} exists; pass --overwrite to replace it.")
     image = read_image(source)
     with cancel_on_interrupt() as cancel:
         bar = progress_for(args)
@@ -150,15 +177,35 @@ def cmd_zssr(args: argparse.Namespace) -> int:
         finally:
             progress.close()
     written = write_image(result_image, output, fmt=fmt, quality=args.quality, overwrite=args.overwrite)
+    if kernel_path is not None and result.kernels:
+        import io
+
+        import numpy as np
+
+        from ..files import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.save(buffer, result.kernels[0].kernel, allow_pickle=False)
+        atomic_write_bytes(kernel_path, buffer.getvalue())
     last = result.stages[-1]
     gains = ", ".join(
-        f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason}), self-reconstruction "
-        f"{s.reconstruction_psnr - s.bicubic_reconstruction_psnr:+.2f} dB vs bicubic"
-        + ("" if s.network_used else ", too little training: bicubic used")
+        f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason}), "
+        f"{'held-out ' if s.held_out else ''}self-reconstruction "
+        f"{s.guard_gain_db:+.2f} dB vs bicubic"
+        + ("" if s.network_used else ": network not better, bicubic used")
         for s in result.stages
     )
+    estimated = ""
+    if result.kernels:
+        estimate = result.kernels[0]
+        estimated = (
+            f", kernel estimated in {estimate.seconds:.1f} s ({estimate.iterations} iterations)"
+            + (f" -> {kernel_path}" if kernel_path is not None else "")
+        )
     print(
         f"{written}: {image.width}x{image.height} -> {last.output_size[1]}x{last.output_size[0]} "
-        f"in {result.seconds:.1f} s on {result.execution} ({gains})"
+        f"in {result.seconds:.1f} s on {result.execution} ({gains}{estimated})"
     )
+    for notice in result.notices:
+        print(f"notice: {notice}", file=sys.stderr)
     return 0

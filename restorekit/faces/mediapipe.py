@@ -331,6 +331,42 @@ class MediaPipeFaceDetector:
             faces.append(face)
         return faces
 
+    def refine(self, image: Tensor, face: FaceDetection, *, min_presence: float = 0.5) -> FaceDetection | None:
+        """Track ``face`` (found in an earlier frame) into ``image`` (1, 3, H, W) with Face Mesh
+        alone, as MediaPipe does between detections: the ROI comes from the face's mesh (or
+        its box and eyes), the new mesh gives the box, five points and presence score.
+
+        Returns None when the mesh's face-presence score falls below ``min_presence`` (the
+        face left: detect again)."""
+        if self.mesh is None:
+            raise InvalidParameterError("Refining faces needs Face Mesh; this detector was built without it.")
+        previous = face.extra.get("mesh")
+        if previous is not None:
+            centre, side, angle = mesh_roi(previous)
+        else:
+            centre, side, angle = self.mesh.roi(torch.tensor(face.box), face.landmarks[0], face.landmarks[1])
+        result = self.mesh(image, centre, side, angle)
+        if result.score < min_presence:
+            return None
+        low, high = result.landmarks[:, :2].min(0).values, result.landmarks[:, :2].max(0).values
+        box = (float(low[0]), float(low[1]), float(high[0]), float(high[1]))
+        extra = {"mesh": result.landmarks, "mesh_score": torch.tensor(result.score)}
+        return FaceDetection(box, five_points(result.landmarks), result.score, extra)
+
+
+def mesh_roi(mesh: Tensor) -> tuple[tuple[float, float], float, float]:
+    """MediaPipe's ROI for the next frame from a face mesh (``face_landmarks_to_roi``): the
+    landmarks' bounds, turned by the line between the outer eye corners (points 33 and 263),
+    1.5x, square. Returns ``(centre, side, angle)``."""
+    xy = mesh[:, :2].double()
+    low, high = xy.min(0).values, xy.max(0).values
+    centre = (float(low[0] + high[0]) / 2, float(low[1] + high[1]) / 2)
+    side = 1.5 * float((high - low).max())
+    start, end = xy[33], xy[263]
+    angle = -math.atan2(-float(end[1] - start[1]), float(end[0] - start[0]))
+    angle = angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
+    return centre, side, angle
+
 
 DEFAULT_CONFIDENCE = 0.5
 """MediaPipe's default ``min_detection_confidence``."""
@@ -381,7 +417,7 @@ def oval_mask(mesh_in_crop: Tensor, size: int = 512) -> Tensor:
     # Erode by the feather width, then blur: the mask reaches 0 at the oval, 1 well inside.
     kernel = 2 * feather + 1
     eroded = -F.max_pool2d(-hard, (1, kernel), stride=1, padding=(0, feather))  # separable erosion
-    eroded = -F.max_pool2d(eroded, (kernel, 1), stride=1, padding=(feather, 0))
+    eroded = -F.max_pool2d(-eroded, (kernel, 1), stride=1, padding=(feather, 0))
     sigma = feather / 2.0
     soft = gaussian_blur(eroded, 2 * feather + 1, sigma).clamp(0.0, 1.0) * hard
     border = max(1, size // 50)
@@ -402,6 +438,7 @@ __all__ = [
     "decode",
     "five_points",
     "keypoint_five_points",
+    "mesh_roi",
     "oval_mask",
     "polygon_mask",
     "ssd_anchors",

@@ -26,6 +26,7 @@ PURPOSES: dict[str, str] = {
     "face_restore": "facerestore_models",
     "face_detect": "facedetection",
     "face_parse": "facedetection",
+    "perceptual": "perceptual_models",
     "face_landmark": "facedetection",
 }
 """Purpose -> the model folder it lives in (ComfyUI's folder names)."""

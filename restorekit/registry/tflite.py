@@ -5,7 +5,7 @@ and the operators (their builtin code, inputs, outputs and the few options that 
 convolutions and pooling). Nothing is executed, and no TensorFlow, MediaPipe or flatbuffers
 package is needed: a flatbuffer is offsets into one byte string, read here with ``struct``.
 
-Weights stored as float16 behind a ``DEQUANTIZE`` op, or block-sparse behind a ``DENSIFY``
+Weights stored as float16 behind a ``DEQUANTIZE`` op, or sparse (CSR) behind a ``DENSIFY``
 op (``face_detection_full_range_sparse.tflite``), are returned as dense float32 arrays under
 the name of the operator's float32 *output*, which is what the graph's consumers see.
 """
@@ -208,19 +208,16 @@ def _index_vector(table: _Table, type_index: int) -> list[int]:
 
 
 def _densify(values: np.ndarray, shape: tuple[int, ...], sparsity: _Table) -> np.ndarray:
-    """Expand TFLite's sparse format (per-dimension DENSE or CSR metadata over the
-    traversal order, with optional block dimensions) into a dense array of ``shape``."""
+    """Expand TFLite's sparse format (per-dimension DENSE or SPARSE_CSR metadata, in the
+    tensor's traversal order) into a dense array of ``shape``. Block-sparse layouts (a
+    ``block_map``) are refused: no MediaPipe face model uses them."""
     order = sparsity.ints(0)
-    block_map = sparsity.ints(1)
+    if sparsity.ints(1):
+        raise ModelIncompatibleError("Block-sparse TFLite weights are not supported.")
     metadata = sparsity.tables(2)
-    rank = len(shape)
-    # The sizes of every traversal dimension: the original dims blocked, then the block dims.
-    block_sizes = [int(m.scalar(1, "i")) for m in metadata[rank:]]
-    dims = list(shape)
-    for k, original in enumerate(block_map):
-        dims[original] = shape[original] // block_sizes[k]
-    sizes = [*dims, *block_sizes]
-    expanded = np.zeros([sizes[d] for d in order], dtype=values.dtype)
+    if sorted(order) != list(range(len(shape))) or len(metadata) != len(shape):
+        raise ModelIncompatibleError("Unsupported TFLite sparsity layout.")
+    expanded = np.zeros([shape[d] for d in order], dtype=values.dtype)
     flat = values.reshape(-1)
 
     def walk(level: int, prefix: tuple[int, ...], position: int) -> None:
@@ -228,35 +225,23 @@ def _densify(values: np.ndarray, shape: tuple[int, ...], sparsity: _Table) -> np
         last = level == len(order) - 1
         if meta.scalar(0, "b") == 0:  # DENSE
             size = int(meta.scalar(1, "i"))
+            if last:
+                expanded[prefix] = flat[position * size : (position + 1) * size]
+                return
             for i in range(size):
-                child = position * size + i
-                if last:
-                    expanded[(*prefix, i)] = flat[child]
-                else:
-                    walk(level + 1, (*prefix, i), child)
+                walk(level + 1, (*prefix, i), position * size + i)
         else:  # SPARSE_CSR
             segments = _index_vector(meta, 2)
             indices = _index_vector(meta, 4)
-            for child in range(segments[position], segments[position + 1]):
-                if last:
-                    expanded[(*prefix, indices[child])] = flat[child]
-                else:
-                    walk(level + 1, (*prefix, indices[child]), child)
+            start, end = segments[position], segments[position + 1]
+            if last:
+                expanded[(*prefix, indices[start:end])] = flat[start:end]
+                return
+            for child in range(start, end):
+                walk(level + 1, (*prefix, indices[child]), child)
 
     walk(0, (), 0)
-    # Back to the original order: undo the traversal permutation, then fold blocks in.
-    blocked = np.transpose(expanded, np.argsort(order))
-    if not block_map:
-        return blocked.reshape(shape)
-    result = blocked
-    for k, original in enumerate(block_map):
-        # axis ``rank + k`` is the block of ``original``: move it next to it and merge.
-        axis = rank + k - k  # earlier merges removed k axes
-        result = np.moveaxis(result, axis, original + 1)
-        new_shape = list(result.shape)
-        merged = new_shape[original] * new_shape[original + 1]
-        result = result.reshape([*new_shape[:original], merged, *new_shape[original + 2 :]])
-    return result.reshape(shape)
+    return np.transpose(expanded, np.argsort(order)).reshape(shape)
 
 
 def read_tflite(data: bytes, name: str = "model.tflite") -> TFLiteGraph:

@@ -21,6 +21,7 @@ import queue
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -363,16 +364,25 @@ class _Job:
 
     # ------------------------------------------------------------------ compute
 
-    def _compute(self, batch: _Batch) -> _Processed:
+    def _inputs(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rgb, planes)``: the batch as (B, 3, H, W) float32 [0, 1] (a channels_last view)
+        and all its planes (alpha included)."""
         arrays = np.stack([frame.pixels for frame in batch.frames])
         scale = 255.0 if arrays.dtype == np.uint8 else 65535.0
         samples = torch.from_numpy(np.divide(arrays, scale, dtype=np.float32))
         planes = samples.permute(0, 3, 1, 2)  # a channels_last view, no copy
         rgb = planes if planes.shape[1] == 3 else planes[:, :3].contiguous(memory_format=torch.channels_last)
+        return rgb, planes
+
+    def _compute(self, batch: _Batch) -> _Processed:
+        rgb, planes = self._inputs(batch)
+        return self._processed(batch, planes, lambda: self.processor(rgb))
+
+    def _processed(self, batch: _Batch, planes: torch.Tensor, run: Callable[[], Any]) -> _Processed:
         count = len(batch.frames)
         try:
             with torch.inference_mode():
-                output = self.processor(rgb)
+                output = run()
         except RestoreKitError:
             raise
         except Exception as exc:
@@ -483,19 +493,41 @@ class _Job:
         self.reporter.step(done, total or 0, _progress_message(done, total, 0, 0.0))
         reader.start()
         writer.start()
+        # A processor with ``submit``/``collect`` (the Ray one) runs up to ``window`` batches
+        # at once; results are taken in order, so the chunks are the same either way.
+        submit = getattr(self.processor, "submit", None)
+        window = max(1, int(getattr(self.processor, "window", 1)))
+        pending: deque[tuple[_Batch, torch.Tensor, Any]] = deque()
+
+        def deliver(processed: _Processed) -> None:
+            nonlocal done, total
+            self.processed.put(processed)
+            done += len(processed.frames)
+            self.processed_frames += len(processed.frames)
+            total = max(total or 0, done) if total else None
+            self.reporter.step(
+                done, total or 0, _progress_message(done, total, self.processed_frames, time.perf_counter() - began)
+            )
+
+        def deliver_oldest() -> None:
+            batch, planes, handle = pending.popleft()
+            deliver(self._processed(batch, planes, lambda: self.processor.collect(handle)))  # type: ignore[attr-defined]
+
         try:
             while True:
                 item = self.decoded.get()
                 if item is _END:
+                    while pending:
+                        deliver_oldest()
                     self.processed.put(_END)
                     break
-                self.processed.put(self._compute(item))
-                done += len(item.frames)
-                self.processed_frames += len(item.frames)
-                total = max(total or 0, done) if total else None
-                self.reporter.step(
-                    done, total or 0, _progress_message(done, total, self.processed_frames, time.perf_counter() - began)
-                )
+                if submit is None:
+                    deliver(self._compute(item))
+                    continue
+                rgb, planes = self._inputs(item)
+                pending.append((item, planes, submit(rgb)))
+                while len(pending) >= window:
+                    deliver_oldest()
             while writer.is_alive():
                 writer.join(timeout=0.05)
                 self.reporter.check()

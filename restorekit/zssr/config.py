@@ -14,9 +14,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidParameterError
+from .kernelgan import KernelGANConfig
 
 MAX_SCALE = 16.0
 """The largest total upscaling factor accepted."""
+
+AUTO_KERNEL = "auto"
+"""``ZSSRConfig.kernel`` value that estimates the kernel from the image (KernelGAN)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,13 @@ class ZSSRConfig:
         augment: train on the 8 rotations/flips of each pair.
         noise_std: Gaussian noise added to the low-resolution crops (0 for clean images;
             about 0.01 for real, mildly noisy photos).
-        kernel: a 2-D blur kernel (array) describing one downscaling step, or None for
-            bicubic. With a kernel every stage must be an integer factor.
+        kernel: a 2-D blur kernel (array) describing one downscaling step, None for
+            bicubic, or ``"auto"`` to estimate it from each image with KernelGAN
+            (:mod:`restorekit.zssr.kernelgan`; an x2 kernel, composed analytically for x4
+            stages). With a kernel every stage must be an integer factor (2 or 4 for
+            ``"auto"``).
+        kernel_estimation: the KernelGAN settings used by ``kernel="auto"`` (its seed is
+            this config's ``seed``).
 
     Network (8 conv layers of 64 channels, 3x3, ReLU; residual on the bicubic input):
         depth, width.
@@ -70,12 +79,21 @@ class ZSSRConfig:
     Inference:
         self_ensemble: run the network on the 8 rotations/flips and take the median.
         back_projection: make the result consistent with the input (iterative back-
-            projection through the same downscaling kernel).
+            projection through the same downscaling kernel; skipped with ``kernel="auto"``,
+            where it would deconvolve with every error of the estimated kernel).
         back_projection_iterations: the number of back-projection steps.
         tile_size: output tile side for inference (bounds memory; results are exact).
-        bicubic_fallback: when the trained network rebuilds the image from its own
-            downscale worse than bicubic does (a budget too small to learn), use bicubic
-            for that stage instead of the network.
+        bicubic_fallback: the guard. A strip of the stage input (``holdout_fraction`` of
+            its longer side) is held out of the full-size training crops; after training, the network must
+            rebuild that strip from its own downscale better than bicubic interpolation
+            does (by ``guard_margin_db``). When it does not (a budget too small to learn,
+            an image with nothing to learn from, a kernel that does not fit), the stage
+            says so and falls back to bicubic (plus back-projection) instead of the
+            network.
+        holdout_fraction: share of the longer side held out for the guard (0 keeps the
+            whole image for training and checks on it instead; images too small to
+            spare the strip are checked the same way).
+        guard_margin_db: how much better than bicubic the network must be on the strip.
 
     Execution:
         seed, device (auto/cpu/cuda/cuda:N), precision (auto/fp32/fp16/bf16; auto is
@@ -93,6 +111,7 @@ class ZSSRConfig:
     augment: bool = True
     noise_std: float = 0.0
     kernel: Any = field(default=None, compare=False, repr=False)
+    kernel_estimation: KernelGANConfig = field(default_factory=KernelGANConfig)
 
     depth: int = 8
     width: int = 64
@@ -115,6 +134,8 @@ class ZSSRConfig:
     back_projection_iterations: int = 10
     tile_size: int = 256
     bicubic_fallback: bool = True
+    holdout_fraction: float = 0.2
+    guard_margin_db: float = 0.0
 
     seed: int = 0
     device: str = "auto"
@@ -157,11 +178,30 @@ class ZSSRConfig:
                 f"measurements (3 x eval_every = {3 * self.eval_every}); raise lr_window or "
                 "lower eval_every."
             )
-        if self.kernel is not None:
+        _number_in("holdout_fraction", self.holdout_fraction, 0.0, 0.5)
+        _number_in("guard_margin_db", self.guard_margin_db, -math.inf, math.inf)
+        if isinstance(self.kernel, str):
+            if self.kernel.strip().lower() != AUTO_KERNEL:
+                raise InvalidParameterError(
+                    f"ZSSR kernel must be a 2-D array, None (bicubic) or {AUTO_KERNEL!r} "
+                    f"(estimated with KernelGAN), got {self.kernel!r}."
+                )
+            if not isinstance(self.kernel_estimation, KernelGANConfig):
+                raise InvalidParameterError(
+                    "ZSSR kernel_estimation must be a KernelGANConfig, got "
+                    f"{type(self.kernel_estimation).__name__}."
+                )
+            self.kernel_estimation.validate()
+        elif self.kernel is not None:
             from .resize import normalize_kernel
 
             normalize_kernel(self.kernel)
         return self
+
+    @property
+    def estimates_kernel(self) -> bool:
+        """True when the kernel is estimated from each image (``kernel="auto"``)."""
+        return isinstance(self.kernel, str) and self.kernel.strip().lower() == AUTO_KERNEL
 
 
 def _is_number(value: Any) -> bool:

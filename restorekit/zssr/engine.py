@@ -20,9 +20,11 @@ from ..progress import CancelCheck, ProgressCallback, Reporter
 from .config import MAX_SCALE, ZSSRConfig
 from .geometry import DIHEDRAL_COUNT
 from .inference import back_project, ensemble_forward
+from .kernelgan import MIN_IMAGE_SIDE, KernelEstimate, estimate_kernel, kernel_for_factor
 from .network import ZSSRNet
-from .resize import Size, make_downscaler, resize_bicubic
+from .resize import Downscale, Size, make_downscaler, resize_bicubic
 from .training import (
+    Holdout,
     LearningRatePolicy,
     PairSampler,
     ReconstructionProbe,
@@ -54,9 +56,11 @@ class StageReport:
 
     ``reconstruction_psnr`` is how well the trained network rebuilds the stage input from
     its own downscaled copy; ``bicubic_reconstruction_psnr`` is the same for plain bicubic
-    interpolation. Their difference is a ground-truth-free sign of what was learned. When
-    the network does not beat bicubic there (a budget too small to learn anything), the
-    stage falls back to bicubic interpolation and ``network_used`` is False.
+    interpolation. Both are measured on a strip of the input held out of training
+    (``held_out`` True) unless the image is too small to spare it. Their difference is a
+    ground-truth-free sign of what was learned. When the network does not beat bicubic
+    there by ``guard_margin_db`` (the guard), the stage falls back to bicubic
+    interpolation, ``network_used`` is False and ``notice`` says why.
     """
 
     index: int
@@ -71,18 +75,32 @@ class StageReport:
     reconstruction_psnr: float = math.nan
     bicubic_reconstruction_psnr: float = math.nan
     network_used: bool = True
+    held_out: bool = False
+    notice: str = ""
     train_seconds: float = 0.0
     inference_seconds: float = 0.0
+
+    @property
+    def guard_gain_db(self) -> float:
+        """How much better than bicubic the network rebuilt the held-out strip (dB)."""
+        return self.reconstruction_psnr - self.bicubic_reconstruction_psnr
 
 
 @dataclass
 class ZSSRResult:
-    """The output (1, C, H*s, W*s) float32 in [0, 1] and a report per image and stage."""
+    """The output (1, C, H*s, W*s) float32 in [0, 1] and a report per image and stage;
+    with ``kernel="auto"`` also the estimated kernel of each image."""
 
     output: torch.Tensor
     stages: list[StageReport]
     execution: str
     seconds: float
+    kernels: list[KernelEstimate] = field(default_factory=list)
+
+    @property
+    def notices(self) -> list[str]:
+        """What the user should be told (guard fallbacks), one line each."""
+        return [stage.notice for stage in self.stages if stage.notice]
 
     @property
     def iterations(self) -> int:
@@ -224,16 +242,52 @@ class _Progress:
         self._emit(message)
 
 
+def stage_downscaler(config: ZSSRConfig, factor: float, estimated: np.ndarray | None = None) -> Downscale:
+    """The downscaling of one stage: bicubic, the user's kernel, or the kernel estimated
+    for this image (an x2 kernel: itself for x2 steps, composed analytically for x4)."""
+    if not config.estimates_kernel:
+        return make_downscaler(config.kernel, factor)
+    step = round(factor)
+    if abs(factor - step) > 1e-6 or step not in (2, 4):
+        raise InvalidParameterError(
+            f"An estimated kernel (kernel 'auto') serves x2 and x4 stages, but this stage is "
+            f"x{factor:.4g}. Use a scale of 2, 4, 8 or 16, or give a kernel file."
+        )
+    if estimated is None:  # validation only: any x2 kernel shows the factor works
+        return make_downscaler(kernel_for_factor(np.ones((2, 2)), step), step)
+    return make_downscaler(kernel_for_factor(estimated, step), step)
+
+
+def guard_holdout(stage: StagePlan, config: ZSSRConfig) -> Holdout:
+    """The strip of the stage input held out of training for the guard, or no strip when
+    the guard is off or the image cannot spare one (the check then uses the whole image)."""
+    if not config.bicubic_fallback or config.holdout_fraction <= 0:
+        return Holdout()
+    holdout = Holdout.for_size(stage.input_size, config.holdout_fraction)
+    strip = holdout.held(max(stage.input_size))
+    kept = holdout.kept(stage.input_size)
+    if strip < max(8, 4 * math.ceil(stage.factor)) or min(kept) < 16:
+        return Holdout()
+    return holdout
+
+
 class _Run:
     """One image through every stage (training state carries over between stages)."""
 
-    def __init__(self, image: torch.Tensor, scale: float, config: ZSSRConfig, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        image: torch.Tensor,
+        scale: float,
+        config: ZSSRConfig,
+        reporter: Reporter,
+        kernel: np.ndarray | None = None,
+    ) -> None:
         self.config = config
         self.plan: ExecutionPlan = plan_execution(config.device, config.precision)
         self.image = image.to(self.plan.device, torch.float32).clamp(0, 1)
         self.stages = plan_stages(tuple(self.image.shape[-2:]), scale, config.max_stage_scale)
         _check_size(tuple(self.image.shape[-2:]), self.stages)
-        self.downscalers = [make_downscaler(config.kernel, s.factor) for s in self.stages]
+        self.downscalers = [stage_downscaler(config, s.factor, kernel) for s in self.stages]
         self.transforms = list(range(DIHEDRAL_COUNT)) if config.self_ensemble else [0]
         self.budget = TimeBudget(config.time_budget_s, self.stages, len(self.transforms))
         self.progress = _Progress(reporter, self.stages, config, len(self.transforms))
@@ -277,10 +331,13 @@ class _Run:
     def _train(self, stage: StagePlan, sources: list[torch.Tensor], report: StageReport) -> None:
         config = self.config
         downscale = self.downscalers[stage.index]
-        crop = training_crop(stage.input_size, stage.factor, config.crop_size)
-        sampler = PairSampler(sources, stage.factor, crop, downscale, config, self.rng, self.generator)
+        holdout = guard_holdout(stage, config)
+        report.held_out = holdout.fraction > 0
+        crop = training_crop(holdout.kept(stage.input_size), stage.factor, config.crop_size)
+        sampler = PairSampler(sources, stage.factor, crop, downscale, config, self.rng, self.generator, holdout)
         probe = ReconstructionProbe(
-            sources[-1], stage.factor, downscale, config.eval_max_pixels, self.plan.memory_format
+            holdout.strip(sources[-1]) if report.held_out else sources[-1],
+            stage.factor, downscale, config.eval_max_pixels, self.plan.memory_format,
         )
         report.bicubic_reconstruction_psnr = _psnr(probe.bicubic_mse)
         policy = self.policy
@@ -344,15 +401,18 @@ class _Run:
         report.lr_changes = list(policy.changes)
         report.loss = smoothed
         report.reconstruction_psnr = _psnr(error)
-        report.network_used = error < probe.bicubic_mse or not config.bicubic_fallback
+        passed = report.guard_gain_db > config.guard_margin_db
+        report.network_used = passed or not config.bicubic_fallback
         if not report.network_used:
-            logger.warning(
-                "ZSSR stage %d/%d: after %d iterations the network does not rebuild the image "
-                "from its own downscale better than bicubic does (%.2f vs %.2f dB); using "
-                "bicubic for this stage. Give it more iterations or time.",
-                stage.index + 1, stage.count, trained, report.reconstruction_psnr,
-                report.bicubic_reconstruction_psnr,
+            where = "a held-out strip of the image" if report.held_out else "the image"
+            report.notice = (
+                f"ZSSR stage {stage.index + 1}/{stage.count}: after {trained} iterations the network "
+                f"rebuilds {where} from its own downscale no better than bicubic does "
+                f"({report.reconstruction_psnr:.2f} vs {report.bicubic_reconstruction_psnr:.2f} dB), "
+                f"so bicubic{'' if config.estimates_kernel else ' (with back-projection)'} is used "
+                "for this stage. Give it more iterations or time, or another kernel."
             )
+            logger.warning("%s", report.notice)
         report.train_seconds = time.perf_counter() - stage_start
 
     def _set_learning_rate(self, value: float) -> None:
@@ -383,7 +443,10 @@ class _Run:
         else:
             output = interpolated.clamp(0, 1)
             on_tile(1, 1)
-        if config.back_projection and config.back_projection_iterations:
+        # Back-projection through an estimated kernel deconvolves with every error of the
+        # estimate (measured: -10 dB with a kernel too wide for the image), so it only runs
+        # through bicubic or a kernel the user gave.
+        if config.back_projection and config.back_projection_iterations and not config.estimates_kernel:
             output = back_project(output, current, self.downscalers[stage.index], config.back_projection_iterations)
         report.inference_seconds = time.perf_counter() - start
         return output
@@ -404,13 +467,20 @@ def zssr_upscale_with_report(
     stages = plan_stages(tuple(pixels.shape[-2:]), scale, config.max_stage_scale)
     _check_size(tuple(pixels.shape[-2:]), stages)
     for stage in stages:
-        make_downscaler(config.kernel, stage.factor)
+        stage_downscaler(config, stage.factor)
+    if config.estimates_kernel and min(pixels.shape[-2:]) < MIN_IMAGE_SIDE:
+        height, width = pixels.shape[-2:]
+        raise InvalidParameterError(
+            f"The image is {width}x{height}; estimating its kernel (kernel 'auto') needs at "
+            f"least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels. Use the bicubic kernel or a kernel file."
+        )
     plan_execution(config.device, config.precision)
     reporter = Reporter.of(progress, cancel)
     reporter.check()
     start = time.perf_counter()
     outputs: list[torch.Tensor] = []
     reports: list[StageReport] = []
+    kernels: list[KernelEstimate] = []
     execution = ""
     count = pixels.shape[0]
     # Callers may run under torch.inference_mode (ComfyUI runs every node so): training needs
@@ -418,11 +488,51 @@ def zssr_upscale_with_report(
     with torch.inference_mode(False), torch.enable_grad():
         pixels = pixels.clone()
         for index in range(count):
-            run = _Run(pixels[index : index + 1], scale, config, reporter.stage(index, count) if count > 1 else reporter)
+            image_reporter = reporter.stage(index, count) if count > 1 else reporter
+            image = pixels[index : index + 1]
+            run_config, kernel = config, None
+            if config.estimates_kernel:
+                estimate, run_config = _estimate(image, config, _part(image_reporter, 0.0, 0.25))
+                kernels.append(estimate)
+                kernel = estimate.kernel
+                image_reporter = _part(image_reporter, 0.25, 1.0)
+            run = _Run(image, scale, run_config, image_reporter, kernel)
             reports.extend(run.run())
             execution = run.plan.describe()
             outputs.append(run.output.to(pixels.device, torch.float32).detach())
-    return ZSSRResult(torch.cat(outputs), reports, execution, time.perf_counter() - start)
+    return ZSSRResult(torch.cat(outputs), reports, execution, time.perf_counter() - start, kernels)
+
+
+def _part(reporter: Reporter, low: float, high: float, resolution: int = 1000) -> Reporter:
+    """A reporter mapping a sub-job's ``(done, total)`` onto ``low .. high`` of this job."""
+    if reporter.progress is None:
+        return reporter
+    outer = reporter.progress
+
+    def mapped(done: int, total: int, message: str) -> None:
+        fraction = 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
+        outer(int((low + fraction * (high - low)) * resolution), resolution, message)
+
+    return Reporter(mapped, reporter.cancel)
+
+
+def _estimate(image: torch.Tensor, config: ZSSRConfig, reporter: Reporter) -> tuple[KernelEstimate, ZSSRConfig]:
+    """KernelGAN on one image; the config for the ZSSR run that follows (its time budget is
+    what the estimation left: the estimation gets at most a third of a ZSSR time budget)."""
+    kernel_config = config.kernel_estimation.replace(seed=config.seed)
+    if config.time_budget_s is not None:
+        share = config.time_budget_s / 3.0
+        own = kernel_config.time_budget_s
+        kernel_config = kernel_config.replace(time_budget_s=share if own is None else min(own, share), min_iterations=0)
+    estimate = estimate_kernel(image, kernel_config, progress=reporter)
+    run_config = config
+    if config.time_budget_s is not None:
+        run_config = config.replace(time_budget_s=max(config.time_budget_s - estimate.seconds, 1e-3))
+    logger.info(
+        "ZSSR: kernel estimated with KernelGAN in %.1f s (%d iterations, %s)",
+        estimate.seconds, estimate.iterations, estimate.stop_reason,
+    )
+    return estimate, run_config
 
 
 def zssr_upscale(

@@ -53,6 +53,41 @@ def training_crop(input_size: Size, factor: float, crop_size: int) -> int:
     return side
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """A strip at the end of the longer side of the stage input, kept out of training so
+    the guard can check the network on pixels it never learned from.
+
+    ``fraction`` of the side is held out (0: nothing); ``axis`` is -1 (columns) or -2
+    (rows). Only the full-size stage input loses the strip: the smaller pyramid levels keep
+    it, so small images lose little training data. The strip's content is thus seen at
+    other scales (a mild leak); the exact pairs the guard checks are never trained on.
+    """
+
+    fraction: float = 0.0
+    axis: int = -1
+
+    @staticmethod
+    def for_size(size: Size, fraction: float) -> Holdout:
+        return Holdout(fraction, -1 if size[1] >= size[0] else -2)
+
+    def kept(self, size: Size) -> Size:
+        """The (height, width) of the part of an image of ``size`` that is trained on."""
+        height, width = size
+        if self.axis == -1:
+            return height, width - self.held(width)
+        return height - self.held(height), width
+
+    def held(self, side: int) -> int:
+        return math.ceil(side * self.fraction) if self.fraction > 0 else 0
+
+    def strip(self, image: torch.Tensor) -> torch.Tensor:
+        """The held-out strip of (B, C, H, W) ``image`` (a view)."""
+        side = image.shape[self.axis]
+        start = side - self.held(side)
+        return image[..., :, start:] if self.axis == -1 else image[..., start:, :]
+
+
 class PairSampler:
     """Random (interpolated son, father) training batches drawn from an image pyramid.
 
@@ -65,6 +100,7 @@ class PairSampler:
         config: pyramid, augmentation and noise settings.
         rng: NumPy generator for the crop, scale and transform draws.
         generator: torch CPU generator for the noise.
+        holdout: the strip of the last source (at full size) crops are never drawn from.
     """
 
     def __init__(
@@ -76,7 +112,9 @@ class PairSampler:
         config: ZSSRConfig,
         rng: np.random.Generator,
         generator: torch.Generator,
+        holdout: Holdout | None = None,
     ) -> None:
+        holdout = holdout or Holdout()
         self.crop = crop
         self.son = son_size((crop, crop), factor)
         self.downscale = downscale
@@ -85,18 +123,22 @@ class PairSampler:
         self.rng = rng
         self.generator = generator
         self.levels: list[torch.Tensor] = []
+        self.kept: list[Size] = []
         scales = np.linspace(1.0, config.pyramid_min_scale, config.pyramid_levels)
         with torch.no_grad():
-            for source in sources:
+            for number, source in enumerate(sources):
                 height, width = source.shape[-2:]
                 for scale in scales:
                     size = (round_half_up(height * scale), round_half_up(width * scale))
-                    if min(size) < crop:
+                    held = number == len(sources) - 1 and scale == 1.0
+                    kept = holdout.kept(size) if held else size
+                    if min(kept) < crop:
                         continue
                     self.levels.append(source if scale == 1.0 else resize_bicubic(source, size).clamp_(0, 1))
+                    self.kept.append(kept)
         if not self.levels:
             raise ValueError(f"no source is at least {crop}x{crop}")  # guarded by the caller
-        areas = np.array([level.shape[-2] * level.shape[-1] for level in self.levels], dtype=np.float64)
+        areas = np.array([h * w for h, w in self.kept], dtype=np.float64)
         self.probabilities = areas / areas.sum()
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +149,7 @@ class PairSampler:
         fathers = []
         for index in picks:
             level = self.levels[int(index)]
-            height, width = level.shape[-2:]
+            height, width = self.kept[int(index)]
             top = int(self.rng.integers(0, height - crop + 1))
             left = int(self.rng.integers(0, width - crop + 1))
             fathers.append(level[..., top : top + crop, left : left + crop])

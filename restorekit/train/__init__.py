@@ -1,0 +1,1 @@
+"""Training and fine-tuning (Real-ESRNet -> Real-ESRGAN, ESRGAN) on the user's own images."""

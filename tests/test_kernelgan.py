@@ -1,0 +1,324 @@
+"""KernelGAN kernel estimation, ZSSR's ``kernel="auto"`` and the held-out guard.
+
+Runs are tiny (small images, narrow networks, tens of iterations) except the recovery test,
+which runs the paper's networks long enough to learn a kernel and is marked slow.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from restorekit.errors import CancelledError, InvalidParameterError
+from restorekit.imageio import image_from_array, read_image, write_image
+from restorekit.zssr import (
+    KernelGANConfig,
+    ZSSRConfig,
+    estimate_kernel,
+    kernel_for_factor,
+    kernel_picture,
+    zssr_upscale_with_report,
+)
+from restorekit.zssr.inference import back_project
+from restorekit.zssr.kernelgan import (
+    LinearGenerator,
+    PatchDiscriminator,
+    boundary_mask,
+    centre_of_mass,
+    significant_kernel,
+)
+from restorekit.zssr.resize import kernel_downscaler, resize_bicubic
+
+from conftest import to_tensor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Narrow networks and few iterations: the same code paths, a few seconds a run.
+TINY_KGAN = KernelGANConfig(iterations=40, generator_width=16, discriminator_width=16, min_iterations=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    """Small convolutions: one thread is as fast and far steadier on a loaded 2-core host."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def gaussian_kernel(variances: tuple[float, float], theta: float, side: int = 13) -> np.ndarray:
+    """An anisotropic Gaussian (eigen-variances ``variances``, rotated by ``theta``), sum 1."""
+    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    inverse = np.linalg.inv(rotation @ np.diag(variances) @ rotation.T)
+    z = np.arange(side) - (side - 1) / 2.0
+    xs, ys = np.meshgrid(z, z)
+    points = np.stack([xs, ys], axis=-1)
+    kernel = np.exp(-0.5 * np.einsum("...i,ij,...j->...", points, inverse, points))
+    return kernel / kernel.sum()
+
+
+def second_moments(kernel: np.ndarray) -> np.ndarray:
+    """The kernel's covariance matrix (rows, columns), in pixels squared."""
+    kernel = kernel / kernel.sum()
+    ys, xs = np.indices(kernel.shape)
+    cy, cx = (kernel * ys).sum(), (kernel * xs).sum()
+    vyy = (kernel * (ys - cy) ** 2).sum()
+    vxx = (kernel * (xs - cx) ** 2).sum()
+    vxy = (kernel * (ys - cy) * (xs - cx)).sum()
+    return np.array([[vyy, vxy], [vxy, vxx]])
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_generator_is_one_kernel_then_subsampling() -> None:
+    """The composed kernel reproduces running the six linear layers and keeping every
+    second pixel (the generator the paper describes), with gradients through it."""
+    generator = LinearGenerator(width=8)
+    generator.reset_parameters(torch.Generator().manual_seed(1), gain=1.0)
+    images = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+    layered = images.reshape(6, 1, 40, 40)
+    for conv in generator.layers:
+        layered = F.conv2d(layered, conv.weight)
+    layered = layered[..., ::2, ::2].reshape(2, 3, 14, 14)
+    assert generator.kernel().shape == (13, 13)
+    torch.testing.assert_close(generator(images), layered, atol=1e-5, rtol=1e-4)
+    generator(images).sum().backward()
+    assert all(conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0 for conv in generator.layers)
+
+
+def test_discriminator_judges_7x7_patches() -> None:
+    discriminator = PatchDiscriminator(width=8)
+    discriminator.reset_parameters(torch.Generator().manual_seed(0))
+    out = discriminator(torch.rand(1, 3, 26, 26))
+    assert out.shape == (1, 1, 20, 20) and bool(((out > 0) & (out < 1)).all())
+
+
+def test_constraints_and_post_processing() -> None:
+    mask = boundary_mask(13)
+    assert float(mask[3:-3, 3:-3].abs().sum()) == 0.0 and float(mask[0, 0]) > 0  # only the border is penalised
+    kernel = torch.from_numpy(gaussian_kernel((2.0, 2.0), 0.0))
+    torch.testing.assert_close(centre_of_mass(kernel), torch.tensor([6.0, 6.0], dtype=torch.float64))
+    noisy = gaussian_kernel((2.0, 2.0), 0.0) + 1e-4
+    cleaned = significant_kernel(noisy, 40)
+    assert cleaned.sum() == pytest.approx(1.0) and (cleaned >= 0).all() and cleaned[0, 0] == 0.0
+
+
+def test_analytic_x4_kernel_equals_two_x2_steps(coffee: np.ndarray) -> None:
+    """Downscaling x2 twice through a kernel equals one x4 step through its analytic x4
+    kernel (the paper's appendix), away from the borders. An even-sided symmetric kernel
+    sits on the x2 grid, so neither path needs an interpolated sub-pixel shift; what is
+    left is the crop of the composed kernel's faint tails."""
+    high = to_tensor(coffee[40:168, 200:328])
+    k2 = gaussian_kernel((1.5, 0.7), 0.4, side=8)
+    twice = kernel_downscaler(k2, 2)(kernel_downscaler(k2, 2)(high, (64, 64)), (32, 32))
+    k4 = kernel_for_factor(k2, 4)
+    assert k4.shape == (14, 14) and k4.sum() == pytest.approx(1.0)
+    once = kernel_downscaler(k4, 4)(high, (32, 32))
+    assert float((twice - once)[..., 4:-4, 4:-4].abs().max()) < 3e-3
+    with pytest.raises(InvalidParameterError, match="x2 and x4"):
+        kernel_for_factor(k2, 3)
+
+
+def test_kernel_picture_is_an_image_of_the_kernel() -> None:
+    picture = kernel_picture(gaussian_kernel((2.0, 1.0), 0.3), size=64)
+    assert picture.shape == (1, 3, 64, 64) and float(picture.max()) == 1.0 and float(picture.min()) >= 0.0
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+def test_estimation_is_deterministic_under_a_seed_and_leaves_the_global_rng_alone(chelsea: np.ndarray) -> None:
+    low = to_tensor(chelsea[60:124, 150:214])
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first = estimate_kernel(low, TINY_KGAN)
+    assert torch.equal(torch.rand(1), before)  # the global RNG is where it was
+    second = estimate_kernel(low, TINY_KGAN)
+    other = estimate_kernel(low, TINY_KGAN.replace(seed=1))
+    assert np.array_equal(first.raw_kernel, second.raw_kernel)
+    assert np.array_equal(first.kernel, second.kernel)
+    assert not np.array_equal(first.raw_kernel, other.raw_kernel)
+    assert first.kernel.sum() == pytest.approx(1.0) and (first.kernel >= 0).all()
+    assert first.iterations == 40 and first.stop_reason == "iterations"
+
+
+def test_estimation_reports_progress_can_be_cancelled_and_keeps_its_budget(coffee: np.ndarray) -> None:
+    low = to_tensor(coffee[100:164, 200:264])
+    steps: list[tuple[int, int, str]] = []
+    estimate_kernel(low, TINY_KGAN.replace(iterations=20), progress=lambda d, t, m: steps.append((d, t, m)))
+    assert [s[0] for s in steps] == [10, 20] and steps[-1][1] == 20 and "KernelGAN" in steps[-1][2]
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(CancelledError):
+        estimate_kernel(low, TINY_KGAN.replace(iterations=1000), cancel=cancel)
+    budget = estimate_kernel(low, TINY_KGAN.replace(iterations=10_000, time_budget_s=1e-3, min_iterations=3))
+    assert budget.stop_reason == "time budget" and budget.iterations == 3
+
+
+@pytest.mark.parametrize(
+    ("pixels", "config", "match"),
+    [
+        (torch.rand(1, 3, 20, 40), None, "at least 32x32"),
+        (torch.rand(3, 40, 40), None, "one image"),
+        (torch.rand(1, 3, 40, 40), KernelGANConfig(iterations=0), "iterations"),
+        (torch.rand(1, 3, 40, 40), KernelGANConfig(time_budget_s=-1.0), "time_budget_s"),
+    ],
+)
+def test_bad_estimation_input_is_a_clear_error(pixels: torch.Tensor, config: KernelGANConfig | None, match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        estimate_kernel(pixels, config)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="issue 18: on CPU-sized inputs (256x256, 1000 iterations) KernelGAN's estimate stays near "
+    "a variance of ~2 px^2 whatever the true blur (measured for variances 0.5, 1 and 4); see "
+    "bench/RESULTS_zssr.md. Kept as the acceptance check for a better estimator.",
+    strict=False,
+)
+def test_estimator_recovers_a_known_gaussian_kernel(astronaut: np.ndarray) -> None:
+    """Images made by blurring with known isotropic Gaussians (variance 0.5 and 4 px^2 on
+    the low-resolution grid) and subsampling x2. Bound: the estimate of the blurred one has
+    a covariance within 35% (relative Frobenius error) of the truth, and is at least 1.5x
+    wider (trace) than the estimate of the sharp one."""
+    high = to_tensor(astronaut[0:512, 0:512])
+    estimates = {}
+    for variance in (0.5, 4.0):
+        truth = gaussian_kernel((variance, variance), 0.0, side=14)  # even side: on the x2 grid
+        low = kernel_downscaler(truth, 2)(high, (256, 256)).clamp(0, 1)
+        estimates[variance] = second_moments(estimate_kernel(low, KernelGANConfig(iterations=1000)).kernel)
+    true_cov = second_moments(gaussian_kernel((4.0, 4.0), 0.0, side=14))
+    error = np.linalg.norm(estimates[4.0] - true_cov) / np.linalg.norm(true_cov)
+    assert error < 0.35, (estimates, true_cov)
+    assert np.trace(estimates[4.0]) > 1.5 * np.trace(estimates[0.5]), estimates
+
+
+# --------------------------------------------------------------------------- ZSSR with kernel="auto", and the guard
+
+QUICK_ZSSR = ZSSRConfig(iterations=40, crop_size=32, eval_every=10, lr_window=30, lr_patience=30, self_ensemble=False)
+
+
+def test_auto_kernel_feeds_every_stage_and_is_reported(coffee: np.ndarray) -> None:
+    low = to_tensor(coffee[100:164, 200:264])
+    steps: list[int] = []
+    config = QUICK_ZSSR.replace(kernel="auto", kernel_estimation=TINY_KGAN.replace(iterations=20), bicubic_fallback=False)
+    result = zssr_upscale_with_report(low, 4, config, progress=lambda d, t, m: steps.append(d))
+    assert result.output.shape == (1, 3, 256, 256)
+    assert len(result.kernels) == 1 and result.kernels[0].iterations == 20
+    assert len(result.stages) == 2 and all(s.network_used for s in result.stages)
+    assert steps == sorted(steps) and steps[-1] == 1000  # estimation then ZSSR, one monotonic bar
+    # The same seed gives the same kernel and output.
+    again = zssr_upscale_with_report(low, 4, config)
+    assert torch.equal(again.output, result.output)
+
+
+def test_auto_kernel_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(InvalidParameterError, match="x2 and x4 stages"):
+        zssr_upscale_with_report(torch.rand(1, 3, 64, 64), 3, QUICK_ZSSR.replace(kernel="auto"))
+    with pytest.raises(InvalidParameterError, match="at least 32x32"):
+        zssr_upscale_with_report(torch.rand(1, 3, 24, 24), 2, QUICK_ZSSR.replace(kernel="auto"))
+    with pytest.raises(InvalidParameterError, match="'auto'"):
+        ZSSRConfig(kernel="guess").validate()
+
+
+def test_guard_falls_back_to_bicubic_on_a_crafted_case(coffee: np.ndarray) -> None:
+    """Training inputs with heavy noise (noise_std 0.1) on a clean image: the network
+    learns to denoise, so on the clean held-out strip it smooths away detail and does worse
+    than bicubic. The guard notices, says so, and returns bicubic plus back-projection."""
+    high = to_tensor(coffee[100:228, 200:328])
+    low = resize_bicubic(high, (64, 64)).clamp(0, 1)
+    crafted = QUICK_ZSSR.replace(noise_std=0.1)
+    result = zssr_upscale_with_report(low, 2, crafted)
+    stage = result.stages[0]
+    assert stage.held_out and not stage.network_used
+    assert stage.guard_gain_db < -1.0
+    assert len(result.notices) == 1 and "held-out strip" in result.notices[0] and "bicubic" in result.notices[0]
+    expected = back_project(resize_bicubic(low, (128, 128)).clamp(0, 1), low, resize_bicubic, crafted.back_projection_iterations)
+    torch.testing.assert_close(result.output, expected, atol=1e-6, rtol=0)
+    # Without the guard the (worse) network output is returned, and it is worse on the truth.
+    unguarded = zssr_upscale_with_report(low, 2, crafted.replace(bicubic_fallback=False))
+    assert unguarded.stages[0].network_used and not unguarded.notices
+    error = float(torch.mean((unguarded.output - high) ** 2))
+    assert error > float(torch.mean((result.output - high) ** 2))
+
+
+def test_guard_keeps_the_network_when_it_learned(coffee: np.ndarray) -> None:
+    high = to_tensor(coffee[100:228, 200:328])
+    low = resize_bicubic(high, (64, 64)).clamp(0, 1)
+    result = zssr_upscale_with_report(low, 2, QUICK_ZSSR.replace(iterations=120))
+    stage = result.stages[0]
+    assert stage.held_out and stage.network_used and stage.guard_gain_db > 0 and not result.notices
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "restorekit", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_cli_kernel_writes_npy_and_picture_and_zssr_uses_auto(chelsea: np.ndarray, tmp_path: Path) -> None:
+    source = tmp_path / "cat.png"
+    write_image(image_from_array(chelsea[60:124, 150:214]), source)
+    done = _cli("kernel", str(source), "-o", str(tmp_path / "k.npy"), "--iterations", "20", "--seed", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    kernel = np.load(tmp_path / "k.npy")
+    assert kernel.ndim == 2 and kernel.sum() == pytest.approx(1.0)
+    picture = read_image(tmp_path / "k.png")
+    assert (picture.width, picture.height) == (256, 256)
+    # The same seed and iterations give the same kernel, and zssr can estimate it itself.
+    done = _cli(
+        "zssr", str(source), "-o", str(tmp_path / "up.png"), "-s", "2", "--iterations", "10", "--kernel", "auto",
+        "--kernel-iterations", "20", "--seed", "3", "--save-kernel", str(tmp_path / "auto.npy"), "--no-guard",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "kernel estimated" in done.stdout
+    assert read_image(tmp_path / "up.png").width == 128
+    np.testing.assert_array_equal(np.load(tmp_path / "auto.npy"), kernel)
+    # An existing output is refused, in one line.
+    again = _cli("kernel", str(source), "-o", str(tmp_path / "k.npy"), "--iterations", "20", cwd=tmp_path)
+    assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
+
+
+# --------------------------------------------------------------------------- front ends
+
+
+def test_front_ends_offer_the_estimated_kernel() -> None:
+    """The upscale CLI's --zssr-kernel, the app's zero-shot kernel choice and the node's
+    optional kernel input all reach ZSSRConfig(kernel="auto"); bad values are clear errors."""
+    pytest.importorskip("gradio")
+    from gradio_app import jobs
+    from nodes.convert import NodeInputError
+    from nodes.synthesis import ZeroShotUpscale
+    from restorekit.cli import build_parser
+    from restorekit.cli.upscale import settings_from_args
+
+    args = build_parser().parse_args(["upscale", "in.png", "-o", "out", "--model", "zssr", "--zssr-kernel", "auto"])
+    assert settings_from_args(args).zssr.estimates_kernel
+    args = build_parser().parse_args(["upscale", "in.png", "-o", "out", "--model", "zssr"])
+    assert not settings_from_args(args).zssr.estimates_kernel
+    settings = jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_kernel="auto"))
+    assert settings.zssr.estimates_kernel
+    assert jobs.restore_settings(jobs.RestoreOptions(model="zssr")).zssr.kernel is None
+    with pytest.raises(InvalidParameterError, match="Zero-shot kernel"):
+        jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_kernel="gaussian"))
+    optional = ZeroShotUpscale.INPUT_TYPES()["optional"]
+    assert optional["kernel"][0] == ["bicubic", "auto"] and optional["guard"][0] == "BOOLEAN"
+    with pytest.raises(NodeInputError, match="kernel must be one of"):
+        ZeroShotUpscale().upscale(torch.rand(1, 40, 40, 3), 2.0, 10, 0.0, 0, "fp32", kernel="gaussian")
