@@ -46,12 +46,15 @@ class ExecutionPlan:
     """How to run a network: where, in which dtype, and in which memory layout.
 
     ``dtype`` is the dtype of the weights and of the network's input; images stay float32
-    outside the network.
+    outside the network. ``fused``: run a network through its fused execution form where one
+    exists (:mod:`restorekit.upscale.rrdb` for RRDBNet: the same function without copies,
+    equal within float rounding); False runs the module exactly as spandrel defines it.
     """
 
     device: torch.device
     dtype: torch.dtype
     channels_last: bool = True
+    fused: bool = True
 
     @property
     def precision(self) -> str:
@@ -182,11 +185,13 @@ def plan_execution(
     *,
     supports_half: bool = True,
     supports_bfloat16: bool = True,
+    fused: bool = True,
 ) -> ExecutionPlan:
     """Resolve a device and a precision into an :class:`ExecutionPlan`.
 
     channels_last is always used for 4-D activations: it is the single biggest speed-up for
-    convolutions on CPU and is neutral to positive on CUDA.
+    convolutions on CPU and is neutral to positive on CUDA. ``fused`` (see
+    :class:`ExecutionPlan`) is on unless asked otherwise.
     """
     torch_device = resolve_device(device)
     dtype = resolve_dtype(
@@ -195,7 +200,7 @@ def plan_execution(
         supports_half=supports_half,
         supports_bfloat16=supports_bfloat16,
     )
-    return ExecutionPlan(device=torch_device, dtype=dtype, channels_last=True)
+    return ExecutionPlan(device=torch_device, dtype=dtype, channels_last=True, fused=fused)
 
 
 def plan_for_model(model: object, device: str | torch.device = "auto", precision: str = "auto") -> ExecutionPlan:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,7 @@ def start_loopback_cluster(repo: Path, *, nodes: int = 2, cpus: int = 1) -> Iter
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)  # anything of ours left behind
         process.wait()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def worker_pids(env: dict[str, str], name: str = "ray::FileWorker") -> list[int]:

@@ -122,3 +122,14 @@ def test_detected_faces_are_saved(home: Path, photos: Path, tmp_path: Path) -> N
     saved = sorted(p.name for p in (out / "faces").iterdir())
     assert saved == ["rgb_00_original.png", "rgb_00_restored.png", "rgb_mask.png"]
     assert Image.open(out / "faces" / "rgb_00_original.png").size == (512, 512)
+
+
+def test_folders_are_searched_recursively_like_upscale(home: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The file runner's folder rule: sub-folders are searched and their structure is kept."""
+    (photos / "broken.png").unlink()
+    (photos / "sub").mkdir()
+    (photos / "rgb.png").rename(photos / "sub" / "rgb.png")
+    out = tmp_path / "tree"
+    assert main(["faces", str(photos), "-o", str(out), "--face-strength", "0", *FAST]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["alpha.png", "deep.png", "gray.png", "sub/rgb.png"]
+    assert "4 restored" in capsys.readouterr().out

@@ -122,16 +122,16 @@ class FileWorker:
 
     def __init__(self, work: FileWork, files: list[tuple[str, Any]], threads: int) -> None:
         from .. import __version__
-        from .models import install_worker_home
+        from .models import worker_home
 
         self.version = __version__
         self.error: str | None = None
-        self.home = install_worker_home(files, threads)
         self.work = work
-        try:
-            work.prepare()
-        except Exception as exc:  # reported once by the driver, not per task
-            self.error = f"{type(exc).__name__}: {exc}"
+        with worker_home(files, threads):
+            try:
+                work.prepare()
+            except Exception as exc:  # reported once by the driver, not per task
+                self.error = f"{type(exc).__name__}: {exc}"
 
     def ready(self) -> dict[str, Any]:
         import ray

@@ -9,9 +9,11 @@ are names inside that home (downloads off).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,19 +85,14 @@ def ship_settings(settings: Any) -> tuple[dict[str, Path | bytes], Any]:
             changes["face_model"] = _model_reference(face, "face_restore", files)
         else:
             changes["face_model"] = _shipped_file(_descriptor_bytes(face), PURPOSES["face_restore"], files)
-        options = settings.face_options
-        if options is not None:
-            if not options.aligned:
-                _registry_file(str(options.detector), files)
-                if not options.uses_ellipse:
-                    _registry_file(str(options.parser), files)
-        else:
-            from ..faces import FaceOptions
+        from ..faces import FaceOptions
+        from ..faces.pipeline import detector_name, face_network_names
 
-            defaults = FaceOptions()
-            _registry_file(str(defaults.detector), files)
-            if not defaults.uses_ellipse:
-                _registry_file(str(defaults.parser), files)
+        options = settings.face_options or FaceOptions()
+        for name in face_network_names(options):  # detector, landmarks, parser, 'auto' resolved here
+            _registry_file(name, files)
+        if not options.aligned:
+            changes["face_options"] = dataclasses.replace(options, detector=detector_name(options.detector))
     return files, dataclasses.replace(settings, **changes)
 
 
@@ -107,9 +104,13 @@ def install_files(home: Path, files: dict[str, bytes]) -> None:
         atomic_write_bytes(resolve_inside(home, relative), data)
 
 
-def install_worker_home(files: list[tuple[str, Any]], threads: int) -> Path:
-    """Set up a worker process: a private model home filled with the shipped files (object
-    references), downloads off, caches cleared, ``threads`` torch threads. Returns the home."""
+@contextlib.contextmanager
+def worker_home(files: list[tuple[str, Any]], threads: int) -> Iterator[Path]:
+    """Set up a worker process for loading its job: a private model home filled with the
+    shipped files (object references), downloads off, caches cleared, ``threads`` torch
+    threads. The home is deleted when the block ends: load every model inside it (a loaded
+    job keeps its networks in memory; a restarted worker gets a fresh home)."""
+    import shutil
     import tempfile
 
     import ray
@@ -120,9 +121,12 @@ def install_worker_home(files: list[tuple[str, Any]], threads: int) -> Path:
     from ..registry.home import configure_home
 
     home = Path(tempfile.mkdtemp(prefix="restorekit-worker-home-"))
-    install_files(home, {relative: ray.get(ref) for relative, ref in files})
-    use_private_home(home)
-    configure_home(None)
-    models.clear_cache()
-    torch.set_num_threads(max(1, threads))
-    return home
+    try:
+        install_files(home, {relative: ray.get(ref) for relative, ref in files})
+        use_private_home(home)
+        configure_home(None)
+        models.clear_cache()
+        torch.set_num_threads(max(1, threads))
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

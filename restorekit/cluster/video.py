@@ -28,18 +28,17 @@ class FrameWorker:
 
     def __init__(self, settings: Any, files: list[tuple[str, Any]], threads: int) -> None:
         from .. import __version__
-        from .models import install_worker_home
+        from ..video import make_frame_processor
+        from .models import worker_home
 
         self.version = __version__
         self.error: str | None = None
-        install_worker_home(files, threads)
         self.processor: Any = None
-        try:
-            from ..video import make_frame_processor
-
-            self.processor = make_frame_processor(settings=settings)
-        except Exception as exc:  # reported once by the driver
-            self.error = f"{type(exc).__name__}: {exc}"
+        with worker_home(files, threads):
+            try:
+                self.processor = make_frame_processor(settings=settings)
+            except Exception as exc:  # reported once by the driver
+                self.error = f"{type(exc).__name__}: {exc}"
 
     def ready(self) -> dict[str, Any]:
         return {"version": self.version, "pid": os.getpid(), "error": self.error}

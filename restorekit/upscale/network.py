@@ -30,6 +30,7 @@ from torch import nn
 from ..device import ExecutionPlan, plan_execution
 from ..errors import ModelIncompatibleError
 from ..models import prepared_network
+from .rrdb import FusedRRDBTrunk
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class StripTailForward:
     memory stays bounded, so much larger windows fit in the same memory (less tile overlap).
     """
 
-    def __init__(self, module: nn.Module, head: list[nn.Module], tail: list[nn.Module], shuffle: int) -> None:
+    def __init__(self, module: nn.Module, head: list[Callable[[torch.Tensor], torch.Tensor]], tail: list[nn.Module], shuffle: int) -> None:
         plan = _local_tail(tail)
         assert plan is not None
         self.scale, radius, self.width = plan
@@ -265,15 +266,23 @@ class StripTailForward:
         self.shuffle = shuffle
 
     @classmethod
-    def of(cls, module: nn.Module) -> StripTailForward | None:
-        """The strip forward for spandrel's ESRGAN ``RRDBNet``, or None for other modules."""
+    def of(cls, module: nn.Module, *, fused: bool = False) -> StripTailForward | None:
+        """The strip forward for spandrel's ESRGAN ``RRDBNet``, or None for other modules.
+
+        ``fused``: run the head (``conv_first`` and the RRDB trunk) as a
+        :class:`~restorekit.upscale.rrdb.FusedRRDBTrunk` when the network has its plain form.
+        """
         body = getattr(module, "model", None)
         if not isinstance(body, nn.Sequential) or len(body) < 3 or type(module).__name__ != "RRDBNet":
             return None
         tail = _flatten(list(body)[2:])
         if _local_tail(tail) is None:
             return None
-        return cls(module, list(body)[:2], tail, int(getattr(module, "shuffle_factor", None) or 1))
+        head: list[Callable[[torch.Tensor], torch.Tensor]] = list(body)[:2]
+        trunk = FusedRRDBTrunk.of(module) if fused else None
+        if trunk is not None:
+            head = [trunk]
+        return cls(module, head, tail, int(getattr(module, "shuffle_factor", None) or 1))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.shuffle > 1:  # the runner already padded to a multiple of the shuffle factor
@@ -330,7 +339,10 @@ class NetworkRunner:
         self._call = getattr(descriptor, "_call_fn", None) or _default_call
         self._network = prepared_network(descriptor.model, plan)
         custom = getattr(descriptor, "_call_fn", None)
-        strips = StripTailForward.of(self._network) if custom is None or self.traits.architecture == "ESRGAN" else None
+        use_strips = custom is None or self.traits.architecture == "ESRGAN"
+        strips = StripTailForward.of(self._network, fused=plan.fused) if use_strips else None
+        self.fused = strips is not None and isinstance(strips.head[0], FusedRRDBTrunk)
+        """Whether the network runs through a fused execution form."""
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
             strips if strips is not None else lambda x: self._call(self._network, x)
         )
@@ -344,7 +356,7 @@ class NetworkRunner:
 
     def _fp32_runner(self) -> NetworkRunner:
         if self._fp32 is None:
-            plan = plan_execution(self.plan.device, "fp32")
+            plan = plan_execution(self.plan.device, "fp32", fused=self.plan.fused)
             self._fp32 = NetworkRunner(self.descriptor, plan)
         return self._fp32
 

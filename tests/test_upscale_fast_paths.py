@@ -1,0 +1,87 @@
+"""Fast execution paths equal the eager network on real weights.
+
+- :class:`restorekit.upscale.rrdb.FusedRRDBTrunk` (RRDBNet without concatenations, oneDNN
+  fused LeakyReLU and residuals): within 1e-5 of spandrel's module in fp32, and within the
+  bf16 bar (>= 45 dB against fp32) in bf16.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from restorekit.device import plan_execution
+from restorekit.upscale import Upscaler
+from restorekit.upscale.network import NetworkRunner
+from restorekit.upscale.rrdb import FusedRRDBTrunk, _plain_conv_add_into, _plain_conv_leaky
+
+from conftest import load_shared_model, psnr, to_tensor
+
+FP32_TOLERANCE = 1e-5
+
+
+def _crop(photo, top: int, left: int, size: int) -> torch.Tensor:
+    return to_tensor(photo[top : top + size, left : left + size])
+
+
+def _runner(descriptor, precision: str, *, fused: bool) -> NetworkRunner:
+    return NetworkRunner(descriptor, plan_execution("cpu", precision, fused=fused))
+
+
+@pytest.mark.parametrize("name", ["RealESRGAN_x4plus", "RealESRGAN_x4plus_anime_6B"])
+def test_fused_rrdb_equals_spandrel_in_fp32(name, astronaut):
+    descriptor = load_shared_model(name)
+    image = _crop(astronaut, 70, 190, 24)  # the face: edges, skin, hair
+    fused = _runner(descriptor, "fp32", fused=True)
+    eager = _runner(descriptor, "fp32", fused=False)
+    assert fused.fused and not eager.fused
+    with torch.no_grad():
+        reference = descriptor.model(image).clamp(0, 1)  # spandrel's module, as loaded
+    out = fused(image)
+    assert out.shape == reference.shape == (1, 3, 96, 96)
+    assert (out - reference).abs().max().item() <= FP32_TOLERANCE
+    assert (eager(image) - reference).abs().max().item() <= FP32_TOLERANCE
+
+
+def test_fused_rrdb_plain_ops_equal_spandrel(x4plus, coffee):
+    """The schedule other devices (CUDA, MPS) use: F.conv2d instead of oneDNN's fused ops."""
+    network = x4plus.model
+    trunk = FusedRRDBTrunk.of(network)
+    assert trunk is not None
+    trunk.conv_leaky, trunk.conv_add_into = _plain_conv_leaky, _plain_conv_add_into
+    x = _crop(coffee, 100, 200, 16)
+    with torch.no_grad():
+        expected = network.model[1](network.model[0](x))
+        got = trunk(x)
+    assert (got - expected).abs().max().item() <= FP32_TOLERANCE * float(expected.abs().max())
+
+
+def test_fused_rrdb_bf16_keeps_quality(x4plus, chelsea):
+    image = _crop(chelsea, 80, 160, 28)
+    fp32 = _runner(x4plus, "fp32", fused=False)(image)
+    fused = _runner(x4plus, "bf16", fused=True)
+    assert fused.fused
+    assert psnr(fused(image), fp32) >= 45.0
+
+
+@pytest.mark.slow
+def test_fused_rrdb_upscaler_tiled_equals_eager(coffee):
+    """Through the whole engine (pre-pad, tiles, strip tail): fused == eager in fp32."""
+    anime = load_shared_model("RealESRGAN_x4plus_anime_6B")
+    image = _crop(coffee, 150, 300, 36)
+    results = []
+    for fused in (True, False):
+        upscaler = Upscaler(anime, precision="fp32", device="cpu", tile=32, overlap=8)
+        upscaler.runner = _runner(anime, "fp32", fused=fused)
+        results.append(upscaler.upscale(image).pixels)
+    assert (results[0] - results[1]).abs().max().item() <= FP32_TOLERANCE
+
+
+def test_other_rrdb_forms_run_as_spandrel_defines_them():
+    """ESRGAN+ ('plus' dense blocks, no released weights here: random weights) is not fused."""
+    from spandrel.architectures.ESRGAN.__arch.RRDB import RRDBNet
+
+    module = RRDBNet(num_blocks=1, plus=True, scale=2).eval()
+    assert FusedRRDBTrunk.of(module) is None
+    plain = RRDBNet(num_blocks=1, scale=2).eval()
+    assert FusedRRDBTrunk.of(plain) is not None
