@@ -26,9 +26,16 @@ both are given the same face landmarks per frame (computed from the clip's known
 zoom of the astronaut photo's hand-placed landmarks) instead of running a random-weight
 detector: detection is left out on both sides.
 
+``--track K`` (with ``--faces``) measures what video restoration with face tracks costs
+against the official per-frame pipeline *with its detector*: ours runs the real torch
+BlazeFace full range + Face Mesh (from the mediapipe wheel's model files) every K frames,
+the mesh alone in between, One Euro smoothing, then the same restoration; the official side
+additionally runs facexlib's RetinaFace-ResNet50 (random weights; speed does not depend on
+them) on every frame, as ``GFPGANer.enhance`` does, and keeps the scripted landmarks.
+
 Usage::
 
-    python bench/bench_video.py [--frames 48] [--scales 2 4] [--batch 4] [--weights DIR] [--faces]
+    python bench/bench_video.py [--frames 48] [--scales 2 4] [--batch 4] [--weights DIR] [--faces] [--track K]
 """
 
 from __future__ import annotations
@@ -116,22 +123,51 @@ class ScriptedDetector:
         return [face]
 
 
-def ours_processor(weights: Path, scale: float, faces: bool) -> Any:
+def mediapipe_detector() -> Any:
+    """The torch BlazeFace full range + Face Mesh on the mediapipe wheel's model files."""
+    import importlib.util
+
+    from restorekit.device import plan_execution
+    from restorekit.faces.graphnet import GraphNet
+    from restorekit.faces.mediapipe import MediaPipeFaceDetector
+    from restorekit.registry.tflite import tflite_to_state_dict
+
+    members = {
+        "full": "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+        "mesh": "mediapipe/modules/face_landmark/face_landmark.tflite",
+    }
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("--track needs the mediapipe 0.10.14 wheel's model files (make setup installs it)")
+    root = Path(next(iter(spec.submodule_search_locations))).parent
+
+    def net(kind: str) -> Any:
+        return GraphNet.from_state_dict(tflite_to_state_dict((root / members[kind]).read_bytes(), members[kind]))
+
+    return MediaPipeFaceDetector(net("full"), net("mesh"), "full", plan_execution("auto", "auto"))
+
+
+def ours_processor(weights: Path, scale: float, faces: bool, track: int = 0) -> Any:
+    from restorekit.faces import FaceOptions
+    from restorekit.faces.tracking import TrackingSettings
     from restorekit.restore import RestoreSettings
 
     settings = RestoreSettings(
-        model=str(weights), outscale=scale, precision="auto", face_model="GFPGANv1.4" if faces else None
-    )
+        model=str(weights), outscale=scale, precision="auto", face_model="GFPGANv1.4" if faces else None,
+        face_options=FaceOptions(confidence=0.5, min_eye_distance=0.0) if track else None,
+        face_tracking=TrackingSettings(detect_every=track, fps=FPS) if track else None,
+    )  # fmt: skip
     processor = make_frame_processor(settings=settings)
     if faces:
-        processor.restorer.faces._detector = ScriptedDetector()  # bench only: same landmarks as official
+        # bench only: the same landmarks as official, or the real BlazeFace + Face Mesh
+        processor.restorer.faces._detector = mediapipe_detector() if track else ScriptedDetector()
     return processor
 
 
-def run_ours(source: Path, output: Path, weights: Path, scale: float, batch: int, faces: bool) -> dict[str, float]:
-    processor = ours_processor(weights, scale, faces)
+def run_ours(source: Path, output: Path, weights: Path, scale: float, batch: int, faces: bool, track: int = 0) -> dict[str, float]:
+    processor = ours_processor(weights, scale, faces, track)
     processor(torch.rand(1, 3, SIZE, SIZE))  # warm-up: one-off weight conversion
-    if faces:
+    if faces and not track:
         processor.restorer.faces._detector.index = 0
     began = time.perf_counter()
     result = process_video(source, output, processor, VideoOptions(batch_size=batch, crf=CRF, overwrite=True))
@@ -155,7 +191,7 @@ def official_upsampler(weights: Path, workdir: Path) -> Any:
     return RealESRGANer(scale=4, model_path=str(pth), model=model, tile=0, pre_pad=0, half=False, device=torch.device("cpu"))
 
 
-def official_face_enhancer(upsampler: Any, scale: float) -> Any:
+def official_face_enhancer(upsampler: Any, scale: float, detect: bool = False) -> Any:
     """GFPGANer as the official script builds it with ``--face_enhance`` (GFPGANv1.4,
     ParseNet, the RealESRGANer as background upsampler), with the seeded random weights and
     the scripted landmarks of :func:`frame_landmarks`."""
@@ -171,7 +207,18 @@ def official_face_enhancer(upsampler: Any, scale: float) -> Any:
     helper = enhancer.face_helper
     counter = {"index": 0}
 
+    detector = None
+    if detect:
+        from restorekit.architectures import build_module
+
+        detector = build_module("RetinaFace", {"network_name": "resnet50"})
+        detector.load_state_dict(random_network_state("RetinaFace", {"network_name": "resnet50"}, seed=2))
+        detector.eval()
+
     def scripted_landmarks(*_args: object, **_kwargs: object) -> int:
+        if detector is not None:  # what get_face_landmarks_5 runs first: RetinaFace on the frame
+            with torch.no_grad():
+                detector.detect_faces(helper.input_img, 0.97)
         helper.all_landmarks_5 = [frame_landmarks(counter["index"])]
         helper.det_faces = [np.zeros(5)]
         counter["index"] += 1
@@ -189,11 +236,11 @@ def official_frame(upsampler: Any, bgr: np.ndarray, scale: float, enhancer: Any 
     return output
 
 
-def run_official(source: Path, output: Path, upsampler: Any, scale: float, faces: bool) -> dict[str, float]:
+def run_official(source: Path, output: Path, upsampler: Any, scale: float, faces: bool, detect: bool = False) -> dict[str, float]:
     """One frame at a time: decode, enhance (fp32), encode, all on one thread."""
     import av
 
-    enhancer = official_face_enhancer(upsampler, scale) if faces else None
+    enhancer = official_face_enhancer(upsampler, scale, detect) if faces else None
     official_frame(upsampler, np.zeros((SIZE, SIZE, 3), np.uint8), scale, enhancer)  # warm-up
     if enhancer is not None:
         enhancer.frame_counter["index"] = 0
@@ -247,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--weights", type=Path, default=ROOT.parent / "shared" / "weights")
     parser.add_argument("--faces", action="store_true", help="add face restoration (GFPGANv1.4) on both sides")
+    parser.add_argument("--track", type=int, default=0, metavar="K", help="with --faces: ours tracks faces (real BlazeFace + Face Mesh every K frames), official detects with RetinaFace-ResNet50 on every frame")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     weights = args.weights / f"{MODEL}.safetensors"
@@ -262,10 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         source = make_input(work / "input.mp4", args.frames)
         upsampler = official_upsampler(weights, work)
         for scale in args.scales:
-            ours = run_ours(source, work / f"ours-x{scale:g}.mp4", weights, scale, args.batch, args.faces)
-            official = run_official(source, work / f"official-x{scale:g}.mp4", upsampler, scale, args.faces)
+            ours = run_ours(source, work / f"ours-x{scale:g}.mp4", weights, scale, args.batch, args.faces, args.track)
+            official = run_official(source, work / f"official-x{scale:g}.mp4", upsampler, scale, args.faces, bool(args.track))
             rows.append({"scale": scale, "ours": ours, "official": official})
     stage = " + GFPGANv1.4 (one face a frame)" if args.faces else ""
+    if args.faces and args.track:
+        stage += f"; ours: tracks, BlazeFace + Face Mesh every {args.track} frames; official: RetinaFace-ResNet50 every frame"
     print(f"\n{args.frames} frames of {SIZE}x{SIZE}, {MODEL}{stage}, torch threads {torch.get_num_threads()}, "
           f"libx264 CRF {CRF}, batch {args.batch}")
     print("| output | ours fps | official fps (end to end) | official fps (compute only) | ours / official | ours / official compute |")

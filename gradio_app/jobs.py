@@ -40,6 +40,10 @@ OUTPUT_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpeg", "WebP": "webp"}
 """Output format label -> :func:`restorekit.imageio.encode_image` format."""
 SIZE_MODES = ("scale", "size")
 FACE_SELECTIONS = ("all", "largest", "center")
+COLOR_FIXES = ("none", "wavelet", "adain")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
+DEFAULT_MAX_VIDEO_FRAMES = 18_000
+"""The app's cap on a clip's frames (10 minutes at 30 fps); ``--max-video-frames`` changes it."""
 DEFAULT_MAX_PIXELS = 16_000_000
 """The app's pixel cap per input image (a 4000x4000 photo); ``--max-pixels`` changes it."""
 DEFAULT_MAX_OUTPUT_PIXELS = 64_000_000
@@ -167,6 +171,8 @@ class RestoreOptions:
     zssr_iterations: int = 0
     out_format: str = "PNG"
     quality: int = 95
+    face_fidelity: float = 0.5
+    color_fix: str = "none"
     zssr_kernel: str = "bicubic"
 
     def output_format(self) -> str:
@@ -218,7 +224,11 @@ def restore_settings(options: RestoreOptions) -> Any:
 
         face_model = options.face_model
         face_options = FaceOptions(
-            strength=float(options.face_strength), select=options.face_select, detector=options.face_detector
+            strength=float(options.face_strength),
+            select=options.face_select,
+            detector=options.face_detector,
+            fidelity=float(options.face_fidelity),
+            color_fix=options.color_fix,
         )
     zssr = None
     if model.lower() == ZSSR_CHOICE:
@@ -246,6 +256,7 @@ def restore_settings(options: RestoreOptions) -> Any:
         zssr=zssr,
         allow_paths=False,
         download=True,
+        color_fix=options.color_fix,
     )
 
 
@@ -406,6 +417,110 @@ def summary(result: BatchResult) -> str:
         lines.append(f"\n**{len(result.failures)} file(s) failed:**")
         lines.extend(f"- {name}: {reason}" for name, reason in result.failures)
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- video
+
+
+@dataclass(frozen=True)
+class VideoJobOptions:
+    """The Video tab's form: the Restore tab's options plus face tracks.
+
+    Attributes:
+        restore: upscaler, size, faces, colour fix (:class:`RestoreOptions`).
+        face_track: link faces across frames and smooth them (on by default).
+        smoothing: One Euro cutoff at rest in Hz (lower = smoother; 0 = no smoothing).
+        face_blend: temporal blend of each restored face with its track's previous one.
+        detect_every: run the face detector every k frames.
+    """
+
+    restore: RestoreOptions = field(default_factory=lambda: RestoreOptions(model=RESIZE_CHOICE))
+    face_track: bool = True
+    smoothing: float = 0.7
+    face_blend: float = 0.0
+    detect_every: int = 1
+
+
+@dataclass
+class VideoJobResult:
+    """A restored clip: the file (with the input's audio) and a one-line report."""
+
+    output: Path
+    description: str
+    report: str
+    frames: int
+    seconds: float
+
+
+def video_settings(options: VideoJobOptions) -> Any:
+    """:class:`~restorekit.restore.RestoreSettings` for the Video tab (the Restore tab's,
+    plus face tracking when faces are restored)."""
+    from dataclasses import replace
+
+    from restorekit.faces.tracking import SmoothingSettings, TrackingSettings
+
+    settings = restore_settings(options.restore)
+    if settings.method == ZSSR_CHOICE:
+        raise InvalidParameterError("Zero-shot SR trains a network per frame, far too slow for video; choose a model or the plain resize.")
+    if settings.face_model is not None and options.face_track:
+        smoothing = float(options.smoothing)
+        if smoothing < 0:
+            raise InvalidParameterError(f"Smoothing must be 0 (off) or a cutoff in Hz, got {smoothing}.")
+        tracking = TrackingSettings(
+            detect_every=int(options.detect_every),
+            smoothing=SmoothingSettings(min_cutoff=smoothing) if smoothing > 0 else None,
+            face_blend=float(options.face_blend),
+        )
+        settings = replace(settings, face_tracking=tracking)
+    return settings
+
+
+def restore_video(
+    path: str | Path,
+    options: VideoJobOptions,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+    max_frames: int = DEFAULT_MAX_VIDEO_FRAMES,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    workdir: Path | None = None,
+) -> VideoJobResult:
+    """Restore every frame of an uploaded clip with the same
+    :class:`~restorekit.restore.Restorer` and video pipeline as ``restorekit video``; the
+    result keeps the timing and the audio. Cancelling stops between batches."""
+    from restorekit.video import VideoOptions, make_frame_processor, process_video
+    from restorekit.video.source import open_source
+
+    if not path:
+        raise InvalidParameterError("Upload a video first.")
+    source = Path(path)
+    if source.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise InvalidParameterError(f"{source.name} is not a video this tab takes ({', '.join(VIDEO_EXTENSIONS)}).")
+    with open_source(source, max_pixels=max_pixels) as frames:
+        info = frames.info
+    if info.estimated_frames and info.estimated_frames > max_frames:
+        raise InvalidParameterError(
+            f"{source.name} has about {info.estimated_frames:,} frames, over this app's limit of {max_frames:,}; "
+            "trim it, or use 'restorekit video' on the command line."
+        )
+    settings = video_settings(options)
+    reporter = Reporter.of(progress, cancel)
+    fetch_face_models(settings, reporter)
+    processor = make_frame_processor(settings=settings, progress=progress)
+    check_output_size(source.name, processor.restorer.output_size(info.height, info.width), max_output_pixels)
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="restorekit-video-"))
+    suffix = source.suffix.lower() if source.suffix.lower() in (".mp4", ".mkv", ".mov", ".webm") else ".mp4"
+    output = workdir / f"{source.stem or 'video'}_restored{suffix}"
+    result = process_video(
+        source,
+        output,
+        processor,
+        VideoOptions(overwrite=True, work_dir=workdir / "work", max_pixels=max_pixels),
+        progress=progress,
+        cancel=cancel,
+    )
+    return VideoJobResult(output, processor.describe(), result.summary().replace(str(output), output.name), result.frames, result.seconds)
 
 
 # --------------------------------------------------------------------------- degrade

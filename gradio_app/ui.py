@@ -52,6 +52,7 @@ class AppConfig:
     max_output_pixels: int = jobs.DEFAULT_MAX_OUTPUT_PIXELS
     max_file_size: str | int = "50mb"
     queue_size: int = 32
+    max_video_frames: int = jobs.DEFAULT_MAX_VIDEO_FRAMES
 
 
 @contextlib.contextmanager
@@ -171,6 +172,8 @@ class RestoreKitApp:
         zssr_iterations: int = 0,
         out_format: str = "PNG",
         quality: int = 95,
+        face_fidelity: float = 0.5,
+        color_fix: str = "none",
         zssr_kernel: str = "bicubic",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's injection idiom
@@ -178,7 +181,7 @@ class RestoreKitApp:
         """Restore one image: (before, after) for the slider, the output file, a report."""
         options = jobs.RestoreOptions(
             model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
-            face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, zssr_kernel,
+            face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
         )  # fmt: skip
         if not image:
             raise gr.Error("Upload an image first.")
@@ -205,6 +208,8 @@ class RestoreKitApp:
         zssr_iterations: int = 0,
         out_format: str = "PNG",
         quality: int = 95,
+        face_fidelity: float = 0.5,
+        color_fix: str = "none",
         zssr_kernel: str = "bicubic",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
@@ -213,7 +218,7 @@ class RestoreKitApp:
         zip of all (the zip when more than one), and a report listing any failures."""
         options = jobs.RestoreOptions(
             model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
-            face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, zssr_kernel,
+            face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
         )  # fmt: skip
         paths = [str(p) for p in (images or [])]
         if not paths:
@@ -243,6 +248,47 @@ class RestoreKitApp:
             "sharpness": "Sharpness (0 smooth RealESRNet, 1 sharp RealESRGAN)",
         }.get(meaning, f"{meaning} strength")
         return gr.update(visible=True, value=position, label=label)
+
+    # ------------------------------------------------------------------ video
+
+    def restore_video(
+        self,
+        video: str | None,
+        model: str = jobs.RESIZE_CHOICE,
+        outscale: float = 0,
+        face_restore: bool = True,
+        face_model: str = "GFPGANv1.4",
+        face_strength: float = 1.0,
+        face_select: str = "all",
+        face_fidelity: float = 0.5,
+        color_fix: str = "none",
+        face_track: bool = True,
+        smoothing: float = 0.7,
+        face_blend: float = 0.0,
+        detect_every: int = 1,
+        precision: str = "auto",
+        face_detector: str = "detection_Resnet50_Final",
+        request: gr.Request = None,  # type: ignore[assignment]
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[str, str, str]:
+        """Restore a clip: the playable result, the same file to download (with the input's
+        audio), and a report."""
+        if not video:
+            raise gr.Error("Upload a video first.")
+        restore = jobs.RestoreOptions(
+            model=model, outscale=outscale, face_restore=face_restore, face_model=face_model,
+            face_strength=face_strength, face_select=face_select, precision=precision,
+            face_fidelity=face_fidelity, color_fix=color_fix, face_detector=face_detector,
+        )  # fmt: skip
+        options = jobs.VideoJobOptions(restore, bool(face_track), float(smoothing or 0), float(face_blend or 0), int(detect_every or 1))
+        with user_errors(), self._engine_job(request) as cancel:
+            result = jobs.restore_video(
+                str(video), options, max_pixels=self.config.max_pixels, max_output_pixels=self.config.max_output_pixels,
+                max_frames=self.config.max_video_frames, progress=engine_progress(progress), cancel=cancel,
+                workdir=self.work.new(),
+            )  # fmt: skip
+        report = f"Restored with **{result.description}** in {result.seconds:.1f} s: {result.report}"
+        return str(result.output), str(result.output), report
 
     # ------------------------------------------------------------------ degrade
 
@@ -346,9 +392,11 @@ class RestoreKitApp:
                                     jobs.detector_choices(), value=DEFAULT_DETECTOR, label="Detector", allow_custom_value=True,
                                     info="auto: RetinaFace-ResNet50 if downloaded, else MediaPipe BlazeFace + Face Mesh",
                                 )
+                            face_fidelity = gr.Slider(0, 1, value=0.5, step=0.05, label="CodeFormer fidelity w (0 = quality, 1 = faithful)")
                         with gr.Row():
                             out_format = gr.Radio(list(jobs.OUTPUT_FORMATS), value="PNG", label="Output format")
                             quality = gr.Slider(1, 100, value=95, step=1, label="Quality (JPEG, WebP)")
+                        color_fix = gr.Radio(list(jobs.COLOR_FIXES), value="none", label="Colour fix (towards the input's colours)")
                         with gr.Accordion("Advanced", open=False):
                             tile = gr.Dropdown(
                                 ["auto", "0", "128", "256", "512"], value="auto", allow_custom_value=True, label="Tile (pixels; 0 = none)"
@@ -372,6 +420,49 @@ class RestoreKitApp:
                         status = gr.Markdown(elem_id="restore-status", label="report")
                 api_image = gr.File(visible=False, label="image")
                 api_button = gr.Button(visible=False)
+
+            with gr.Tab("Video"):
+                gr.Markdown(
+                    "Restore every frame of a clip: the same engine as the Restore tab, with faces followed "
+                    "across frames and smoothed so they do not jitter. The result keeps the timing and the audio."
+                )
+                video_models = [(c.label, c.value) for c in choices if c.value != jobs.ZSSR_CHOICE]
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        video_input = gr.Video(label="Video", sources=["upload"], elem_id="video-input")
+                        video_model = gr.Dropdown(
+                            video_models, value=default_model if default_model != jobs.ZSSR_CHOICE else jobs.RESIZE_CHOICE,
+                            label="Upscaler", allow_custom_value=True, elem_id="video-model",
+                        )  # fmt: skip
+                        video_outscale = gr.Number(0, minimum=0, label="Scale (0 = the model's own; 1 for resize)")
+                        video_faces = gr.Checkbox(True, label="Restore faces", elem_id="video-faces")
+                        with gr.Group() as video_face_group:
+                            video_face_model = gr.Dropdown(jobs.face_choices(), value=default_face or "", label="Face model", allow_custom_value=True)
+                            with gr.Row():
+                                video_face_strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Face strength")
+                                video_fidelity = gr.Slider(0, 1, value=0.5, step=0.05, label="CodeFormer fidelity w (0 quality, 1 faithful)")
+                            video_face_select = gr.Dropdown(
+                                list(jobs.FACE_SELECTIONS), value="all", allow_custom_value=True,
+                                label="Faces", info="all, the largest or most central track, or a track id (0 = leftmost face at the start)",
+                            )  # fmt: skip
+                            video_track = gr.Checkbox(True, label="Follow faces across frames (tracks, smoothing)")
+                            with gr.Row():
+                                video_smoothing = gr.Slider(0, 5, value=0.7, step=0.05, label="Smoothing cutoff (Hz; lower = steadier, 0 = off)")
+                                video_blend = gr.Slider(0, 0.9, value=0.0, step=0.05, label="Temporal blend of restored faces (against flicker)")
+                            with gr.Row():
+                                video_detect_every = gr.Number(1, minimum=1, precision=0, label="Detect faces every k frames")
+                                video_detector = gr.Dropdown(
+                                    jobs.detector_choices(), value=DEFAULT_DETECTOR if DEFAULT_DETECTOR in registry else "", label="Detector", allow_custom_value=True
+                                )
+                        video_color_fix = gr.Radio(list(jobs.COLOR_FIXES), value="none", label="Colour fix (towards the input's colours)")
+                        video_precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
+                        with gr.Row():
+                            video_run = gr.Button("Restore video", variant="primary", elem_id="video-button")
+                            video_stop = gr.Button("Cancel", variant="stop", elem_id="video-cancel-button")
+                    with gr.Column(scale=1):
+                        video_output = gr.Video(label="Result", interactive=False, elem_id="video-output")
+                        video_download = gr.File(label="Download (with audio)", interactive=False)
+                        video_status = gr.Markdown(elem_id="video-status", label="report")
 
             with gr.Tab("Degrade"):
                 gr.Markdown("Synthesise a realistic low-quality version of an image (Real-ESRGAN's degradation model).")
@@ -412,7 +503,7 @@ class RestoreKitApp:
             # ---- events
             options = [
                 model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
-                face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, zssr_kernel,
+                face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
             ]  # fmt: skip
             batch_event = run.click(
                 self.restore_batch, [files, *options], [slider, download, gallery, archive, status],
@@ -427,7 +518,20 @@ class RestoreKitApp:
                 self.degrade, [degrade_input, preset, seed, overrides, scale], [hr_view, lr_view, params, kernel, lr_file],
                 api_name="degrade", concurrency_id=ENGINE, show_progress_on=lr_view,
             )  # fmt: skip
-            stop.click(self.cancel, None, None, cancels=[batch_event, single_event, degrade_event], queue=False, api_visibility="private")
+            video_event = video_run.click(
+                self.restore_video,
+                [
+                    video_input, video_model, video_outscale, video_faces, video_face_model, video_face_strength,
+                    video_face_select, video_fidelity, video_color_fix, video_track, video_smoothing, video_blend,
+                    video_detect_every, video_precision, video_detector,
+                ],
+                [video_output, video_download, video_status], api_name="restore_video", concurrency_id=ENGINE,
+                show_progress_on=video_output,
+            )  # fmt: skip
+            events = [batch_event, single_event, degrade_event, video_event]
+            stop.click(self.cancel, None, None, cancels=events, queue=False, api_visibility="private")
+            video_stop.click(self.cancel, None, None, cancels=events, queue=False, api_visibility="private")
+            video_faces.change(lambda on: gr.update(visible=on), video_faces, video_face_group, queue=False, api_visibility="private")
             model.change(self.model_changed, model, strength, queue=False, api_visibility="private")
             size_mode.change(
                 lambda mode: (gr.update(visible=mode == "scale"), gr.update(visible=mode == "size")),

@@ -26,7 +26,10 @@ from .models import FACE_MODEL
 TILE_CHOICES = ["auto", "none", "128", "192", "256", "384", "512", "768", "1024"]
 """``auto`` picks the tile from free memory; ``none`` runs the whole image at once."""
 FACE_SELECTIONS = ["all", "largest", "center", "0", "1", "2", "3"]
-"""Which faces to restore: all, the largest, the one nearest the centre, or an index (0 = leftmost)."""
+"""Which faces to restore: all, the largest, the one nearest the centre, or an index (0 = leftmost);
+with tracked frames: the largest or most central track, or a track id."""
+COLOR_FIXES = ["none", "wavelet", "adain"]
+COLOR_FIX_TOOLTIP = "Correct the result's colours towards the input's: wavelet (low frequencies, the usual choice) or adain (channel mean and spread)."
 
 
 def _size(outscale: float, width: int, height: int) -> dict[str, Any]:
@@ -78,6 +81,7 @@ class UpscaleImage(RestoreKitNode):
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Transparency as LoadImage gives it (1 = transparent); colours under it never bleed into edges."}),
+                "color_fix": (COLOR_FIXES, {"default": "none", "tooltip": COLOR_FIX_TOOLTIP}),
             },
         }  # fmt: skip
 
@@ -92,6 +96,7 @@ class UpscaleImage(RestoreKitNode):
         precision: str,
         alpha_mode: str,
         mask: torch.Tensor | None = None,
+        color_fix: str = "none",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         from restorekit.restore import Restorer, RestoreSettings
 
@@ -101,7 +106,7 @@ class UpscaleImage(RestoreKitNode):
         with engine_call():
             settings = RestoreSettings(
                 model=upscale_model, tile=parse_tile(tile), precision=precision, device=comfy.torch_device(),
-                alpha_mode=alpha_mode, allow_paths=False, **_size(outscale, width, height),
+                alpha_mode=alpha_mode, allow_paths=False, color_fix=color_fix, **_size(outscale, width, height),
             )  # fmt: skip
             result = Restorer(settings).run(pixels, alpha=alpha, progress=engine_progress(), cancel=comfy.interrupted)
         out = result.pixels
@@ -145,6 +150,12 @@ class RestoreFaces(RestoreKitNode):
             },
             "optional": {
                 "background_model": ("UPSCALE_MODEL", {"tooltip": "Upscale model for everything but the faces; without it the background is resized."}),
+                "codeformer_fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "CodeFormer's fidelity weight w: 0 = best quality, 1 = most faithful to the input (other models ignore it)."}),
+                "color_fix": (COLOR_FIXES, {"default": "none", "tooltip": "Correct restored faces' colours towards the original faces: " + COLOR_FIX_TOOLTIP}),
+                "track_faces": ("BOOLEAN", {"default": False, "tooltip": "The batch is consecutive video frames: link faces into tracks (select then picks a track), smooth their landmarks so the pasted face does not jitter."}),
+                "smoothing": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 30.0, "step": 0.05, "tooltip": "Tracked frames: One Euro filter cutoff in Hz at rest (lower = smoother; 0 = no smoothing). Frames are taken as 30 fps."}),
+                "detect_every": ("INT", {"default": 1, "min": 1, "max": 60, "step": 1, "tooltip": "Tracked frames: run the detector every k frames; in between faces are refined or predicted."}),
+                "temporal_blend": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.95, "step": 0.05, "tooltip": "Tracked frames: blend each restored face with its track's previous one (against flicker); 0 = off."}),
             },
         }  # fmt: skip
 
@@ -160,8 +171,15 @@ class RestoreFaces(RestoreKitNode):
         confidence: float,
         precision: str,
         background_model: Any = None,
+        codeformer_fidelity: float = 0.5,
+        color_fix: str = "none",
+        track_faces: bool = False,
+        smoothing: float = 0.7,
+        detect_every: int = 1,
+        temporal_blend: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         from restorekit.faces import FaceOptions
+        from restorekit.faces.tracking import SmoothingSettings, TrackingSettings
         from restorekit.restore import RESIZE, Restorer, RestoreSettings
 
         pixels, alpha = image_to_pixels(image)
@@ -169,11 +187,20 @@ class RestoreFaces(RestoreKitNode):
             options = FaceOptions(
                 strength=strength, select=int(select) if select.isdigit() else select, detector=detector,
                 parser=None if mask_model == "ellipse" else mask_model, confidence=confidence or None,
+                fidelity=codeformer_fidelity, color_fix=color_fix,
             )  # fmt: skip
+            tracking = None
+            if track_faces:
+                tracking = TrackingSettings(
+                    detect_every=int(detect_every), face_blend=float(temporal_blend),
+                    smoothing=SmoothingSettings(min_cutoff=float(smoothing)) if smoothing > 0 else None,
+                )  # fmt: skip
+            if hasattr(face_model, "with_fidelity"):
+                face_model = face_model.with_fidelity(codeformer_fidelity)
             settings = RestoreSettings(
                 model=background_model if background_model is not None else RESIZE,
                 outscale=outscale, precision=precision, device=comfy.torch_device(),
-                face_model=face_model, face_options=options, allow_paths=False,
+                face_model=face_model, face_options=options, allow_paths=False, face_tracking=tracking,
             )  # fmt: skip
             result = Restorer(settings, progress=engine_progress(), cancel=comfy.interrupted).run(
                 pixels, alpha=alpha, progress=engine_progress(), cancel=comfy.interrupted

@@ -16,6 +16,7 @@ RetinaFace/ParseNet/BiSeNet), which spandrel and facexlib load directly.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,30 @@ def build_restoreformer(p: Mapping[str, Any]) -> nn.Module:
     return cls()
 
 
+EXTRA_SPANDREL_IDS = frozenset({"CodeFormer"})
+"""spandrel architecture ids that only ``spandrel_extra_arches`` registers."""
+
+EXTRA_ARCHES_NOTE = (
+    "needs the optional package spandrel_extra_arches (pip install 'restorekit[codeformer]' "
+    "or pip install spandrel_extra_arches)"
+)
+
+
+def build_codeformer(p: Mapping[str, Any]) -> nn.Module:
+    """CodeFormer from ``spandrel_extra_arches`` (its licence: S-Lab License 1.0, non-commercial)."""
+    if importlib.util.find_spec("spandrel_extra_arches") is None:
+        raise ModelIncompatibleError(f"CodeFormer {EXTRA_ARCHES_NOTE}.")
+    cls = _import("spandrel_extra_arches.architectures.CodeFormer.__arch.codeformer", "CodeFormer")
+    return cls(
+        dim_embd=int(p["dim_embd"]),
+        n_head=int(p["n_head"]),
+        n_layers=int(p["n_layers"]),
+        codebook_size=int(p["codebook_size"]),
+        latent_size=int(p["latent_size"]),
+        connect_list=[str(v) for v in p["connect_list"]],
+    )
+
+
 def build_retinaface(p: Mapping[str, Any]) -> nn.Module:
     """facexlib's RetinaFace built without any download (weights come from our registry)."""
     import warnings
@@ -213,6 +238,7 @@ def check_graph_state(name: str, params: Mapping[str, Any], state: Mapping[str, 
 BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "GFPGANv1Clean": build_gfpgan,
     "RestoreFormer": build_restoreformer,
+    "CodeFormer": build_codeformer,
     "RetinaFace": build_retinaface,
     "ParseNet": build_parsenet,
     "BiSeNet": build_bisenet,
@@ -259,6 +285,20 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             spandrel_id="RestoreFormer",
             template=_module_template(build_restoreformer),
             defaults={},
+        ),
+        ArchitectureSpec(
+            name="CodeFormer",
+            family="spandrel",
+            spandrel_id="CodeFormer",
+            template=_module_template(build_codeformer),
+            defaults={
+                "dim_embd": 512,
+                "n_head": 8,
+                "n_layers": 9,
+                "codebook_size": 1024,
+                "latent_size": 256,
+                "connect_list": ["32", "64", "128", "256"],
+            },
         ),
         ArchitectureSpec(
             name="RetinaFace",

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architectures import build_module, check_state_dict, get_architecture
+from .architectures import EXTRA_SPANDREL_IDS, build_module, check_state_dict, get_architecture
 from .device import ExecutionPlan
 from .errors import InvalidParameterError, ModelIncompatibleError, ModelNotFoundError
 from .files import check_safe_name, resolve_inside, sha256_file
@@ -204,6 +204,11 @@ def _load_descriptor_uncached(path: Path, entry: ModelEntry | None) -> Any:
                 f"{entry.name} is a {entry.purpose.replace('_', ' ')} network used inside {where}, "
                 "not an image model; choose an upscale or face restoration model."
             )
+        if spec.spandrel_id in EXTRA_SPANDREL_IDS:
+            from .faces.restore import codeformer_missing_error, install_extra_arches
+
+            if not install_extra_arches():
+                raise codeformer_missing_error(entry.name)
     try:
         descriptor = spandrel.ModelLoader().load_from_state_dict(state)
     except spandrel.UnsupportedModelError as exc:

@@ -55,6 +55,13 @@ class RestoreSettings:
         face_options: :class:`restorekit.faces.FaceOptions` (strength, selection...).
         face_batch: faces per forward pass (None: the restorer's default).
         zssr: :class:`restorekit.zssr.ZSSRConfig` for the ``zssr`` method.
+        color_fix: ``none``, ``wavelet`` or ``adain``: correct the base result's colours
+            towards the input's (:mod:`restorekit.colorfix`); faces have their own
+            ``face_options.color_fix``.
+        face_tracking: :class:`restorekit.faces.tracking.TrackingSettings` to treat the
+            images of a batch (and the frames of a video) as consecutive frames: faces
+            linked into tracks, smoothed, selected by track, optionally blended over time.
+            None restores every image on its own.
         allow_paths: accept file paths as model references (False where names come from
             remote users: the app, node inputs).
         download: fetch registry models that are not installed.
@@ -77,8 +84,13 @@ class RestoreSettings:
     zssr: Any = None
     allow_paths: bool = True
     download: bool = True
+    color_fix: str = "none"
+    face_tracking: Any = None
 
     def __post_init__(self) -> None:
+        from .colorfix import parse_color_fix
+
+        object.__setattr__(self, "color_fix", parse_color_fix(self.color_fix))
         if self.outscale is not None and (self.width is not None or self.height is not None):
             raise InvalidParameterError("Give an output scale or an exact width/height, not both.")
         if self.outscale is not None and not (isinstance(self.outscale, int | float) and self.outscale > 0):
@@ -284,7 +296,20 @@ class Restorer:
             ).load()
             self.notices.extend(self.faces.notices)
             description += f" + faces: {self.settings.face_model}"
+            if self.settings.face_tracking is not None:
+                description += " (tracked)"
+        if self.settings.color_fix != "none":
+            description += f", {self.settings.color_fix} colour fix"
         self.description = description
+
+    def new_tracker(self) -> Any:
+        """A fresh :class:`~restorekit.faces.tracking.FaceTracker` for a new clip (None when
+        faces are not restored or not tracked)."""
+        if self.faces is None or self.settings.face_tracking is None:
+            return None
+        from .faces.tracking import FaceTracker
+
+        return FaceTracker(self.settings.face_tracking, select=self.faces.options.select)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """``(height, width)`` of the result for an input of ``height`` x ``width``, known
@@ -297,15 +322,24 @@ class Restorer:
         pixels: torch.Tensor,
         *,
         alpha: torch.Tensor | None = None,
+        tracker: Any = None,
         progress: ProgressCallback | Reporter | None = None,
         cancel: CancelCheck | None = None,
     ) -> RestoreResult:
-        """Restore (B, C, H, W) float pixels (C = 3 or 1, [0, 1]) with optional alpha."""
+        """Restore (B, C, H, W) float pixels (C = 3 or 1, [0, 1]) with optional alpha.
+
+        With ``face_tracking`` set, the batch is a run of consecutive frames; ``tracker``
+        (from :meth:`new_tracker`) carries the tracks on from earlier batches of the same
+        clip, else each call starts new tracks."""
         started = time.perf_counter()
         reporter = Reporter.of(progress, cancel)
         check_image(pixels, what="The image to restore")
         stages = 2 if self.faces is not None else 1
         base, base_alpha = self._base(pixels, alpha, reporter.stage(0, stages))
+        if self.settings.color_fix != "none":
+            from .colorfix import color_fix
+
+            base = color_fix(base, pixels.float(), self.settings.color_fix)
         notices = list(self.notices)
         notices.extend(n for n in getattr(self._base, "notices", ()) if n not in notices)
         faces = None
@@ -314,8 +348,15 @@ class Restorer:
             rgb_in = pixels.float().expand(-1, 3, -1, -1) if gray else pixels.float()
             rgb_bg = base.expand(-1, 3, -1, -1) if base.shape[1] == 1 else base
             scale = base.shape[-1] / pixels.shape[-1]
+            if tracker is None:
+                tracker = self.new_tracker()
             faces = self.faces.run(
-                rgb_in, outscale=scale, background=rgb_bg, progress=reporter.stage(1, stages), cancel=reporter.cancel
+                rgb_in,
+                outscale=scale,
+                background=rgb_bg,
+                tracker=tracker,
+                progress=reporter.stage(1, stages),
+                cancel=reporter.cancel,
             )
             notices.extend(n for n in faces.notices if n not in notices)
             base = to_gray(faces.image) if gray else faces.image

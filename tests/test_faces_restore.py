@@ -161,3 +161,47 @@ def test_codeformer_needs_extra_arches_and_names_its_licence(tmp_path: Path, iso
     with pytest.raises(ModelIncompatibleError) as error:
         FaceRestorer(str(path))
     assert "spandrel_extra_arches" in str(error.value) and "S-Lab" in str(error.value) and "non-commercial" in str(error.value)
+
+
+def test_codeformer_runner_passes_the_fidelity_weight_under_autocast() -> None:
+    from restorekit.faces.restore import FACE_ARCHITECTURES
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, weight=0.5):
+            seen.append((weight, torch.is_autocast_enabled(x.device.type)))
+            return (x * 1.0,)
+
+    run = FACE_ARCHITECTURES["CodeFormer"].runner(Recorder(), {"fidelity": 0.3})
+    run(torch.zeros(1, 3, 8, 8))
+    run(torch.zeros(1, 3, 8, 8, dtype=torch.bfloat16))
+    assert seen == [(0.3, False), (0.3, True)]
+
+
+@pytest.mark.slow
+def test_codeformer_registry_entry_loads_by_name_and_runs_in_engine_precision(tmp_path: Path, isolated_home: Path) -> None:
+    """The registry's CodeFormer: random weights with the official keys and shapes (no real
+    weights can be fetched here) pass the download-time architecture check (spandrel
+    detects CodeFormer x1), load by name through spandrel_extra_arches, carry the licence
+    notice, and run a face in the engine's precision (bf16 here) with fidelity w."""
+    pytest.importorskip("spandrel_extra_arches", reason="CodeFormer needs the optional spandrel_extra_arches (the codeformer extra)")
+    from restorekit.architectures import random_state_dict
+    from restorekit.registry.convert import save_state_dict
+    from restorekit.registry.download import check_architecture, target_path
+    from restorekit.registry.home import ModelHome
+    from restorekit.registry.schema import load_registry
+
+    entry = load_registry().get("CodeFormer")
+    assert entry.purpose == "face_restore" and entry.license == "S-Lab-1.0"
+    assert entry.sources[0].sha256 == "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7"
+    state = random_state_dict("CodeFormer", dict(entry.params), seed=0)
+    check_architecture(entry, state)
+    target = target_path(entry, ModelHome(root=isolated_home.resolve()))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_state_dict(state, target, {"restorekit.name": "CodeFormer", "restorekit.architecture": "CodeFormer"})
+    restorer = FaceRestorer("CodeFormer", fidelity=0.7, download=False)
+    assert restorer.architecture == "CodeFormer" and "non-commercial" in str(restorer.licence_notice)
+    face = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    out = restorer(face)
+    assert out.shape == face.shape and bool(torch.isfinite(out).all()) and float(out.std()) > 0

@@ -60,7 +60,7 @@ def test_entry_is_well_formed(entry) -> None:  # type: ignore[no-untyped-def]
         assert re.fullmatch(r"[0-9a-f]{64}", source.sha256)
         if source.kind == "url":
             assert source.url.startswith(
-                ("https://github.com/xinntao/", "https://github.com/TencentARC/", "https://download.pytorch.org/models/")
+                ("https://github.com/xinntao/", "https://github.com/TencentARC/", "https://download.pytorch.org/models/", "https://github.com/sczhou/CodeFormer/")
             ), "url sources are the official release assets"
         if source.kind == "hf" and source.revision:
             assert re.fullmatch(r"[0-9a-f]{40}", source.revision)

@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import InvalidParameterError
 from ..imageio import normalize_format
 from .batch import add_cluster_arguments, add_output_arguments, run_file_batch
-from .common import cancel_on_interrupt, positive_float, strength
+from .common import cancel_on_interrupt, number_type, positive_float, positive_int, strength
 
 
 def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--face-model", model_default: str | None = "GFPGANv1.4") -> None:
@@ -53,7 +53,7 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         help="auto, detection_Resnet50_Final, detection_mobilenet0.25_Final, blazeface_full_range or blazeface_short_range "
         f"(default: {DEFAULT_DETECTOR}: RetinaFace-ResNet50 when installed, else BlazeFace full range with Face Mesh)",
     )
-    group.add_argument("--face-select", default="all", metavar="WHICH", help="all, largest, center, or a face index counted from the left from 0 (default: all)")
+    group.add_argument("--face-select", default="all", metavar="WHICH", help="all, largest, center, or a face index counted from the left from 0; with tracks: the largest or most central track, or a track id (default: all)")
     group.add_argument("--face-min-size", type=float, default=0.0, metavar="PX", help="skip faces smaller than this many pixels (default: 0)")
     group.add_argument("--face-confidence", type=float, default=None, metavar="C", help="detection confidence threshold (default: the detector's: 0.97 RetinaFace, 0.5 BlazeFace)")
     group.add_argument("--face-detect-size", type=int, default=1600, metavar="PX", help="detect on a copy at most this large, 0 for full size (default: 1600)")
@@ -63,7 +63,13 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
         metavar="NAME",
         help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence), face_oval (Face Mesh oval, Apache-2.0) or ellipse (default: {DEFAULT_PARSER}, non-commercial weights)",
     )
-    group.add_argument("--fidelity", type=strength, default=0.5, metavar="W", help="CodeFormer only: 0 = best quality, 1 = most faithful (default: 0.5)")
+    group.add_argument("--fidelity", type=strength, default=0.5, metavar="W", help="CodeFormer only: its fidelity weight w, 0 = best quality, 1 = most faithful (default: 0.5)")
+    group.add_argument(
+        "--face-color-fix",
+        choices=["none", "wavelet", "adain"],
+        default="none",
+        help="correct restored faces' colours towards the original faces (default: none)",
+    )
     group.add_argument("--face-batch", type=int, default=None, metavar="N", help="faces per forward pass (default: 4)")
 
 
@@ -81,7 +87,44 @@ def face_options_from_args(args: argparse.Namespace, *, aligned: bool = False) -
         detect_max_side=args.face_detect_size,
         aligned=aligned,
         fidelity=args.fidelity,
+        color_fix=getattr(args, "face_color_fix", "none"),
     )
+
+
+_blend = number_type(float, minimum=0, maximum=0.99)
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser, *, default_on: bool) -> None:
+    """Face track options: ``--track``/``--no-face-track``, detection every k frames,
+    One Euro smoothing and temporal blending (see :mod:`restorekit.faces.tracking`).
+
+    ``default_on``: tracking is on unless ``--no-face-track`` (videos), else only with
+    ``--track`` (a folder of frames given to ``restorekit faces``)."""
+    from ..faces.tracking import SmoothingSettings
+
+    defaults = SmoothingSettings()
+    group = parser.add_argument_group("face tracks (consecutive frames)")
+    if default_on:
+        group.add_argument("--no-face-track", dest="face_track", action="store_false", help="restore every frame's faces on their own: no tracks, no smoothing")
+    else:
+        group.add_argument("--track", dest="face_track", action="store_true", help="the inputs are consecutive frames (in name order): link faces into tracks, smooth them, select by track id")
+    group.set_defaults(face_track=default_on)
+    group.add_argument("--face-detect-every", type=positive_int, default=1, metavar="K", help="run the face detector every K frames; in between faces are refined or predicted (default: 1)")
+    group.add_argument("--no-face-smoothing", dest="face_smoothing", action="store_false", help="use each frame's landmarks as detected")
+    group.add_argument("--face-min-cutoff", type=positive_float, default=defaults.min_cutoff, metavar="HZ", help=f"One Euro filter cutoff at rest: lower is smoother (default: {defaults.min_cutoff})")
+    group.add_argument("--face-beta", type=float, default=defaults.beta, metavar="B", help=f"One Euro filter speed coefficient: higher follows fast moves sooner (default: {defaults.beta})")
+    group.add_argument("--face-blend", type=_blend, default=0.0, metavar="B", help="blend each restored face with its track's previous one by B, against flicker (default: 0, off)")
+
+
+def tracking_from_args(args: argparse.Namespace) -> Any:
+    """:class:`~restorekit.faces.tracking.TrackingSettings` from :func:`add_tracking_arguments`'
+    options, or None when tracking is off (or the command has no tracking options)."""
+    if not getattr(args, "face_track", False):
+        return None
+    from ..faces.tracking import SmoothingSettings, TrackingSettings
+
+    smoothing = SmoothingSettings(min_cutoff=args.face_min_cutoff, beta=args.face_beta) if args.face_smoothing else None
+    return TrackingSettings(detect_every=args.face_detect_every, smoothing=smoothing, face_blend=args.face_blend)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:

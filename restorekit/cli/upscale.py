@@ -75,6 +75,13 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("-s", "--outscale", type=positive_float, metavar="S", help="any scale factor > 0, e.g. 2 or 3.5")
     size.add_argument("--width", type=positive_int, metavar="W", help="exact output width (alone: keeps the aspect ratio)")
     size.add_argument("--height", type=positive_int, metavar="H", help="exact output height (alone: keeps the aspect ratio)")
+    parser.add_argument(
+        "--color-fix",
+        choices=["none", "wavelet", "adain"],
+        default="none",
+        help="correct the result's colours towards the input's: wavelet (low frequencies, the usual "
+        "choice) or adain (channel mean and spread) (default: none)",
+    )
     run = parser.add_argument_group("execution")
     run.add_argument("--tile", type=engine_type(parse_tile), default="auto", metavar="auto|N", help="tile size in input pixels, 0 for none (default: auto from free memory)")
     run.add_argument("--overlap", type=non_negative_int, default=None, metavar="N", help="context pixels per tile side (default: exact for compact models, 16 for deep ones)")
@@ -160,7 +167,12 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
         "face_options": face_options,
         "face_batch": getattr(args, "face_batch", None),
         "zssr": zssr,
+        "color_fix": getattr(args, "color_fix", "none"),
     }
+    if face_model is not None:
+        from .faces import tracking_from_args
+
+        values["face_tracking"] = tracking_from_args(args)
     values.update(overrides)
     return RestoreSettings(**values)
 

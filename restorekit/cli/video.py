@@ -45,12 +45,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
 def add_processing_options(parser: argparse.ArgumentParser) -> None:
     """What runs on each frame: the upscale options of ``restorekit upscale`` (model, size,
     tiling, precision), the pair strengths and face restoration (``--face-restore``)."""
-    from .faces import add_face_arguments
+    from .faces import add_face_arguments, add_tracking_arguments
     from .upscale import add_strength_arguments, add_upscale_arguments
 
     add_upscale_arguments(parser)
     add_strength_arguments(parser)
     add_face_arguments(parser, model_flag="--face-restore", model_default=None)
+    add_tracking_arguments(parser, default_on=True)
 
 
 def build_processor(args: argparse.Namespace) -> FrameProcessor:

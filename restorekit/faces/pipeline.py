@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..colorfix import color_fix, parse_color_fix
 from ..device import plan_execution
 from ..errors import InvalidParameterError, ModelIncompatibleError
 from ..imageio import to_gray
@@ -64,6 +65,7 @@ from .detect import DetectionSettings, FaceDetection, FaceDetector, parse_select
 from .mask import ellipse_mask, inference_parser, parsing_mask
 from .mediapipe import FaceMesh, MediaPipeFaceDetector, oval_mask
 from .restore import FaceRestorer
+from .tracking import FaceTracker, refiner_for
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,8 @@ class FaceOptions:
         fidelity: CodeFormer's fidelity weight (0 = quality, 1 = fidelity).
         max_faces: at most this many faces per image are restored, the largest first
             (every face keeps two 512x512 crops in memory until paste-back).
+        color_fix: ``none``, ``wavelet`` or ``adain``: correct each restored face's colours
+            towards its original crop (:mod:`restorekit.colorfix`).
     """
 
     strength: float = 1.0
@@ -124,8 +128,10 @@ class FaceOptions:
     aligned: bool = False
     fidelity: float = 0.5
     max_faces: int = 64
+    color_fix: str = "none"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "color_fix", parse_color_fix(self.color_fix))
         if isinstance(self.max_faces, bool) or not isinstance(self.max_faces, int) or self.max_faces < 1:
             raise InvalidParameterError(f"max_faces must be a whole number >= 1, got {self.max_faces!r}.")
         if not 0.0 <= float(self.strength) <= 1.0:
@@ -159,11 +165,13 @@ class FaceInfo:
         image_index: which image of the batch it is in.
         detection: its box, landmarks and score in the input image's pixels.
         affine: (2, 3) float64 map from input pixels to the 512x512 aligned crop.
+        track_id: the face's track across frames when a tracker was used, else None.
     """
 
     image_index: int
     detection: FaceDetection
     affine: Tensor
+    track_id: int | None = None
 
 
 @dataclass
@@ -370,6 +378,7 @@ class FacePipeline:
         alpha: Tensor | None = None,
         detections: Sequence[Sequence[FaceDetection]] | None = None,
         options: FaceOptions | None = None,
+        tracker: FaceTracker | None = None,
         progress: ProgressCallback | Reporter | None = None,
         cancel: CancelCheck | None = None,
     ) -> FaceResult:
@@ -387,6 +396,10 @@ class FacePipeline:
             options: per-call :class:`FaceOptions` (strength, selection, thresholds...)
                 overriding the pipeline's; the detector, parser and CodeFormer fidelity are
                 fixed when the pipeline is built.
+            tracker: a :class:`~restorekit.faces.tracking.FaceTracker`: the images are
+                consecutive frames (this batch continues the tracker's previous ones);
+                faces are linked into tracks, smoothed, selected by track and blended
+                over time. ``detections`` then stand in for the detector's output.
         """
         opts = options or self.options
         reporter = Reporter.of(progress, cancel)
@@ -401,7 +414,7 @@ class FacePipeline:
         if opts.aligned:
             result = self._run_aligned(rgb, bg, opts, reporter, notices)
         else:
-            result = self._run_detected(rgb, bg, opts, detections, reporter, notices)
+            result = self._run_detected(rgb, bg, opts, detections, reporter, notices, tracker)
         if gray:
             result.image = to_gray(result.image)
         if alpha is not None:
@@ -419,10 +432,14 @@ class FacePipeline:
         check_image(bg, what="The background", channels=(3,), batch=rgb.shape[0])
         return bg.float().to(rgb.device).clamp(0.0, 1.0)
 
-    def _restore(self, crops: Tensor, strength: float, reporter: Reporter) -> Tensor:
-        """Full-strength restored faces (or the crops themselves at strength 0)."""
+    def _restore(self, crops: Tensor, strength: float, reporter: Reporter, fix: str = "none") -> Tensor:
+        """Full-strength restored faces (or the crops themselves at strength 0), colour
+        corrected towards the crops with ``fix``."""
         if crops.shape[0] == 0 or strength == 0.0:
             return crops.clone()
+        return color_fix(self._restore_raw(crops, reporter), crops, fix)
+
+    def _restore_raw(self, crops: Tensor, reporter: Reporter) -> Tensor:
         restorer = self.restorer
         if isinstance(restorer, FaceRestorer):
             restored = restorer(crops, progress=reporter)
@@ -441,7 +458,7 @@ class FacePipeline:
         if height != width:
             notices.append(f"Aligned faces should be square; the {width}x{height} input is resized to {FACE_SIZE}x{FACE_SIZE}.")
         crops = resize(rgb, (FACE_SIZE, FACE_SIZE))
-        restored = self._restore(crops, float(opts.strength), reporter)
+        restored = self._restore(crops, float(opts.strength), reporter, opts.color_fix)
         strength = float(opts.strength)
         image = bg.clone()
         if strength > 0.0:
@@ -470,18 +487,33 @@ class FacePipeline:
         detections: Sequence[Sequence[FaceDetection]] | None,
         reporter: Reporter,
         notices: list[str],
-    ) -> list[list[FaceDetection]]:
+        tracker: FaceTracker | None = None,
+    ) -> tuple[list[list[FaceDetection]], list[list[int | None]]]:
         batch, _, height, width = rgb.shape
         if detections is not None and len(detections) != batch:
             raise InvalidParameterError(f"Got detections for {len(detections)} images but {batch} images.")
         found: list[list[FaceDetection]] = []
+        track_ids: list[list[int | None]] = []
         for index in range(batch):
             reporter.step(index, batch, "detecting faces")
-            if detections is not None:
-                faces = [f if isinstance(f, FaceDetection) else FaceDetection.from_landmarks(f) for f in detections[index]]
+            image = rgb[index : index + 1]
+
+            def detect(frame: Tensor, index: int = index) -> list[FaceDetection]:
+                if detections is not None:
+                    return [f if isinstance(f, FaceDetection) else FaceDetection.from_landmarks(f) for f in detections[index]]
+                return self.detector(frame, settings=opts.detection_settings())
+
+            ids: list[int | None]
+            if tracker is not None:
+                tracked = tracker.update(image, detect, None if detections is not None else refiner_for(self.detector))
+                faces = chosen = [t.detection for t in tracked]
+                ids = [t.track_id for t in tracked]
+                if not chosen and tracker.tracks and opts.select != "all":
+                    faces = [t.face for t in tracker.tracks.values()]
             else:
-                faces = self.detector(rgb[index : index + 1], settings=opts.detection_settings())
-            chosen = select_faces(faces, opts.select, height, width)
+                faces = detect(image)
+                chosen = select_faces(faces, opts.select, height, width)
+                ids = [None] * len(chosen)
             where = f" in image {index + 1}" if batch > 1 else ""
             if len(chosen) > opts.max_faces:
                 notices.append(
@@ -490,13 +522,15 @@ class FacePipeline:
                 )
                 largest = sorted(range(len(chosen)), key=lambda i: -chosen[i].width * chosen[i].height)[: opts.max_faces]
                 chosen = [chosen[i] for i in sorted(largest)]
+                ids = [ids[i] for i in sorted(largest)]
             if not faces:
                 notices.append(f"No face found{where}; the result is the background without face restoration.")
             elif not chosen:
                 notices.append(f"Face index {opts.select} asked for, but only {len(faces)} face(s) were found{where}; none restored.")
             found.append(chosen)
+            track_ids.append(ids)
         reporter.step(batch, batch, "detecting faces")
-        return found
+        return found, track_ids
 
     def _run_detected(
         self,
@@ -506,23 +540,26 @@ class FacePipeline:
         detections: Sequence[Sequence[FaceDetection]] | None,
         reporter: Reporter,
         notices: list[str],
+        tracker: FaceTracker | None = None,
     ) -> FaceResult:
         batch, _, height, width = rgb.shape
         out_h, out_w = bg.shape[-2:]
         strength = float(opts.strength)
-        per_image = self._find_faces(rgb, opts, detections, reporter, notices)
+        per_image, per_image_ids = self._find_faces(rgb, opts, detections, reporter, notices, tracker)
 
         infos: list[FaceInfo] = []
         crops_list: list[Tensor] = []
-        for index, faces in enumerate(per_image):
-            for face in faces:
+        for index, (faces, ids) in enumerate(zip(per_image, per_image_ids, strict=True)):
+            for face, track_id in zip(faces, ids, strict=True):
                 matrix = alignment_matrix(face.landmarks)
                 crops_list.append(crop_face(rgb[index : index + 1], matrix))
-                infos.append(FaceInfo(index, face, matrix))
+                infos.append(FaceInfo(index, face, matrix, track_id))
         crops = torch.cat(crops_list) if crops_list else rgb.new_zeros((0, 3, FACE_SIZE, FACE_SIZE))
 
-        restored = self._restore(crops, strength, reporter)
+        restored = self._restore(crops, strength, reporter, opts.color_fix)
         masks = self.masks(restored, crops=crops, infos=infos) if infos else rgb.new_zeros((0, 1, FACE_SIZE, FACE_SIZE))
+        if tracker is not None and infos:
+            restored, masks = tracker.blend([int(i.track_id) for i in infos], restored, masks)  # type: ignore[arg-type]
 
         image = bg.clone()
         face_mask = bg.new_zeros(batch, 1, out_h, out_w)

@@ -59,7 +59,15 @@ def _restoreformer_runner(module: nn.Module, options: Mapping[str, Any]) -> Runn
 
 def _codeformer_runner(module: nn.Module, options: Mapping[str, Any]) -> Runner:
     fidelity = float(options.get("fidelity", 0.5))
-    return lambda x: module(x, weight=fidelity)[0]
+
+    def run(x: Tensor) -> Tensor:
+        # its codebook lookup multiplies float32 one-hot codes by the (bf16) codebook;
+        # autocast gives both one dtype
+        low = x.dtype in (torch.bfloat16, torch.float16)
+        with torch.autocast(x.device.type, dtype=x.dtype, enabled=low):
+            return module(x, weight=fidelity)[0]
+
+    return run
 
 
 DEFAULT_BATCH = 4
@@ -219,13 +227,29 @@ class FaceRestorer:
         if self.licence_notice:
             logger.warning(self.licence_notice)
         module = prepared_network(self.descriptor.model, self.plan)
-        self._run = spec.runner(module, {"fidelity": fidelity})
+        self.fidelity = float(fidelity)
+        self._module = module
+        self._run = spec.runner(module, {"fidelity": self.fidelity})
         self.batch_size = int(batch_size or DEFAULT_BATCH)
         self.face_size = model_face_size(self.descriptor)
 
     @property
     def name(self) -> str:
         return str(self.architecture)
+
+    def with_fidelity(self, fidelity: float) -> FaceRestorer:
+        """This restorer with CodeFormer fidelity weight ``fidelity`` (sharing the loaded
+        network); itself for other architectures or an unchanged weight."""
+        if not 0.0 <= float(fidelity) <= 1.0:
+            raise InvalidParameterError(f"CodeFormer fidelity must be in [0, 1], got {fidelity}.")
+        if self.architecture != "CodeFormer" or float(fidelity) == self.fidelity:
+            return self
+        import copy
+
+        clone = copy.copy(self)
+        clone.fidelity = float(fidelity)
+        clone._run = FACE_ARCHITECTURES[self.architecture].runner(self._module, {"fidelity": clone.fidelity})
+        return clone
 
     def _forward(self, faces: Tensor) -> Tensor:
         size = faces.shape[-1]

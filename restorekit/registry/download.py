@@ -21,7 +21,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from .. import environment
-from ..architectures import check_state_dict, get_architecture
+from ..architectures import EXTRA_SPANDREL_IDS, check_state_dict, get_architecture
 from ..errors import (
     CancelledError,
     DownloadError,
@@ -113,6 +113,11 @@ def check_architecture(entry: ModelEntry, state: dict[str, torch.Tensor]) -> Non
     check_state_dict(entry.architecture, entry.params, state)
     if spec.family == "spandrel":
         import spandrel
+
+        if spec.spandrel_id in EXTRA_SPANDREL_IDS:
+            from ..faces.restore import install_extra_arches
+
+            install_extra_arches()
 
         try:
             descriptor = spandrel.ModelLoader().load_from_state_dict(state)

@@ -639,6 +639,9 @@ def process_video(
             work_dir, settings, output=output_path, resume=options.resume, overwrite=options.overwrite
         ) as work:
             reused = work.reused_chunks
+            begin_clip = getattr(processor, "begin_clip", None)
+            if begin_clip is not None:  # stateful processors (face tracks) start afresh
+                begin_clip(float(info.frame_rate) if info.frame_rate else None)
             job = _Job(frames, processor, alpha, target, work, options, reporter)
             if not work.finished:
                 _run_keeping_work(job, work)

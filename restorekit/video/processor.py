@@ -93,13 +93,26 @@ class RestorerFrameProcessor:
             )
         self.restorer = restorer
         self.fingerprint = _settings_fingerprint(restorer)
+        self.tracker = restorer.new_tracker()
+        """Face tracks carried from batch to batch (None without tracked faces). A resumed
+        run starts new tracks at its first chunk."""
 
     def describe(self) -> str:
         return str(self.restorer.description)
 
+    def begin_clip(self, frame_rate: float | None) -> None:
+        """A new clip starts (called by :func:`~restorekit.video.process_video`): fresh face
+        tracks, timed at the clip's frame rate."""
+        settings = self.restorer.settings.face_tracking
+        if settings is not None and frame_rate:
+            from dataclasses import replace
+
+            self.restorer = _with_tracking(self.restorer, replace(settings, fps=float(frame_rate)))
+        self.tracker = self.restorer.new_tracker()
+
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float32 [0, 1] -> (B, 3, H', W') float32 [0, 1] on the CPU."""
-        result = self.restorer.run(pixels)
+        result = self.restorer.run(pixels, tracker=self.tracker)
         # channels_last, so the pipeline's (B, H, W, C) view of the result needs no copy
         return result.pixels.contiguous(memory_format=torch.channels_last)
 
@@ -107,11 +120,21 @@ class RestorerFrameProcessor:
         return resize_alpha(alpha, size)
 
 
+def _with_tracking(restorer: Any, tracking: Any) -> Any:
+    """The restorer with other tracking settings (a shallow copy sharing the networks)."""
+    import copy
+    from dataclasses import replace
+
+    clone = copy.copy(restorer)
+    clone.settings = replace(restorer.settings, face_tracking=tracking)
+    return clone
+
+
 def _settings_fingerprint(restorer: Any) -> str:
     """Everything that changes a Restorer's output, as one string."""
     settings = restorer.settings
     parts = []
-    for name in ("model", "denoise", "sharpness", "outscale", "width", "height", "tile", "overlap", "precision", "device", "face_model", "face_options", "face_batch"):
+    for name in ("model", "denoise", "sharpness", "outscale", "width", "height", "tile", "overlap", "precision", "device", "face_model", "face_options", "face_batch", "color_fix", "face_tracking"):
         value = getattr(settings, name)
         if isinstance(value, torch.nn.Module) or hasattr(value, "model"):
             value = weights_fingerprint(value.model if hasattr(value, "model") else value)
