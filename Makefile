@@ -25,9 +25,9 @@ test: setup  # what CI runs: lint, every test, then the wheel built and used fro
 	$(PY) -m pytest -q
 	DEV_PYTHON=$(PY) bash .ci/check-wheel
 
-test-fast: setup  # the quick loop: lint and every test not marked slow
+test-fast: setup  # the quick loop: lint and every test not marked slow, on both cores
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n 2
 
 wheel-check: setup
 	DEV_PYTHON=$(PY) bash .ci/check-wheel

@@ -164,6 +164,7 @@ def test_restore_with_face_options(served: Served) -> None:
         served.client.predict(handle_file(served.images / "crop4.png"), model="resize", face_restore=True, face_model="GFPGANv1.3", api_name="/restore")
 
 
+@pytest.mark.slow
 def test_restore_batch_gallery_zip_and_failures(served: Served, tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)

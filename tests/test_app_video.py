@@ -87,6 +87,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_served_restore_video_endpoint(home: Path, clip: Path) -> None:
     from gradio_app.ui import AppConfig, launch
 

@@ -64,6 +64,7 @@ def test_shipped_models_rebuild_the_same_restorer(isolated_home: Path, model_cac
     assert torch.equal(Restorer(shipped).run(pixels).pixels, expected)
 
 
+@pytest.mark.slow
 def test_a_worker_without_a_shipped_file_says_which_model_is_missing(isolated_home: Path, model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from restorekit.errors import ModelNotFoundError
 

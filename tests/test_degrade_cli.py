@@ -106,6 +106,7 @@ def test_inputs_are_never_overwritten(photo_folder: Path, capsys) -> None:
     assert (photo_folder / "astronaut.png").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_existing_outputs_are_skipped_unless_overwrite(photo_folder: Path, tmp_path: Path, capsys) -> None:
     """The file runner's one skip rule (as ``upscale``): a rerun skips inputs whose outputs
     all exist and leaves them untouched; ``--overwrite`` redoes them."""

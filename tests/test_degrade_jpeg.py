@@ -98,6 +98,7 @@ def test_pillow_and_opencv_agree_so_either_is_the_reference(photo: np.ndarray) -
     np.testing.assert_array_equal(decoded, _pillow_jpeg(photo, 60)[0])
 
 
+@pytest.mark.slow
 def test_each_image_of_a_batch_gets_its_own_quality(photo: np.ndarray) -> None:
     image = to_tensor(photo)
     batch = torch.cat([image, image, image])

@@ -45,6 +45,7 @@ def crops(astronaut, coffee, chelsea) -> torch.Tensor:
 # --------------------------------------------------------------------------- sizes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["realesrgan", "classic", "bicubic", "light"])
 @pytest.mark.parametrize(("height", "width", "scale"), [(128, 128, 4), (97, 130, 4), (64, 48, 2), (90, 75, 3), (50, 40, 1), (101, 77, 2.5)])
 def test_output_size_is_input_size_divided_by_scale(crops, preset: str, height: int, width: int, scale: float) -> None:
@@ -98,6 +99,7 @@ def test_each_image_of_a_batch_gets_its_own_draws(crops) -> None:
     assert len(noise_seeds) == len(set(noise_seeds))
 
 
+@pytest.mark.slow
 def test_an_images_draws_do_not_depend_on_the_batch(crops) -> None:
     batch = degrade(crops, "realesrgan", seed=42)
     for index in range(3):
@@ -119,6 +121,7 @@ def test_plans_depend_only_on_config_seed_and_scale() -> None:
 # --------------------------------------------------------------------------- replay
 
 
+@pytest.mark.slow
 def test_replay_from_json_reproduces_the_output_bit_for_bit(crops) -> None:
     result = degrade(crops, "realesrgan", seed=11)
     params = json.loads(json.dumps(result.params))

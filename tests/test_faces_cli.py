@@ -70,6 +70,7 @@ def test_folder_of_image_kinds_with_a_broken_file(home: Path, photos: Path, tmp_
     assert "no face" in err.lower() or "No face found" in err
 
 
+@pytest.mark.slow
 def test_inputs_are_never_overwritten_and_outputs_skipped_unless_overwrite(home: Path, photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = (photos / "rgb.png").read_bytes()
     code = main(["faces", str(photos / "rgb.png"), "-o", str(photos), "--face-strength", "0", *FAST])
@@ -129,6 +130,7 @@ def test_detected_faces_are_saved(home: Path, photos: Path, tmp_path: Path) -> N
     assert Image.open(out / "faces" / "rgb_00_original.png").size == (512, 512)
 
 
+@pytest.mark.slow
 def test_folders_are_searched_recursively_like_upscale(home: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The file runner's folder rule: sub-folders are searched and their structure is kept."""
     (photos / "broken.png").unlink()

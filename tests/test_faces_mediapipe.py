@@ -368,6 +368,7 @@ def _install_converted(home: Path, names: list[str]) -> None:
         save_state_dict(tflite_to_state_dict(tflite_bytes(kinds[name])), target)
 
 
+@pytest.mark.slow
 def test_auto_detector_is_blazeface_until_retinaface_is_installed(isolated_home: Path, tmp_path: Path) -> None:
     from restorekit.faces.pipeline import detector_name, face_network_names
 
@@ -404,6 +405,7 @@ def test_face_oval_for_faces_without_a_mesh(isolated_home: Path) -> None:
     assert not (changed & (mask == 0)).any()
 
 
+@pytest.mark.slow
 def test_refine_tracks_a_face_with_the_mesh_alone() -> None:
     """Between detections, Face Mesh follows the face from its previous mesh: on the same
     frame it reproduces the five points within 1.5 px (the mesh's ROI is now its own, not the

@@ -163,6 +163,7 @@ def test_a_face_larger_than_512_pixels_has_no_visible_box(astronaut: np.ndarray)
     assert torch.equal(result.image[0][:, outside], background[0][:, outside])
 
 
+@pytest.mark.slow
 def test_gray_input_gives_gray_output(image: torch.Tensor, face: list) -> None:
     gray = to_gray(image)
     result = restore_faces(gray, invert, detections=face, parser="ellipse", outscale=2)
@@ -171,6 +172,7 @@ def test_gray_input_gives_gray_output(image: torch.Tensor, face: list) -> None:
     assert torch.allclose(result.image, to_gray(color.image), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_alpha_is_carried_and_resized(image: torch.Tensor, face: list) -> None:
     alpha = torch.linspace(0, 1, 512).view(1, 1, 1, 512).expand(1, 1, 512, 512).contiguous()
     result = restore_faces(image, invert, detections=face, parser="ellipse", outscale=2, alpha=alpha)
@@ -233,6 +235,7 @@ def test_parser_module_gives_the_mask(image: torch.Tensor, face: list) -> None:
     assert float((result.image - resize_background(image, 1)).abs().max()) > 0.2
 
 
+@pytest.mark.slow
 def test_progress_and_cancel(image: torch.Tensor, face: list, small_restorer: FaceRestorer) -> None:
     messages: list[tuple[int, int, str]] = []
     pipeline = FacePipeline(small_restorer, options=FaceOptions(parser="ellipse"))

@@ -71,6 +71,7 @@ def test_auto_precision_is_bf16_here_and_close_to_fp32(descriptor, faces: torch.
     assert psnr(auto(faces), exact(faces)) > 35.0
 
 
+@pytest.mark.slow
 def test_faces_go_in_as_minus_one_to_one(descriptor, faces: torch.Tensor) -> None:
     """The descriptor's call clamps to [0, 1] (facerestore_cf's white faces); the runners
     give the network [-1, 1] and map its [-1, 1] output back."""

@@ -30,6 +30,7 @@ def home(isolated_home: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
     return isolated_home
 
 
+@pytest.mark.slow
 def test_video_tracking_options_reach_the_engine(home: Path, tmp_path: Path) -> None:
     parser = build_parser()
     base = ["video", "in.mp4", "-o", "out.mp4", "--model", "resize", "--face-restore", "GFPGANv1.4", *FAST]

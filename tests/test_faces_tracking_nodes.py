@@ -48,6 +48,7 @@ def run_node(image, **optional):
     return RestoreFaces().restore(image, identity, 1.0, "largest", "detection_Resnet50_Final", "ellipse", 1.0, 0.97, "fp32", **optional)
 
 
+@pytest.mark.slow
 def test_tracked_batch_smooths_the_pasted_faces(frames_and_faces) -> None:
     image, calls = frames_and_faces
     plain = run_node(image)

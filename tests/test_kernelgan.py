@@ -134,6 +134,7 @@ def test_kernel_picture_is_an_image_of_the_kernel() -> None:
 # --------------------------------------------------------------------------- estimation
 
 
+@pytest.mark.slow
 def test_estimation_is_deterministic_under_a_seed_and_leaves_the_global_rng_alone(chelsea: np.ndarray) -> None:
     low = to_tensor(chelsea[60:124, 150:214])
     torch.manual_seed(123)
@@ -210,6 +211,7 @@ def test_estimator_recovers_a_known_gaussian_kernel(astronaut: np.ndarray) -> No
 QUICK_ZSSR = ZSSRConfig(iterations=40, crop_size=32, eval_every=10, lr_window=30, lr_patience=30, self_ensemble=False)
 
 
+@pytest.mark.slow
 def test_auto_kernel_feeds_every_stage_and_is_reported(coffee: np.ndarray) -> None:
     low = to_tensor(coffee[100:164, 200:264])
     steps: list[int] = []
@@ -233,6 +235,7 @@ def test_auto_kernel_refuses_what_it_cannot_do() -> None:
         ZSSRConfig(kernel="guess").validate()
 
 
+@pytest.mark.slow
 def test_guard_falls_back_to_bicubic_on_a_crafted_case(coffee: np.ndarray) -> None:
     """Training inputs with heavy noise (noise_std 0.3) on a clean image: the network
     learns to denoise, so on the clean held-out strip it smooths away detail and does worse
@@ -254,6 +257,7 @@ def test_guard_falls_back_to_bicubic_on_a_crafted_case(coffee: np.ndarray) -> No
     assert error > float(torch.mean((result.output - high) ** 2))
 
 
+@pytest.mark.slow
 def test_guard_keeps_the_network_when_it_learned(coffee: np.ndarray) -> None:
     high = to_tensor(coffee[100:228, 200:328])
     low = resize_bicubic(high, (64, 64)).clamp(0, 1)
@@ -272,6 +276,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_kernel_writes_npy_and_picture_and_zssr_uses_auto(chelsea: np.ndarray, tmp_path: Path) -> None:
     source = tmp_path / "cat.png"
     write_image(image_from_array(chelsea[60:124, 150:214]), source)

@@ -120,6 +120,7 @@ def test_learning_rate_follows_basicsr_multistep() -> None:
 # --------------------------------------------------------------------------- generators
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1, 2, 4])
 def test_rrdbnet_state_dict_loads_in_spandrel_and_matches_basicsr(scale: int) -> None:
     import spandrel

@@ -293,6 +293,7 @@ def basicsr_perceptual(tmp_path_factory: pytest.TempPathFactory, random_vgg19: d
     return loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("criterion", "style_weight", "range_norm"),
     [("l1", 0.0, False), ("l1", 1.0, False), ("fro", 0.5, True)],

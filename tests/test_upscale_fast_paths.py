@@ -28,6 +28,7 @@ def _runner(descriptor, precision: str, *, fused: bool) -> NetworkRunner:
     return NetworkRunner(descriptor, plan_execution("cpu", precision, fused=fused))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["RealESRGAN_x4plus", "RealESRGAN_x4plus_anime_6B"])
 def test_fused_rrdb_equals_spandrel_in_fp32(name, astronaut):
     descriptor = load_shared_model(name)
@@ -43,6 +44,7 @@ def test_fused_rrdb_equals_spandrel_in_fp32(name, astronaut):
     assert (eager(image) - reference).abs().max().item() <= FP32_TOLERANCE
 
 
+@pytest.mark.slow
 def test_fused_rrdb_plain_ops_equal_spandrel(x4plus, coffee):
     """The schedule other devices (CUDA, MPS) use: F.conv2d instead of oneDNN's fused ops."""
     network = x4plus.model
@@ -56,6 +58,7 @@ def test_fused_rrdb_plain_ops_equal_spandrel(x4plus, coffee):
     assert (got - expected).abs().max().item() <= FP32_TOLERANCE * float(expected.abs().max())
 
 
+@pytest.mark.slow
 def test_fused_rrdb_bf16_keeps_quality(x4plus, chelsea):
     image = _crop(chelsea, 80, 160, 28)
     fp32 = _runner(x4plus, "fp32", fused=False)(image)

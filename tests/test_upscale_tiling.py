@@ -199,6 +199,7 @@ def test_progress_reports_every_tile_and_cancel_stops(animevideov3, coffee):
     assert calls == 2
 
 
+@pytest.mark.slow
 def test_pixel_unshuffle_model_tiles_exactly_with_aligned_windows():
     model = random_model("RRDBNet", {"num_feat": 8, "num_block": 1, "num_grow_ch": 32, "scale": 2}, std=0.1)
     upscaler = Upscaler(model, precision="fp32", tile=0)
