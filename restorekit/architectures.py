@@ -157,7 +157,7 @@ def build_codeformer(p: Mapping[str, Any]) -> nn.Module:
     """CodeFormer from ``spandrel_extra_arches`` (its licence: S-Lab License 1.0, non-commercial)."""
     if importlib.util.find_spec("spandrel_extra_arches") is None:
         raise ModelIncompatibleError(f"CodeFormer {EXTRA_ARCHES_NOTE}.")
-    cls = _import("spandrel_extra_arches.architectures.CodeFormer.__arch.codeformer", "CodeFormer")
+    cls = private_class("CodeFormer")
     return cls(
         dim_embd=int(p["dim_embd"]),
         n_head=int(p["n_head"]),

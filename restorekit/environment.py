@@ -13,6 +13,7 @@ them per test. Front ends take the same settings as options (``--models-dir``,
 ``HF_ENDPOINT``           a Hugging Face Hub mirror, e.g. ``https://hf-mirror.com``
 ``RESTOREKIT_URL_MIRROR`` a prefix for GitHub release URLs (GitHub proxies)
 ``RESTOREKIT_MAX_PIXELS`` the decoded-image pixel cap (decompression bombs)
+``WORLD_SIZE``            set by ``torchrun``: the number of data-parallel training processes
 ========================  ==================================================================
 """
 
@@ -83,3 +84,16 @@ def use_private_home(path: Path) -> None:
     private home, filled from the driver's shipped models; inherited settings lose)."""
     os.environ["RESTOREKIT_HOME"] = str(path)
     os.environ["RESTOREKIT_OFFLINE"] = "1"
+
+
+def distributed_world_size() -> int:
+    """``WORLD_SIZE`` as ``torchrun`` sets it (1 when not launched by it).
+
+    Raises:
+        InvalidParameterError: the variable is not a whole number.
+    """
+    raw = _text("WORLD_SIZE") or "1"
+    try:
+        return max(int(raw), 1)
+    except ValueError as exc:
+        raise InvalidParameterError(f"WORLD_SIZE={raw!r} is not a whole number of processes.") from exc

@@ -21,8 +21,10 @@ SUPPORTED_SPANDREL = ">=0.4,<0.5"
 PRIVATE_CLASSES: dict[str, tuple[str, str]] = {
     "GFPGANv1Clean": ("spandrel.architectures.GFPGAN.__arch.gfpganv1_clean_arch", "GFPGANv1Clean"),
     "RestoreFormer": ("spandrel.architectures.RestoreFormer.__arch.restoreformer_arch", "RestoreFormer"),
+    "CodeFormer": ("spandrel_extra_arches.architectures.CodeFormer.__arch.codeformer", "CodeFormer"),
 }
-"""key -> (private module, class name)."""
+"""key -> (private module, class name). CodeFormer lives in the optional
+``spandrel_extra_arches``, whose presence the caller checks first."""
 
 
 def _spandrel_version() -> str:

@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -40,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import environment
 from ..degrade.pipeline import derive_seed
 from ..device import cpu_has_fast_bf16, resolve_device
 from ..errors import InvalidParameterError, ModelIncompatibleError, RestoreKitError
@@ -86,7 +86,7 @@ class ProcessGroup:
     @classmethod
     def from_environment(cls, device: torch.device) -> ProcessGroup:
         """Join the ``torchrun`` group named by the environment (gloo on the CPU, nccl on GPUs)."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = environment.distributed_world_size()
         if world <= 1:
             return cls()
         import torch.distributed as dist
