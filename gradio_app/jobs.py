@@ -29,6 +29,7 @@ from restorekit.errors import (
 )
 from restorekit.imageio import DecodedImage, encode_image, read_image, read_image_size
 from restorekit.progress import CancelCheck, ProgressCallback, Reporter
+from restorekit.registry.schema import default_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class RestoreOptions:
     width: int = 0
     height: int = 0
     face_restore: bool = False
-    face_model: str = "GFPGANv1.4"
+    face_model: str = field(default_factory=lambda: default_model_name("face_restore"))
     face_strength: float = 1.0
     face_select: str = "all"
     face_detector: str = "auto"

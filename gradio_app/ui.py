@@ -24,12 +24,16 @@ import gradio as gr
 
 from restorekit.device import PRECISIONS
 from restorekit.errors import CancelledError, RestoreKitError
+from restorekit.faces.pipeline import DEFAULT_DETECTOR
+from restorekit.registry.schema import default_model_name
 
 from . import jobs
 
 logger = logging.getLogger(__name__)
 
 ENGINE = "engine"
+DEFAULT_FACE_MODEL = default_model_name("face_restore")
+"""The registry's default face restorer: the API's default for ``face_model``."""
 """Concurrency id of every event that runs the engine: one job at a time per device."""
 
 RESTORE_PARAMETERS = (
@@ -163,7 +167,7 @@ class RestoreKitApp:
         width: int = 0,
         height: int = 0,
         face_restore: bool = False,
-        face_model: str = "GFPGANv1.4",
+        face_model: str = DEFAULT_FACE_MODEL,
         face_strength: float = 1.0,
         face_select: str = "all",
         face_detector: str = "auto",
@@ -199,7 +203,7 @@ class RestoreKitApp:
         width: int = 0,
         height: int = 0,
         face_restore: bool = False,
-        face_model: str = "GFPGANv1.4",
+        face_model: str = DEFAULT_FACE_MODEL,
         face_strength: float = 1.0,
         face_select: str = "all",
         face_detector: str = "auto",
@@ -257,7 +261,7 @@ class RestoreKitApp:
         model: str = jobs.RESIZE_CHOICE,
         outscale: float = 0,
         face_restore: bool = True,
-        face_model: str = "GFPGANv1.4",
+        face_model: str = DEFAULT_FACE_MODEL,
         face_strength: float = 1.0,
         face_select: str = "all",
         face_fidelity: float = 0.5,
@@ -267,7 +271,7 @@ class RestoreKitApp:
         face_blend: float = 0.0,
         detect_every: int = 1,
         precision: str = "auto",
-        face_detector: str = "detection_Resnet50_Final",
+        face_detector: str = DEFAULT_DETECTOR,
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[str, str, str]:
@@ -348,7 +352,6 @@ class RestoreKitApp:
     def build(self) -> gr.Blocks:
         """The Blocks (not launched)."""
         from restorekit.degrade import PRESET_DESCRIPTIONS, PRESETS
-        from restorekit.faces.pipeline import DEFAULT_DETECTOR
         from restorekit.registry import load_registry
 
         registry = load_registry()

@@ -37,7 +37,7 @@ def home(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def face_home(home: Path, tmp_path: Path) -> Path:
-    install_models(home, tmp_path / "cache", ["GFPGANv1.4", "detection_mobilenet0.25_Final"])
+    install_models(home, tmp_path / "cache", ["GFPGANv1.4", "detection_mobilenet0.25_Final", "parsing_parsenet"])
     return home
 
 

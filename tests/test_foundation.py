@@ -334,3 +334,36 @@ def test_only_the_internals_table_names_private_spandrel_modules() -> None:
         if "__arch" in path.read_text(encoding="utf-8") and path.name != "spandrel_internals.py"
     ]
     assert not users, f"private spandrel modules named outside restorekit/spandrel_internals.py: {users}"
+
+
+PRESET_DATA = {Path("restorekit/train/config.py")}
+"""Training presets name the official option files' pretrained models: data, not defaults."""
+
+
+def test_default_model_names_come_from_the_registry() -> None:
+    """The registry's ``default: true`` marks are the only statement of which model is the
+    default: no engine or front-end module spells a default model's name in code."""
+    from restorekit.registry import load_registry
+
+    defaults = {entry.name for entry in load_registry() if entry.default}
+    offenders = []
+    for folder in ("restorekit", "nodes", "gradio_app"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            relative = path.relative_to(REPO_ROOT)
+            if relative in PRESET_DATA:
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and node.value in defaults and id(node) not in docstrings:
+                    offenders.append(f"{relative}:{node.lineno} {node.value}")
+    assert not offenders, "use registry.default_model_name(purpose): " + ", ".join(offenders)
+
+
+def test_face_defaults_follow_the_registry() -> None:
+    from restorekit.faces.pipeline import FaceOptions
+    from restorekit.registry import default_model_name
+
+    assert FaceOptions().parser == default_model_name("face_parse") == "parsing_parsenet"
+    assert default_model_name("face_restore") == "GFPGANv1.4"
+    assert default_model_name("upscale") == "RealESRGAN_x4plus"

@@ -29,12 +29,16 @@ from .batch import add_cluster_arguments, add_output_arguments, run_file_batch
 from .common import cancel_on_interrupt, number_type, positive_float, positive_int, strength
 
 
-def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--face-model", model_default: str | None = "GFPGANv1.4") -> None:
+def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--face-model", restore_by_default: bool = True) -> None:
     """The face options every face-restoring command takes (``--face-strength``...).
 
     ``model_flag`` names the face model option (``--face-model`` here, ``--face-restore``
-    in ``restorekit upscale``, where ``model_default=None`` leaves faces alone)."""
-    from ..faces.pipeline import DEFAULT_DETECTOR, DEFAULT_PARSER
+    in ``restorekit upscale``, where ``restore_by_default=False`` leaves faces alone; the default is the registry's)."""
+    from ..faces.pipeline import DEFAULT_DETECTOR
+    from ..registry.schema import default_model_name
+
+    default_parser = default_model_name("face_parse")
+    model_default = default_model_name("face_restore") if restore_by_default else None
 
     group = parser.add_argument_group("face restoration")
     group.add_argument(
@@ -59,9 +63,9 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
     group.add_argument("--face-detect-size", type=int, default=1600, metavar="PX", help="detect on a copy at most this large, 0 for full size (default: 1600)")
     group.add_argument(
         "--face-parser",
-        default=DEFAULT_PARSER,
+        default=default_parser,
         metavar="NAME",
-        help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence), face_oval (Face Mesh oval, Apache-2.0) or ellipse (default: {DEFAULT_PARSER}, non-commercial weights)",
+        help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence), face_oval (Face Mesh oval, Apache-2.0) or ellipse (default: {default_parser}, non-commercial weights)",
     )
     group.add_argument("--fidelity", type=strength, default=0.5, metavar="W", help="CodeFormer only: its fidelity weight w, 0 = best quality, 1 = most faithful (default: 0.5)")
     group.add_argument(

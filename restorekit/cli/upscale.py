@@ -52,7 +52,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     add_strength_arguments(parser)
     from .faces import add_face_arguments
 
-    add_face_arguments(parser, model_flag="--face-restore", model_default=None)
+    add_face_arguments(parser, model_flag="--face-restore", restore_by_default=False)
     add_zssr_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(handler=cmd_upscale)

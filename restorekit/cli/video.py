@@ -50,7 +50,7 @@ def add_processing_options(parser: argparse.ArgumentParser) -> None:
 
     add_upscale_arguments(parser)
     add_strength_arguments(parser)
-    add_face_arguments(parser, model_flag="--face-restore", model_default=None)
+    add_face_arguments(parser, model_flag="--face-restore", restore_by_default=False)
     add_tracking_arguments(parser, default_on=True)
 
 

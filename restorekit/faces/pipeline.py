@@ -50,6 +50,7 @@ from ..errors import InvalidParameterError, ModelIncompatibleError
 from ..imageio import to_gray
 from ..layout import check_alpha, check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
+from ..registry.schema import default_model_name
 from .align import (
     FACE_SIZE,
     alignment_matrix,
@@ -69,14 +70,11 @@ from .tracking import FaceTracker, refiner_for
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FACE_MODEL = "GFPGANv1.4"
 DEFAULT_DETECTOR = "auto"
-RETINAFACE_DETECTOR = "detection_Resnet50_Final"
 FALLBACK_DETECTOR = "blazeface_full_range"
 """``auto`` is RetinaFace-ResNet50 when its weights are installed, else BlazeFace full range
 (+ Face Mesh), whose 4 MB of weights come from the mediapipe wheel on PyPI."""
 MESH_MODEL = "face_mesh"
-DEFAULT_PARSER = "parsing_parsenet"
 PARSER_BATCH = 4
 """Faces per parser forward pass (a 512x512 ParseNet pass holds ~64 MB of activations a face)."""
 ELLIPSE = "ellipse"
@@ -119,7 +117,7 @@ class FaceOptions:
     strength: float = 1.0
     select: str | int = "all"
     detector: str = DEFAULT_DETECTOR
-    parser: str | None = DEFAULT_PARSER
+    parser: str | None = field(default_factory=lambda: default_model_name("face_parse"))
     confidence: float | None = None
     nms: float = 0.4
     min_size: float = 0.0
@@ -219,7 +217,7 @@ class FacePipeline:
     Args:
         face_model: a registry name (``GFPGANv1.4``...), a model file, a spandrel face
             descriptor, a :class:`FaceRestorer`, or any function restoring (N, 3, 512, 512)
-            [0, 1] faces (tests, custom models).
+            [0, 1] faces (tests, custom models); None: the registry's default face restorer.
         options: :class:`FaceOptions`.
         device, precision: for every network (see :mod:`restorekit.device`).
         batch_size: faces per forward pass (None: the restorer's default).
@@ -233,7 +231,7 @@ class FacePipeline:
 
     def __init__(
         self,
-        face_model: Any = DEFAULT_FACE_MODEL,
+        face_model: Any = None,
         *,
         options: FaceOptions | None = None,
         device: str | torch.device = "auto",
@@ -257,6 +255,8 @@ class FacePipeline:
         self._parser_module = parser
         self._parser: tuple[nn.Module, Any, torch.dtype] | None = None
         self.notices: list[str] = []
+        if face_model is None:
+            face_model = default_model_name("face_restore")
         if _is_model_reference(face_model):
             restorer = FaceRestorer(
                 face_model,
@@ -628,8 +628,9 @@ def detector_name(name: str) -> str:
     from ..registry.schema import load_registry
 
     registry = load_registry()
-    if RETINAFACE_DETECTOR in registry and installed_path(registry.get(RETINAFACE_DETECTOR)) is not None:
-        return RETINAFACE_DETECTOR
+    retinaface = registry.default_model("face_detect").name
+    if installed_path(registry.get(retinaface)) is not None:
+        return retinaface
     return FALLBACK_DETECTOR
 
 
@@ -707,7 +708,7 @@ def _load_aux(name: str, purpose: str, download: bool) -> nn.Module:
 
 def restore_faces(
     images: Tensor,
-    face_model: Any = DEFAULT_FACE_MODEL,
+    face_model: Any = None,
     *,
     outscale: float = 1.0,
     background: BackgroundFn | Tensor | None = None,

@@ -204,7 +204,7 @@ class FaceRestorer:
 
     def __init__(
         self,
-        model: Any = "GFPGANv1.4",
+        model: Any = None,
         *,
         device: str | torch.device = "auto",
         precision: str = "auto",
@@ -214,7 +214,10 @@ class FaceRestorer:
         download: bool = True,
     ) -> None:
         from ..models import prepared_network
+        from ..registry.schema import default_model_name
 
+        if model is None:  # the registry's default face restorer
+            model = default_model_name("face_restore")
         if not 0.0 <= float(fidelity) <= 1.0:
             raise InvalidParameterError(f"CodeFormer fidelity must be in [0, 1], got {fidelity}.")
         if batch_size is not None and int(batch_size) < 1:

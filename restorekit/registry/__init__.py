@@ -10,7 +10,7 @@ from .download import (
     verify_model,
 )
 from .home import ModelHome, configure_home, get_home
-from .schema import PURPOSES, ModelEntry, Registry, Source, load_registry
+from .schema import PURPOSES, ModelEntry, Registry, Source, default_model_name, load_registry
 
 __all__ = [
     "PURPOSES",
@@ -21,6 +21,7 @@ __all__ = [
     "Source",
     "VerifyResult",
     "configure_home",
+    "default_model_name",
     "ensure_model",
     "get_home",
     "installed_path",

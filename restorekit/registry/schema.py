@@ -330,3 +330,9 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     except FileNotFoundError:
         raise ModelNotFoundError(f"Registry file {resolved} does not exist.") from None
     return _load_cached(str(resolved), mtime)
+
+
+def default_model_name(purpose: str) -> str:
+    """The name of the registry model marked ``default: true`` for ``purpose``: the one place
+    a default face restorer, detector, parser or upscaler is named."""
+    return load_registry().default_model(purpose).name
