@@ -187,7 +187,7 @@ def test_bad_estimation_input_is_a_clear_error(pixels: torch.Tensor, config: Ker
     reason="issue 18: on CPU-sized inputs (256x256, 1000 iterations) KernelGAN's estimate stays near "
     "a variance of ~2 px^2 whatever the true blur (measured for variances 0.5, 1 and 4); see "
     "bench/RESULTS_zssr.md. Kept as the acceptance check for a better estimator.",
-    strict=False,
+    strict=True,  # a better estimator turns this into a failure: then drop the mark
 )
 def test_estimator_recovers_a_known_gaussian_kernel(astronaut: np.ndarray) -> None:
     """Images made by blurring with known isotropic Gaussians (variance 0.5 and 4 px^2 on
