@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -34,38 +32,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from machine import conv_peak, describe_cpu  # noqa: E402
 from ray_cluster import start_loopback_cluster  # noqa: E402
 
 DEFAULT_WEIGHTS = Path(os.environ.get("RESTOREKIT_SHARED", REPO.parent / "shared")) / "weights"
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")]
-    return f"{model}; {' '.join(wanted)}"
-
-
-def conv_peak(threads: int, repeats: int = 10) -> float:
-    """fp32 GFLOP/s of one 64->64 3x3 conv, channels_last, 256x256 (best of ``repeats``)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last).eval()
-    x = torch.randn(1, 64, 256, 256).to(memory_format=torch.channels_last)
-    best = math.inf
-    with torch.no_grad():
-        for _ in range(3):
-            conv(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            conv(x)
-            best = min(best, time.perf_counter() - start)
-    return 2 * 64 * 64 * 9 * 256 * 256 / best / 1e9
 
 
 def model_gflop(weights: Path, size: int) -> float:
@@ -167,8 +137,11 @@ def main() -> int:
     if not weights.is_file():
         sys.exit(f"{weights} not found (set RESTOREKIT_SHARED or --weights)")
     cpus = os.cpu_count() or 1
-    print(f"CPU: {cpu_flags()}; {cpus} CPUs; host shared with other jobs: check the load average: {os.getloadavg()}")
-    peak = conv_peak(cpus)
+    print(f"{describe_cpu()}; host shared with other jobs: check the load average: {os.getloadavg()}")
+    import torch
+
+    torch.set_num_threads(cpus)
+    peak = conv_peak("fp32")
     gflop = model_gflop(weights, args.size)
     print(f"conv peak fp32 ({cpus} threads): {peak:.0f} GFLOP/s; realesr-animevideov3 {args.size}x{args.size} x4: {gflop:.1f} GFLOP/image")
     root = Path(tempfile.mkdtemp(prefix="rkbench"))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -46,36 +45,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from machine import conv_peaks, cpu_description, describe_cpu  # noqa: E402
+
 from restorekit.train import Trainer, get_preset  # noqa: E402
 
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "brick", "grass", "gravel", "moon", "page")
 HELD_OUT = ("chelsea", "camera", "coins")
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    wanted = [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")]
-    return f"{model}; {' '.join(wanted)}"
-
-
-def conv_peak(dtype: torch.dtype, repeats: int = 8) -> float:
-    """GFLOP/s of one 64->64 3x3 conv, channels_last, 256x256 (best of ``repeats``)."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last).eval()
-    x = torch.randn(1, 64, 256, 256).to(dtype=dtype, memory_format=torch.channels_last)
-    best = math.inf
-    with torch.no_grad():
-        for _ in range(2):
-            conv(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            conv(x)
-            best = min(best, time.perf_counter() - start)
-    return 2 * 64 * 64 * 9 * 256 * 256 / best / 1e9
 
 
 def load() -> str:
@@ -242,10 +217,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    peaks = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16)}
-    print(f"CPU: {cpu_flags()}; {args.threads} threads; load {load()}")
+    peaks = conv_peaks()
+    print(f"{describe_cpu()}; {args.threads} threads; load {load()}")
     print(f"conv peak (64->64 3x3 channels_last): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
-    results: dict = {"cpu": cpu_flags(), "threads": args.threads, "conv_peak_gflops": peaks}
+    results: dict = {"cpu": cpu_description(), "threads": args.threads, "conv_peak_gflops": peaks}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         for name in args.parts:
             print(f"{name}: (load {load()})")
