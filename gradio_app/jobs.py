@@ -163,7 +163,7 @@ class RestoreOptions:
     width: int = 0
     height: int = 0
     face_restore: bool = False
-    face_model: str = field(default_factory=lambda: default_model_name("face_restore"))
+    face_model: str = field(default_factory=lambda: default_model_name("face_restore", required=False) or "")
     face_strength: float = 1.0
     face_select: str = "all"
     face_detector: str = "auto"

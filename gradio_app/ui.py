@@ -32,7 +32,7 @@ from . import jobs
 logger = logging.getLogger(__name__)
 
 ENGINE = "engine"
-DEFAULT_FACE_MODEL = default_model_name("face_restore")
+DEFAULT_FACE_MODEL = default_model_name("face_restore", required=False) or ""
 """The registry's default face restorer: the API's default for ``face_model``."""
 """Concurrency id of every event that runs the engine: one job at a time per device."""
 

@@ -37,8 +37,8 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
     from ..faces.pipeline import DEFAULT_DETECTOR
     from ..registry.schema import default_model_name
 
-    default_parser = default_model_name("face_parse")
-    model_default = default_model_name("face_restore") if restore_by_default else None
+    default_parser = default_model_name("face_parse", required=False) or "ellipse"
+    model_default = default_model_name("face_restore", required=False) if restore_by_default else None
 
     group = parser.add_argument_group("face restoration")
     group.add_argument(

@@ -117,7 +117,7 @@ class FaceOptions:
     strength: float = 1.0
     select: str | int = "all"
     detector: str = DEFAULT_DETECTOR
-    parser: str | None = field(default_factory=lambda: default_model_name("face_parse"))
+    parser: str | None = field(default_factory=lambda: default_model_name("face_parse", required=False))
     confidence: float | None = None
     nms: float = 0.4
     min_size: float = 0.0
@@ -628,8 +628,8 @@ def detector_name(name: str) -> str:
     from ..registry.schema import load_registry
 
     registry = load_registry()
-    retinaface = registry.default_model("face_detect").name
-    if installed_path(registry.get(retinaface)) is not None:
+    retinaface = default_model_name("face_detect", required=False)
+    if retinaface is not None and installed_path(registry.get(retinaface)) is not None:
         return retinaface
     return FALLBACK_DETECTOR
 

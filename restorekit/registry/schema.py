@@ -332,7 +332,16 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     return _load_cached(str(resolved), mtime)
 
 
-def default_model_name(purpose: str) -> str:
+def default_model_name(purpose: str, *, required: bool = True) -> str | None:
     """The name of the registry model marked ``default: true`` for ``purpose``: the one place
-    a default face restorer, detector, parser or upscaler is named."""
-    return load_registry().default_model(purpose).name
+    a default face restorer, detector, parser or upscaler is named.
+
+    A registry without one (a private ``RESTOREKIT_REGISTRY``) raises
+    :class:`ModelNotFoundError` when ``required``, else gives None.
+    """
+    try:
+        return load_registry().default_model(purpose).name
+    except ModelNotFoundError:
+        if required:
+            raise
+        return None
