@@ -206,7 +206,8 @@ def _check_names(names: Iterable[str]) -> None:
 # --------------------------------------------------------------------------- parsing
 
 
-def _parse_bool(name: str, value: Any) -> bool:
+def parse_bool(name: str, value: Any) -> bool:
+    """``value`` (a bool, 0/1, or true/false/yes/no/on/off text) as a bool; ``name`` is for the message."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -219,7 +220,8 @@ def _parse_bool(name: str, value: Any) -> bool:
     raise InvalidParameterError(f"{name} must be true or false, got {value!r}.")
 
 
-def _parse_number(name: str, value: Any, kind: type) -> float | int:
+def parse_number(name: str, value: Any, kind: type) -> float | int:
+    """A finite number of ``kind`` (int or float) from a number or text (``pi``, ``pi/3``, ``-pi`` too)."""
     if isinstance(value, bool):
         raise InvalidParameterError(f"{name} must be a number, got {value!r}.")
     text = str(value).strip().lower()
@@ -244,7 +246,8 @@ def _parse_number(name: str, value: Any, kind: type) -> float | int:
     return number
 
 
-def _split_items(value: Any) -> list[Any]:
+def split_items(value: Any) -> list[Any]:
+    """A list, tuple, or ``a,b``/``[a, b]`` text as a list of items (text items stripped of quotes)."""
     if isinstance(value, (list, tuple)):
         return list(value)
     text = str(value).strip()
@@ -262,13 +265,13 @@ def coerce_field(name: str, value: Any) -> Any:
     _check_names([name])
     annotation = _field_types()[name]
     if annotation is bool:
-        return _parse_bool(name, value)
+        return parse_bool(name, value)
     if annotation in (int, float):
-        return _parse_number(name, value, annotation)
+        return parse_number(name, value, annotation)
     if annotation is str:
         return str(value).strip()
     options = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Union else (annotation,)
-    items = _split_items(value)
+    items = split_items(value)
     errors = []
     for option in options:
         args = typing.get_args(option)
@@ -277,12 +280,12 @@ def coerce_field(name: str, value: Any) -> Any:
                 kind = args[0]
                 if kind is str:
                     return tuple(str(item).strip() for item in items)
-                return tuple(_parse_number(name, item, kind) for item in items)
+                return tuple(parse_number(name, item, kind) for item in items)
             if len(items) != len(args):
                 raise InvalidParameterError(
                     f"{name} needs {len(args)} values separated by commas, got {value!r}."
                 )
-            return tuple(_parse_number(name, item, kind) for item, kind in zip(items, args, strict=True))
+            return tuple(parse_number(name, item, kind) for item, kind in zip(items, args, strict=True))
         except InvalidParameterError as exc:
             errors.append(exc)
     raise errors[-1]

@@ -23,13 +23,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..degrade.config import DegradeConfig, parse_overrides
+from ..degrade.config import DegradeConfig, parse_bool, parse_number, parse_overrides, split_items
 from ..degrade.config import get_preset as degrade_preset
 from ..errors import InvalidParameterError
 
@@ -264,42 +263,6 @@ def _unknown(name: str) -> InvalidParameterError:
     return InvalidParameterError(f"Unknown training setting {name!r}.{hint}")
 
 
-def _parse_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InvalidParameterError(f"{name} must be true or false, got {value!r}.")
-
-
-def _parse_number(name: str, value: Any, kind: type) -> float | int:
-    if isinstance(value, bool):
-        raise InvalidParameterError(f"{name} must be a number, got {value!r}.")
-    try:
-        number = float(value) if isinstance(value, (int, float)) else float(str(value).strip().replace("_", ""))
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{name} must be a number, got {value!r}.") from None
-    if not math.isfinite(number):
-        raise InvalidParameterError(f"{name} must be a finite number, got {value!r}.")
-    if kind is int:
-        if not number.is_integer():
-            raise InvalidParameterError(f"{name} must be a whole number, got {value!r}.")
-        return int(number)
-    return number
-
-
-def _split(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    text = str(value).strip()
-    if text.startswith(("[", "(")) and text.endswith(("]", ")")):
-        text = text[1:-1]
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
 def _parse_layers(name: str, value: Any) -> tuple[tuple[str, float], ...]:
     """``conv1_2:0.1,conv5_4:1`` (or a mapping / pairs) -> ``(("conv1_2", 0.1), ...)``."""
     if isinstance(value, Mapping):
@@ -308,14 +271,14 @@ def _parse_layers(name: str, value: Any) -> tuple[tuple[str, float], ...]:
         items = [tuple(v) for v in value]
     else:
         items = []
-        for part in _split(value):
+        for part in split_items(value):
             layer, sep, weight = str(part).partition(":")
             if not sep:
                 raise InvalidParameterError(
                     f"{name} takes layer:weight pairs, e.g. conv1_2:0.1,conv5_4:1; got {value!r}."
                 )
             items.append((layer.strip(), weight))
-    return tuple((str(layer), float(_parse_number(name, weight, float))) for layer, weight in items)
+    return tuple((str(layer), float(parse_number(name, weight, float))) for layer, weight in items)
 
 
 def coerce_field(name: str, value: Any) -> Any:
@@ -328,18 +291,18 @@ def coerce_field(name: str, value: Any) -> Any:
         return tuple(dict(value).items()) if isinstance(value, Mapping) else tuple(value)
     annotation = typing.get_type_hints(TrainConfig)[name]
     if annotation is bool:
-        return _parse_bool(name, value)
+        return parse_bool(name, value)
     if annotation in (int, float):
-        return _parse_number(name, value, annotation)
+        return parse_number(name, value, annotation)
     if annotation is str:
         return "" if value is None else str(value).strip()
     args = typing.get_args(annotation)
-    items = _split(value)
+    items = split_items(value)
     if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(_parse_number(name, item, args[0]) for item in items)
+        return tuple(parse_number(name, item, args[0]) for item in items)
     if len(items) != len(args):
         raise InvalidParameterError(f"{name} needs {len(args)} comma-separated values, got {value!r}.")
-    return tuple(_parse_number(name, item, kind) for item, kind in zip(items, args, strict=True))
+    return tuple(parse_number(name, item, kind) for item, kind in zip(items, args, strict=True))
 
 
 # --------------------------------------------------------------------------- validation
