@@ -458,14 +458,28 @@ def normalize_format(fmt: str) -> str:
     return name
 
 
+QUANTIZE_BLOCK_BYTES = 8 << 20
+"""Float rows converted at a time when writing integer images: a 4096x4096 RGB result is
+quantised through an 8 MB float block instead of a second 201 MB float copy."""
+
+
 def _quantize(array: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float [0, 1] to uint8/uint16 with round-half-up, or float32 for 32."""
-    array = np.clip(array, 0.0, 1.0, dtype=np.float32)  # one float copy, then in place
+    """Float (H, W, C) in [0, 1] to uint8/uint16 with round-half-up, or float32 for 32.
+
+    Integer depths are converted block by block of rows, so the only full-size allocation is
+    the integer result.
+    """
     if bit_depth == 32:
-        return array
-    array *= 255.0 if bit_depth == 8 else 65535.0
-    array += 0.5
-    return array.astype(np.uint8 if bit_depth == 8 else np.uint16)
+        return np.clip(array, 0.0, 1.0, dtype=np.float32)
+    out = np.empty(array.shape, dtype=np.uint8 if bit_depth == 8 else np.uint16)
+    peak = 255.0 if bit_depth == 8 else 65535.0
+    rows = max(1, QUANTIZE_BLOCK_BYTES // max(1, array[:1].size * 4))
+    for top in range(0, array.shape[0], rows):
+        block = np.clip(array[top : top + rows], 0.0, 1.0, dtype=np.float32)
+        block *= peak
+        block += 0.5
+        out[top : top + rows] = block  # truncates, as astype does: round half up
+    return out
 
 
 def to_gray(pixels: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from restorekit.errors import CancelledError, InsufficientMemoryError, InvalidParameterError
 from restorekit.upscale import Upscaler, upscale_tensor
-from restorekit.upscale.tiling import feather_axis, official_axis, plan_tiles
+from restorekit.upscale.tiling import choose_window, feather_axis, official_axis, plan_tiles
 
 from conftest import psnr, random_model, to_tensor
 
@@ -72,6 +72,54 @@ def test_tile_smaller_than_two_overlaps_is_refused():
 def test_plan_is_whole_image_when_it_fits():
     plan = plan_tiles(120, 80, (128, 128), 16, scale=4)
     assert len(plan) == 1 and plan.window_shape == (120, 80)
+
+
+def _work(plan) -> int:
+    return len(plan) * plan.window_shape[0] * plan.window_shape[1]
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "budget", "align"),
+    [(532, 532, 242_000, 1), (1024, 1024, 242_000, 1), (800, 1100, 242_000, 1), (700, 300, 50_000, 4), (532, 532, 30_000, 1)],
+)
+def test_choose_window_fits_the_budget_with_the_least_work(height, width, budget, align):
+    """Windows hold at most the budget, and no split with fitting windows (square or not)
+    computes fewer pixels: checked against every row x column split."""
+    window = choose_window(height, width, budget, overlap=16, align=align, min_side=65)
+    plan = plan_tiles(height, width, window, 16, scale=4, align=align)
+    assert plan.window_shape[0] * plan.window_shape[1] <= budget
+
+    def splits(length: int) -> set[tuple[int, int]]:  # (windows, window length) per tile side
+        return {
+            (len(axis), axis[0].length)
+            for side in range(-(-65 // align) * align, length + 1, 5 * align)  # sides are aligned
+            for axis in [feather_axis(length, side, 16, scale=1, align=align)]
+        }
+
+    best = min(
+        rows * cols * h * w
+        for rows, h in splits(height)
+        for cols, w in splits(width)
+        if h * w <= budget
+    )
+    assert _work(plan) <= best
+
+
+def test_choose_window_beats_the_square_window_of_the_same_budget():
+    """A 532 px image under a 242k px budget: two 532x282 windows (6% extra pixels) instead
+    of four 282x282 squares (12%)."""
+    window = choose_window(532, 532, 242_000, overlap=16, min_side=65)
+    assert window == (282, 532)
+    squares = plan_tiles(532, 532, (491, 491), 16, scale=4)
+    assert _work(plan_tiles(532, 532, window, 16, scale=4)) < _work(squares)
+    assert choose_window(300, 200, 60_000, overlap=16) == (300, 200)
+
+
+def test_feather_default_pre_pads_nothing_and_official_keeps_realesrganer_pad():
+    model = random_model("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 2})
+    assert Upscaler(model, tile=0).pre_pad == 0
+    assert Upscaler(model, tile=0, layout="official").pre_pad == 10
+    assert Upscaler(model, tile=0, pre_pad=6).pre_pad == 6
 
 
 # ----------------------------------------------------------------------------- real weights

@@ -20,6 +20,7 @@ from __future__ import annotations
 from .alpha import ALPHA_MODES, fill_transparent
 from .engine import (
     BLEND_OVERLAP,
+    DEFAULT_PRE_PAD,
     PRE_PAD,
     Upscaler,
     UpscaleResult,
@@ -37,6 +38,7 @@ from .tiling import LAYOUTS, Tiler, plan_tiles
 __all__ = [
     "ALPHA_MODES",
     "BLEND_OVERLAP",
+    "DEFAULT_PRE_PAD",
     "LAYOUTS",
     "PRE_PAD",
     "ModelTraits",
