@@ -32,8 +32,8 @@ eager: that measures it):
   that has run for T seconds is expected to run for T more, so compiling once the speed lost
   matches the compile cost never costs more than twice the best choice in hindsight;
 - *gain*: the share of eager time that compiled calls save, as measured on this machine for
-  the same network, precision and device (recorded after every compiled run), else
-  :data:`DEFAULT_GAIN`;
+  the same network, precision and device (recorded after every compiled run), else the
+  architecture's default (:data:`DEFAULT_GAINS`);
 - *compile cost*: as measured on this machine for the same network, precision and shape (a
   compile served by the warm cache), else the last cold compile of the same network at any
   shape, else an estimate from the number of layers (:func:`estimated_cold_seconds`).
@@ -73,10 +73,19 @@ MAX_COMPILED_SHAPES = 4
 """Input shapes compiled per network at most; further shapes run eager (tiles after an
 out-of-memory shrink, odd edge windows of the ``official`` layout)."""
 
-DEFAULT_GAIN = 0.2
-"""Share of eager time a compiled call saves, before anything was measured on this machine.
-Measured: 0.24 on RealESRGAN_x4plus bf16 (Xeon with AMX, PERFORMANCE-NOTES.md), 0.3-0.35
-on realesr-animevideov3 bf16 (Zen 5); the default is the cautious side of those."""
+DEFAULT_GAIN = 0.15
+"""Share of eager time a compiled call saves, before anything was measured on this machine
+(architectures not in :data:`DEFAULT_GAINS`)."""
+
+DEFAULT_GAINS: dict[str, float] = {
+    "Compact": 0.25,
+    "ESRGAN": 0.1,
+}
+"""Default gain by spandrel architecture id, the cautious side of what was measured: SRVGG
+(realesr-animevideov3) bf16 1.4-1.6x on Zen 5 (inductor fuses the PReLUs into the convs);
+RRDB 1.32x on a Xeon with AMX against the plain network, but about 1.0x on Zen 5 against
+RestoreKit's fused trunk (:mod:`restorekit.upscale.rrdb`), which already fuses what inductor
+would."""
 
 COLD_SECONDS = 20.0
 SECONDS_PER_LAYER = 0.25
@@ -192,23 +201,35 @@ _managed_dir: Path | None = None
 """The cache folder this module set in TORCHINDUCTOR_CACHE_DIR (None: not set by us)."""
 
 
+def _user_cache_dir() -> Path | None:
+    """``TORCHINDUCTOR_CACHE_DIR`` when the user set it: not ours, and not the default that
+    inductor itself writes into the variable the first time it looks."""
+    current = environment.inductor_cache_dir()
+    if current is None or current == _managed_dir:
+        return None
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return None if current.resolve() == Path(default_cache_dir()).resolve() else current
+
+
 def cache_dir() -> Path:
     """The compile cache folder of this process: the user's ``TORCHINDUCTOR_CACHE_DIR``, else
     ``<model home>/.restorekit/compile`` (made the inductor cache folder here)."""
     global _managed_dir
     with _lock:
-        current = environment.inductor_cache_dir()
-        if current is not None and (_managed_dir is None or current != _managed_dir):
-            return current  # the user's own folder wins
+        user = _user_cache_dir()
+        if user is not None:
+            return user
         from .registry.home import get_home
 
         wanted = get_home().state_dir / "compile"
+        current = environment.inductor_cache_dir()
         if current != wanted:
             wanted.mkdir(parents=True, exist_ok=True)
             environment.set_inductor_cache_dir(wanted)
-            if current is not None:  # the home changed: drop in-memory caches of the old folder
+            if current is not None:  # another folder was in use: drop its in-memory caches
                 _clear_inductor_memory_caches()
-            _managed_dir = wanted
+        _managed_dir = wanted
         return wanted
 
 
@@ -240,12 +261,24 @@ def compile_counters() -> dict[str, int]:
 # --------------------------------------------------------------------------- cost records
 
 
+_costs_memo: dict[Path, tuple[int, dict[str, Any]]] = {}
+
+
 def _read_costs(folder: Path) -> dict[str, Any]:
+    """The cost records in ``folder`` (re-read only when the file changed)."""
+    path = folder / COSTS_FILE
     try:
-        data = json.loads((folder / COSTS_FILE).read_text(encoding="utf-8"))
+        stamp = path.stat().st_mtime_ns
+        memo = _costs_memo.get(path)
+        if memo is not None and memo[0] == stamp:
+            return json.loads(json.dumps(memo[1]))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    _costs_memo[path] = (stamp, data)
+    return json.loads(json.dumps(data))
 
 
 def _update_costs(folder: Path, key: str, change: Callable[[dict[str, Any]], None]) -> None:
@@ -366,7 +399,7 @@ class CompiledForward:
         if not state.compiled and self.failed is None and self._should_compile(shape, state):
             return self._compile_call(x, shape, state)
         started = time.perf_counter()
-        out = self._compiled(x) if state.compiled and self._compiled is not None else self.forward(x)
+        out = self._compiled_callable()(x) if state.compiled else self.forward(x)
         seconds = self._elapsed(started)
         state.calls += 1
         if state.compiled:
@@ -380,7 +413,7 @@ class CompiledForward:
         """The numbers ``auto`` weighs for the next call of ``shape``."""
         state = self.shapes.get(tuple(shape), _ShapeState())
         record = _read_costs(cache_dir()).get(self.key, {})
-        gain = float(record.get("gain", DEFAULT_GAIN))
+        gain = float(record.get("gain", DEFAULT_GAINS.get(self.label, DEFAULT_GAIN)))
         return CompileEstimate(
             eager_seconds=0.0 if math.isinf(state.eager_seconds) else state.eager_seconds,
             calls_ahead=self.expected.get(tuple(shape), 0),
