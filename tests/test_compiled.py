@@ -19,7 +19,13 @@ import pytest
 import torch
 
 from restorekit import compiled
-from restorekit.compiled import CompiledForward, CompileEstimate, compile_pays, parse_compile, resolve_compile
+from restorekit.compiled import (
+    CompiledForward,
+    CompileEstimate,
+    compile_pays,
+    parse_compile,
+    resolve_compile,
+)
 from restorekit.device import plan_execution
 from restorekit.errors import InvalidParameterError
 
