@@ -18,8 +18,8 @@ app's setting), resolved once by :func:`resolve_compile` into the
     network). Needs a working C++ compiler (CPU) or Triton (CUDA); without one it is an
     :class:`~restorekit.errors.InvalidParameterError` that names the fix.
 ``auto``
-    compile a shape only where it pays (:func:`compile_pays`); without a working compiler,
-    eager, with the reason logged.
+    compile a shape only where it pays (:func:`compile_pays`); when one would pay but there is
+    no working compiler, eager, with the reason logged (the compiler is checked only then).
 
 How ``auto`` decides, per network and input shape (the first call of a shape always runs
 eager: that measures it):
@@ -173,20 +173,19 @@ _FIX = (
 def resolve_compile(mode: object, device: torch.device) -> str:
     """The compile mode a plan runs under: ``off``, ``auto`` or ``on``.
 
-    ``auto`` without a working compiler becomes ``off`` (the reason is logged once);
-    ``on`` without one raises :class:`InvalidParameterError` naming the fix.
+    ``on`` checks the compiler now and raises :class:`InvalidParameterError` naming the fix
+    when there is none. ``auto`` checks it only when a shape would pay for a compile (the
+    check imports inductor, seconds that small jobs should not pay) and then runs eager with
+    the reason logged when there is none.
     """
     name = parse_compile(mode)
-    if name == "off":
+    if name != "on":
         return name
     problem = compiler_problem(device)
-    if problem is None:
-        return name
-    if name == "on":
+    if problem is not None:
         fix = _FIX if device.type == "cpu" else "Install Triton (pip install triton) or use compile 'auto' or 'off'."
         raise InvalidParameterError(f"Compiled execution was asked for (compile on), but {problem}. {fix}")
-    _log_fallback(problem)
-    return "off"
+    return name
 
 
 @functools.cache
@@ -212,17 +211,26 @@ def _user_cache_dir() -> Path | None:
     return None if current.resolve() == Path(default_cache_dir()).resolve() else current
 
 
+def costs_dir() -> Path:
+    """Where the compile cache is (or would be): the user's ``TORCHINDUCTOR_CACHE_DIR``, else
+    ``<model home>/.restorekit/compile``; creates and changes nothing."""
+    user = _user_cache_dir()
+    if user is not None:
+        return user
+    from .registry.home import get_home
+
+    return get_home().state_dir / "compile"
+
+
 def cache_dir() -> Path:
-    """The compile cache folder of this process: the user's ``TORCHINDUCTOR_CACHE_DIR``, else
-    ``<model home>/.restorekit/compile`` (made the inductor cache folder here)."""
+    """The compile cache folder of this process (:func:`costs_dir`), made inductor's cache
+    folder here."""
     global _managed_dir
     with _lock:
         user = _user_cache_dir()
         if user is not None:
             return user
-        from .registry.home import get_home
-
-        wanted = get_home().state_dir / "compile"
+        wanted = costs_dir()
         current = environment.inductor_cache_dir()
         if current != wanted:
             wanted.mkdir(parents=True, exist_ok=True)
@@ -398,21 +406,18 @@ class CompiledForward:
             self.expected[shape] = max(0, self.expected[shape] - 1)
         if not state.compiled and self.failed is None and self._should_compile(shape, state):
             return self._compile_call(x, shape, state)
+        if not state.compiled:
+            return self._eager_call(shape, state, x)
         started = time.perf_counter()
-        out = self._compiled_callable()(x) if state.compiled else self.forward(x)
-        seconds = self._elapsed(started)
+        out = self._compiled_callable()(x)
         state.calls += 1
-        if state.compiled:
-            self._record_steady(shape, state, seconds)
-        else:
-            state.eager_seconds = min(state.eager_seconds, seconds)
-            state.spent_seconds += seconds
+        self._record_steady(shape, state, self._elapsed(started))
         return out
 
     def estimate(self, shape: tuple[int, ...]) -> CompileEstimate:
         """The numbers ``auto`` weighs for the next call of ``shape``."""
         state = self.shapes.get(tuple(shape), _ShapeState())
-        record = _read_costs(cache_dir()).get(self.key, {})
+        record = _read_costs(costs_dir()).get(self.key, {})
         gain = float(record.get("gain", DEFAULT_GAINS.get(self.label, DEFAULT_GAIN)))
         return CompileEstimate(
             eager_seconds=0.0 if math.isinf(state.eager_seconds) else state.eager_seconds,
@@ -423,6 +428,15 @@ class CompiledForward:
         )
 
     # ------------------------------------------------------------------ internals
+
+    def _eager_call(self, shape: tuple[int, ...], state: _ShapeState, x: torch.Tensor) -> torch.Tensor:
+        started = time.perf_counter()
+        out = self.forward(x)
+        seconds = self._elapsed(started)
+        state.calls += 1
+        state.eager_seconds = min(state.eager_seconds, seconds)
+        state.spent_seconds += seconds
+        return out
 
     def _compile_cost(self, record: dict[str, Any], shape: tuple[int, ...]) -> float:
         measured = record.get("shapes", {}).get(shape_text(shape), {})
@@ -459,6 +473,11 @@ class CompiledForward:
     def _compile_call(self, x: torch.Tensor, shape: tuple[int, ...], state: _ShapeState) -> torch.Tensor:
         from .device import is_out_of_memory
 
+        problem = compiler_problem(self.device)
+        if problem is not None:  # auto (on was checked when the plan was made)
+            self.failed = problem
+            _log_fallback(problem)
+            return self._eager_call(shape, state, x)
         folder = cache_dir()
         before = compile_counters()
         logger.info("compiling %s for %s inputs (%s; cached in %s)", self.label, shape_text(shape), self.mode, folder)
@@ -478,7 +497,7 @@ class CompiledForward:
                 ) from exc
             self.failed = reason
             logger.warning("compile auto: compiling %s failed (%s); running eager", self.label, reason)
-            return self.forward(x)
+            return self._eager_call(shape, state, x)
         seconds = self._elapsed(started)
         after = compile_counters()
         state.compiled = True

@@ -49,9 +49,9 @@ class ExecutionPlan:
     outside the network. ``fused``: run a network through its fused execution form where one
     exists (:mod:`restorekit.upscale.rrdb` for RRDBNet: the same function without copies,
     equal within float rounding); False runs the module exactly as spandrel defines it.
-    ``compile``: ``off``, ``auto`` or ``on``, already checked against this machine's compiler
-    (:func:`restorekit.compiled.resolve_compile`); the network runner compiles repeated input
-    shapes under it.
+    ``compile``: ``off``, ``auto`` or ``on`` (``on`` already checked against this machine's
+    compiler, :func:`restorekit.compiled.resolve_compile`); the network runner compiles
+    repeated input shapes under it.
     """
 
     device: torch.device
@@ -199,7 +199,7 @@ def plan_execution(
     convolutions on CPU and is neutral to positive on CUDA. ``fused`` (see
     :class:`ExecutionPlan`) is on unless asked otherwise. ``compile`` (``auto``, ``on`` or
     ``off``, see :mod:`restorekit.compiled`) is checked here: ``on`` without a working
-    compiler raises :class:`InvalidParameterError`, ``auto`` becomes ``off``.
+    compiler raises :class:`InvalidParameterError`.
     """
     torch_device = resolve_device(device)
     dtype = resolve_dtype(

@@ -84,17 +84,17 @@ def test_on_without_a_compiler_names_the_fix(compiler_check):
         plan_execution("cpu", "fp32", compile="on")
 
 
-def test_auto_without_a_compiler_runs_eager_and_logs_why(compiler_check, caplog):
+def test_auto_without_a_compiler_runs_eager_and_logs_why(compiler_check, own_cache, monkeypatch, caplog):
     compiler_check("/nonexistent/bin/g++")
+    assert plan_execution("cpu", "fp32", compile="auto").compile == "auto"  # checked only when it would pay
+    _write_costs(own_cache, {"gain": 0.5, "shapes": {"1x3x8x8": {"warm": 1e-9}}})
+    forward, calls = _fake_forward(monkeypatch, "auto")
+    forward.expect((1, 3, 8, 8), 3)
     with caplog.at_level(logging.WARNING, logger="restorekit.compiled"):
-        plan = plan_execution("cpu", "fp32", compile="auto")
-    assert plan.compile == "off"
+        outputs = [forward(torch.ones(1, 3, 8, 8)) for _ in range(3)]
+    assert [kind for kind, _ in calls] == ["eager"] * 3 and all(bool((o == 2).all()) for o in outputs)
+    assert forward.compiles == 0 and "no C++ compiler found" in (forward.failed or "")
     assert "running eager because no C++ compiler found" in caplog.text
-    from restorekit.upscale import Upscaler
-
-    upscaler = Upscaler(random_model("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 2}), device="cpu", compile="auto")
-    assert upscaler.runner.compiled is None  # nothing wraps the network
-    assert upscaler.upscale(torch.rand(1, 3, 12, 12)).pixels.shape == (1, 3, 24, 24)
 
 
 def test_a_broken_compiler_is_found_before_a_job(compiler_check, tmp_path: Path):
@@ -105,7 +105,8 @@ def test_a_broken_compiler_is_found_before_a_job(compiler_check, tmp_path: Path)
     compiler_check(str(fake))
     problem = compiled.compiler_problem(CPU)
     assert problem is not None and "failed on a test program" in problem and "no linker" in problem
-    assert resolve_compile("auto", CPU) == "off"
+    with pytest.raises(InvalidParameterError, match="failed on a test program"):
+        resolve_compile("on", CPU)
     assert resolve_compile("off", CPU) == "off"
 
 
