@@ -19,6 +19,7 @@ requirements, receptive-field radius and activation memory per pixel.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -349,7 +350,7 @@ def _compiled_forward(descriptor: Any, network: nn.Module, plan: ExecutionPlan, 
             target = StripTailForward.of(network, fused=False) if architecture == "ESRGAN" else None
             cached[key] = CompiledForward(
                 forward=eager,
-                target=target if target is not None else (lambda x: call(network, x)),
+                target=target if target is not None else functools.partial(call, network),
                 mode=plan.compile,
                 key=network_key(network, plan.device, plan.dtype),
                 layers=count_layers(network),
@@ -379,8 +380,8 @@ class NetworkRunner:
         self.fused = strips is not None and isinstance(strips.head[0], FusedRRDBTrunk)
         """Whether the network runs through a fused execution form."""
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
-            strips if strips is not None else lambda x: self._call(self._network, x)
-        )
+            strips if strips is not None else functools.partial(self._call, self._network)
+        )  # neither refers back to the descriptor: compiled forwards are cached by its module
         self.compiled: CompiledForward | None = None
         """The compiled execution of this network (plan.compile ``auto``/``on``), else None."""
         if plan.compile != "off":
