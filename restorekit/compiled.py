@@ -5,7 +5,13 @@ one shape again and again. Compiled by inductor with static shapes and ``freezin
 weights become constants: convolutions get prepacked oneDNN weights and fused activations,
 element-wise work becomes generated C++ loops), those calls run faster; the price is one
 compile per input shape: tens of seconds the first time on a machine, a few seconds after that,
-when inductor's on-disk caches (the FX graph cache and the AOT autograd cache) hold it.
+when inductor's on-disk caches hold it.
+
+Freezing is always on: inductor's CPU convolution passes (oneDNN weight prepacking, conv +
+activation and conv + add fusion) only run on frozen graphs, and those are where the gain
+is. Of the on-disk caches, the FX graph cache (with the generated kernels) serves frozen
+graphs, so a second process loads instead of compiling; the AOT autograd cache refuses
+frozen graphs, so tracing is repeated per process (a few seconds).
 
 Modes (``--compile``, :attr:`restorekit.restore.RestoreSettings.compile`, the nodes' and the
 app's setting), resolved once by :func:`resolve_compile` into the
