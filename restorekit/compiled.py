@@ -84,14 +84,15 @@ DEFAULT_GAIN = 0.15
 (architectures not in :data:`DEFAULT_GAINS`)."""
 
 DEFAULT_GAINS: dict[str, float] = {
-    "Compact": 0.25,
+    "Compact": 0.2,
     "ESRGAN": 0.1,
 }
-"""Default gain by spandrel architecture id, the cautious side of what was measured: SRVGG
-(realesr-animevideov3) bf16 1.4-1.6x on Zen 5 (inductor fuses the PReLUs into the convs);
-RRDB 1.32x on a Xeon with AMX against the plain network, but about 1.0x on Zen 5 against
-RestoreKit's fused trunk (:mod:`restorekit.upscale.rrdb`), which already fuses what inductor
-would."""
+"""Default gain by spandrel architecture id, the cautious side of what was measured on the
+Zen 5 dev machine (bench/RESULTS_upscale.md): SRVGG (realesr-animevideov3) bf16 network
+calls 1.4-1.6x at 128² (inductor fuses the PReLUs into the convs), a whole 512² job 1.07x
+in CPU time; RRDB 1.32x on a Xeon with AMX against the plain network, but 0.96-1.16x on Zen
+5 against RestoreKit's fused trunk (:mod:`restorekit.upscale.rrdb`), which already fuses
+what inductor would."""
 
 COLD_SECONDS = 20.0
 SECONDS_PER_LAYER = 0.25
