@@ -3,15 +3,15 @@
 Tiles of one image, the frames of a video and batches of images run one network on inputs of
 one shape again and again. Compiled by inductor with static shapes and ``freezing`` (the
 weights become constants: convolutions get prepacked oneDNN weights and fused activations,
-element-wise work becomes generated C++ loops), those calls run faster; the price is one
-compile per input shape: tens of seconds the first time on a machine, a few seconds after that,
-when inductor's on-disk caches hold it.
+element-wise work becomes generated C++ loops), those calls can run faster; the price is one
+compile per input shape: a minute or more the first time on a machine (x4plus: minutes), less
+once inductor's on-disk caches hold it (measured: bench/RESULTS_upscale.md).
 
 Freezing is always on: inductor's CPU convolution passes (oneDNN weight prepacking, conv +
 activation and conv + add fusion) only run on frozen graphs, and those are where the gain
 is. Of the on-disk caches, the FX graph cache (with the generated kernels) serves frozen
 graphs, so a second process loads instead of compiling; the AOT autograd cache refuses
-frozen graphs, so tracing is repeated per process (a few seconds).
+frozen graphs, so tracing is repeated in every process.
 
 Modes (``--compile``, :attr:`restorekit.restore.RestoreSettings.compile`, the nodes' and the
 app's setting), resolved once by :func:`resolve_compile` into the
