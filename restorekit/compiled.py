@@ -79,20 +79,20 @@ MAX_COMPILED_SHAPES = 4
 """Input shapes compiled per network at most; further shapes run eager (tiles after an
 out-of-memory shrink, odd edge windows of the ``official`` layout)."""
 
-DEFAULT_GAIN = 0.15
+DEFAULT_GAIN = 0.1
 """Share of eager time a compiled call saves, before anything was measured on this machine
 (architectures not in :data:`DEFAULT_GAINS`)."""
 
 DEFAULT_GAINS: dict[str, float] = {
-    "Compact": 0.2,
-    "ESRGAN": 0.1,
+    "Compact": 0.1,
+    "ESRGAN": 0.05,
 }
-"""Default gain by spandrel architecture id, the cautious side of what was measured on the
-Zen 5 dev machine (bench/RESULTS_upscale.md): SRVGG (realesr-animevideov3) bf16 network
-calls 1.4-1.6x at 128² (inductor fuses the PReLUs into the convs), a whole 512² job 1.07x
-in CPU time; RRDB 1.32x on a Xeon with AMX against the plain network, but 0.96-1.16x on Zen
-5 against RestoreKit's fused trunk (:mod:`restorekit.upscale.rrdb`), which already fuses
-what inductor would."""
+"""Default gain by spandrel architecture id, from what was measured against RestoreKit's
+eager path on the Zen 5 dev machine (bench/RESULTS_upscale.md, same-process ratios): SRVGG
+(realesr-animevideov3) about 1.0x in bf16 and up to 1.17x in fp32; RRDB 1.04-1.12x, its
+eager path being the fused trunk (:mod:`restorekit.upscale.rrdb`). On a Xeon with AMX the
+plain RRDB network gained 1.32x. The first compile on a machine measures the real gain,
+which replaces these."""
 
 COLD_SECONDS = 20.0
 SECONDS_PER_LAYER = 0.25
