@@ -10,7 +10,12 @@ RSS is honest):
   and run through ``comfy.utils.tiled_scale``'s algorithm (512 px tiles, 32 px overlap,
   feathered masks, a weight canvas);
 - ``ours-fp32`` / ``ours-bf16``: :class:`restorekit.upscale.Upscaler` with ``tile='auto'``,
-  run the way the CLI runs it (same process memory settings).
+  run the way the CLI runs it (same process memory settings), eager (``compile='off'``);
+- ``ours-fp32-compiled`` / ``ours-bf16-compiled``: the same with ``compile='on'``
+  (:mod:`restorekit.compiled`): the image is run twice, as a video's frames or a batch's
+  images would be; the first call's extra time over the second is reported as the compile
+  time (cold: an empty compile cache in a fresh model home made for the run; warm: a second
+  worker on the same home), the second call is the steady-state time used for the ratios.
 
 Reported per model and size: wall time of the upscale call, speed ratio against
 ``official``, PSNR and max difference (8-bit levels) against the official fp32 output, peak
@@ -52,11 +57,16 @@ MODELS = {
     "animevideov3": ("realesr-animevideov3", {"num_conv": 16}),
 }
 CONFIGS = ("official", "comfy", "ours-fp32", "ours-bf16")
-EXTRA_CONFIGS = ("ours-fp32-exact", "ours-fp32-eager", "ours-bf16-eager")
+EXTRA_CONFIGS = (
+    "ours-fp32-exact", "ours-fp32-eager", "ours-bf16-eager", "ours-fp32-compiled", "ours-bf16-compiled",
+    "ours-bf16-compiled-warm",
+)  # fmt: skip
 """``ours-fp32-exact``: RestoreKit's runner with the reference's own layout (pre-pad bottom/right
 only, whole image): the same computation as ``official``, to compare numerics (needs as
 much memory as the reference, so it is opt-in). ``ours-*-eager``: RestoreKit with its fused
-execution forms off (spandrel's module as it is), to measure what the fused RRDB gains."""
+execution forms off (spandrel's module as it is), to measure what the fused RRDB gains.
+``ours-*-compiled``: compiled execution (see above); ``-warm`` runs after ``ours-bf16-compiled``
+on the same compile cache."""
 BORDER = 64
 """The reference pre-pads only bottom/right, so its top/left border shows the network's zero
 padding, which RestoreKit's mirrored pre-pad on all sides avoids; differences are also
@@ -208,7 +218,13 @@ def run_comfy(weights: Path, model: str, image: np.ndarray) -> tuple[np.ndarray,
 
 
 def run_ours(
-    weights: Path, model: str, image: np.ndarray, precision: str, exact: bool = False, fused: bool = True
+    weights: Path,
+    model: str,
+    image: np.ndarray,
+    precision: str,
+    exact: bool = False,
+    fused: bool = True,
+    compiled: bool = False,
 ) -> tuple[np.ndarray, float, float, dict]:
     import torch
 
@@ -217,14 +233,33 @@ def run_ours(
     from restorekit.upscale.network import NetworkRunner
 
     settings: dict[str, Any] = {"layout": "official", "tile": 0} if exact else {"tile": "auto"}
-    upscaler = Upscaler(load_descriptor(weights, model), precision=precision, **settings)
+    upscaler = Upscaler(load_descriptor(weights, model), precision=precision, compile="on" if compiled else "off", **settings)
     if not fused:
         plan = plan_execution(upscaler.plan.device, precision, fused=False)
         upscaler.runner = NetworkRunner(upscaler.descriptor, plan)
     pixels = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    upscaler.upscale(pixels[:, :, :32, :32])  # warm-up
+    info: dict[str, Any] = {}
+    if compiled:  # the first call of the image's window shape compiles it (or loads it from the cache)
+        from restorekit.compiled import compile_counters
+
+        before = compile_counters()
+        _, first, _ = timed(lambda: upscaler.upscale(pixels))
+        after = compile_counters()
+        info["first_call_seconds"] = first
+        info["cache"] = "warm" if after["cache_hits"] > before["cache_hits"] and after["cache_misses"] == before["cache_misses"] else "cold"
+        # steady state, interleaved with the same job eager in this process (a shared host drifts)
+        eager = Upscaler(upscaler.descriptor, precision=precision, compile="off", **settings)
+        eager.upscale(pixels[:, :, :32, :32])
+        rounds = [(timed(lambda: eager.upscale(pixels))[1:], timed(lambda: upscaler.upscale(pixels))[1:]) for _ in range(3)]
+        (info["eager_seconds"], info["eager_cpu_seconds"]) = min(r[0] for r in rounds)
+        info["compiled_vs_eager"] = info["eager_seconds"] / min(r[1][0] for r in rounds)
+        info["compiled_vs_eager_cpu"] = info["eager_cpu_seconds"] / min(r[1][1] for r in rounds)
+    else:
+        upscaler.upscale(pixels[:, :, :32, :32])  # warm-up
     result, seconds, cpu = timed(lambda: upscaler.upscale(pixels))
-    info = {"tile": list(result.tile), "precision": result.precision, "fused": upscaler.runner.fused}
+    if compiled:
+        info["compile_seconds"] = info["first_call_seconds"] - seconds
+    info.update(tile=list(result.tile), precision=result.precision, fused=upscaler.runner.fused)
     return result.pixels[0].permute(1, 2, 0).numpy(), seconds, cpu, info
 
 
@@ -251,6 +286,7 @@ def worker(args: argparse.Namespace) -> None:
             args.config.split("-")[1],
             exact=args.config.endswith("exact"),
             fused=not args.config.endswith("eager"),
+            compiled="compiled" in args.config,
         )
     after = resource.getrusage(resource.RUSAGE_SELF)
     np.save(args.output, out.astype(np.float32))
@@ -271,7 +307,11 @@ def measure(config: str, model: str, size: int, image_path: Path, out_path: Path
         sys.executable, __file__, "--worker", config, "--model-name", model, "--input", str(image_path),
         "--output", str(out_path), "--weights", str(args.weights), "--threads", str(args.threads),
     ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if "compiled" in config:  # compile caches in a model home of this run: cold, then warm
+        env["RESTOREKIT_HOME"] = str(image_path.parent / "home")
+        env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if completed.returncode != 0:
         raise RuntimeError(f"{config} {model} {size}: {completed.stderr[-2000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -330,7 +370,12 @@ def main() -> None:
                     outputs[config] = tmp / f"{model}-{size}-{config}.npy"
                     results[config] = measure(config, model, size, image_path, outputs[config], args)
                     r = results[config]
-                    print(f"  {model} {size} {config}: {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU", flush=True)
+                    compile_note = (
+                        f", compile {r['compile_seconds']:.1f} s ({r['cache']} cache), {r['compiled_vs_eager']:.2f}x eager "
+                        f"({r['compiled_vs_eager_cpu']:.2f}x in CPU time) in the same process"
+                        if "compile_seconds" in r else ""
+                    )
+                    print(f"  {model} {size} {config}: {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU{compile_note}", flush=True)
                 reference = np.load(outputs["official"]) if "official" in outputs else None
                 base = results.get("official", {}).get("seconds")
                 for config in configs:
@@ -363,9 +408,10 @@ def print_table(rows: list[dict], peaks: dict[str, float], threads: int) -> None
     print()
     print(
         "| model | size | config | seconds | vs official | vs official (CPU time) | PSNR vs official | max diff (levels) "
-        f"| max diff >{BORDER}px from top/left | peak RSS | efficiency | largest tile |"
+        f"| max diff >{BORDER}px from top/left | peak RSS | efficiency | largest tile | compile (first call - steady) "
+        "| compiled vs eager, same process (wall / CPU) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
         cpu_speed = f"{r['cpu_speedup']:.2f}x" if r.get("cpu_speedup") else "-"
@@ -375,9 +421,11 @@ def print_table(rows: list[dict], peaks: dict[str, float], threads: int) -> None
         inner = r.get("max_diff_inner_levels")
         inner_text = "-" if inner is None or math.isnan(inner) else f"{inner:.2f}"
         tile = "x".join(str(t) for t in r["tile"]) if r.get("tile") else "-"
+        compile_text = f"{r['compile_seconds']:.1f} s ({r['cache']})" if "compile_seconds" in r else "-"
+        versus = f"{r['compiled_vs_eager']:.2f}x / {r['compiled_vs_eager_cpu']:.2f}x" if "compiled_vs_eager" in r else "-"
         print(
             f"| {r['model']} | {r['size']}² | {r['config']} | {r['seconds']:.2f} | {speed} | {cpu_speed} | {psnr_text} | {diff} "
-            f"| {inner_text} | {r['peak_rss_mb']:.0f} MB | {100 * r['efficiency']:.0f}% | {tile} |"
+            f"| {inner_text} | {r['peak_rss_mb']:.0f} MB | {100 * r['efficiency']:.0f}% | {tile} | {compile_text} | {versus} |"
         )
     print(
         f"\n{describe_cpu()}\nconv peak (best of start and end of the run): fp32 {peaks['fp32']:.0f}, "

@@ -175,6 +175,7 @@ class RestoreOptions:
     face_fidelity: float = 0.5
     color_fix: str = "none"
     zssr_kernel: str = "bicubic"
+    compile_mode: str = "auto"
 
     def output_format(self) -> str:
         """The encoder's format name for ``out_format`` (``PNG``/``png``, ``JPEG``/``jpg``, ``WebP``)."""
@@ -258,6 +259,7 @@ def restore_settings(options: RestoreOptions) -> Any:
         allow_paths=False,
         download=True,
         color_fix=options.color_fix,
+        compile=options.compile_mode,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import gradio as gr
 
+from restorekit.compiled import COMPILE_MODES
 from restorekit.device import PRECISIONS
 from restorekit.errors import CancelledError, RestoreKitError
 from restorekit.faces.pipeline import DEFAULT_DETECTOR
@@ -35,6 +36,8 @@ ENGINE = "engine"
 DEFAULT_FACE_MODEL = default_model_name("face_restore", required=False) or ""
 """The registry's default face restorer: the API's default for ``face_model``."""
 """Concurrency id of every event that runs the engine: one job at a time per device."""
+
+COMPILE_LABEL = "Compiled execution (auto: compile repeated tile/frame shapes where it pays; needs a C++ compiler)"
 
 RESTORE_PARAMETERS = (
     "model", "strength", "size_mode", "outscale", "width", "height", "face_restore", "face_model",
@@ -179,6 +182,7 @@ class RestoreKitApp:
         face_fidelity: float = 0.5,
         color_fix: str = "none",
         zssr_kernel: str = "bicubic",
+        compile_mode: str = "auto",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's injection idiom
     ) -> tuple[tuple[str, str], str, str]:
@@ -186,6 +190,7 @@ class RestoreKitApp:
         options = jobs.RestoreOptions(
             model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
             face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
+            compile_mode,
         )  # fmt: skip
         if not image:
             raise gr.Error("Upload an image first.")
@@ -215,6 +220,7 @@ class RestoreKitApp:
         face_fidelity: float = 0.5,
         color_fix: str = "none",
         zssr_kernel: str = "bicubic",
+        compile_mode: str = "auto",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[tuple[str, str], str, list[tuple[str, str]], str | None, str]:
@@ -223,6 +229,7 @@ class RestoreKitApp:
         options = jobs.RestoreOptions(
             model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
             face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
+            compile_mode,
         )  # fmt: skip
         paths = [str(p) for p in (images or [])]
         if not paths:
@@ -272,6 +279,7 @@ class RestoreKitApp:
         detect_every: int = 1,
         precision: str = "auto",
         face_detector: str = DEFAULT_DETECTOR,
+        compile_mode: str = "auto",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[str, str, str]:
@@ -282,7 +290,7 @@ class RestoreKitApp:
         restore = jobs.RestoreOptions(
             model=model, outscale=outscale, face_restore=face_restore, face_model=face_model,
             face_strength=face_strength, face_select=face_select, precision=precision,
-            face_fidelity=face_fidelity, color_fix=color_fix, face_detector=face_detector,
+            face_fidelity=face_fidelity, color_fix=color_fix, face_detector=face_detector, compile_mode=compile_mode,
         )  # fmt: skip
         options = jobs.VideoJobOptions(restore, bool(face_track), float(smoothing or 0), float(face_blend or 0), int(detect_every or 1))
         with user_errors(), self._engine_job(request) as cancel:
@@ -405,6 +413,7 @@ class RestoreKitApp:
                                 ["auto", "0", "128", "256", "512"], value="auto", allow_custom_value=True, label="Tile (pixels; 0 = none)"
                             )
                             precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
+                            compile_mode = gr.Dropdown(list(COMPILE_MODES), value="auto", label=COMPILE_LABEL)
                             zssr_iterations = gr.Number(
                                 0, minimum=0, precision=0, label="Zero-shot iterations per stage (0 = default)", elem_id="zssr-iterations"
                             )
@@ -459,6 +468,7 @@ class RestoreKitApp:
                                 )
                         video_color_fix = gr.Radio(list(jobs.COLOR_FIXES), value="none", label="Colour fix (towards the input's colours)")
                         video_precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
+                        video_compile = gr.Dropdown(list(COMPILE_MODES), value="auto", label=COMPILE_LABEL)
                         with gr.Row():
                             video_run = gr.Button("Restore video", variant="primary", elem_id="video-button")
                             video_stop = gr.Button("Cancel", variant="stop", elem_id="video-cancel-button")
@@ -507,6 +517,7 @@ class RestoreKitApp:
             options = [
                 model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
                 face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
+                compile_mode,
             ]  # fmt: skip
             batch_event = run.click(
                 self.restore_batch, [files, *options], [slider, download, gallery, archive, status],
@@ -526,7 +537,7 @@ class RestoreKitApp:
                 [
                     video_input, video_model, video_outscale, video_faces, video_face_model, video_face_strength,
                     video_face_select, video_fidelity, video_color_fix, video_track, video_smoothing, video_blend,
-                    video_detect_every, video_precision, video_detector,
+                    video_detect_every, video_precision, video_detector, video_compile,
                 ],
                 [video_output, video_download, video_status], api_name="restore_video", concurrency_id=ENGINE,
                 show_progress_on=video_output,

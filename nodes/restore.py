@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from restorekit.compiled import COMPILE_MODES
 from restorekit.device import PRECISIONS
 from restorekit.upscale import ALPHA_MODES, parse_tile
 
@@ -29,6 +30,14 @@ FACE_SELECTIONS = ["all", "largest", "center", "0", "1", "2", "3"]
 """Which faces to restore: all, the largest, the one nearest the centre, or an index (0 = leftmost);
 with tracked frames: the largest or most central track, or a track id."""
 COLOR_FIXES = ["none", "wavelet", "adain"]
+COMPILE_INPUT: tuple[Any, ...] = (
+    list(COMPILE_MODES),
+    {
+        "default": "auto",
+        "tooltip": "Compiled execution (torch.compile) of the upscale model for repeated tile/frame shapes: auto compiles "
+        "where the job's work pays for the compile (once per machine, then cached), on always, off never. Needs a C++ compiler.",
+    },
+)
 COLOR_FIX_TOOLTIP = "Correct the result's colours towards the input's: wavelet (low frequencies, the usual choice) or adain (channel mean and spread)."
 
 
@@ -82,6 +91,7 @@ class UpscaleImage(RestoreKitNode):
             "optional": {
                 "mask": ("MASK", {"tooltip": "Transparency as LoadImage gives it (1 = transparent); colours under it never bleed into edges."}),
                 "color_fix": (COLOR_FIXES, {"default": "none", "tooltip": COLOR_FIX_TOOLTIP}),
+                "compile": COMPILE_INPUT,
             },
         }  # fmt: skip
 
@@ -97,6 +107,7 @@ class UpscaleImage(RestoreKitNode):
         alpha_mode: str,
         mask: torch.Tensor | None = None,
         color_fix: str = "none",
+        compile: str = "auto",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         from restorekit.restore import Restorer, RestoreSettings
 
@@ -106,7 +117,7 @@ class UpscaleImage(RestoreKitNode):
         with engine_call():
             settings = RestoreSettings(
                 model=upscale_model, tile=parse_tile(tile), precision=precision, device=comfy.torch_device(),
-                alpha_mode=alpha_mode, allow_paths=False, color_fix=color_fix, **_size(outscale, width, height),
+                alpha_mode=alpha_mode, allow_paths=False, color_fix=color_fix, compile=compile, **_size(outscale, width, height),
             )  # fmt: skip
             result = Restorer(settings).run(pixels, alpha=alpha, progress=engine_progress(), cancel=comfy.interrupted)
         out = result.pixels
@@ -156,6 +167,7 @@ class RestoreFaces(RestoreKitNode):
                 "smoothing": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 30.0, "step": 0.05, "tooltip": "Tracked frames: One Euro filter cutoff in Hz at rest (lower = smoother; 0 = no smoothing). Frames are taken as 30 fps."}),
                 "detect_every": ("INT", {"default": 1, "min": 1, "max": 60, "step": 1, "tooltip": "Tracked frames: run the detector every k frames; in between faces are refined or predicted."}),
                 "temporal_blend": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.95, "step": 0.05, "tooltip": "Tracked frames: blend each restored face with its track's previous one (against flicker); 0 = off."}),
+                "compile": COMPILE_INPUT,
             },
         }  # fmt: skip
 
@@ -177,6 +189,7 @@ class RestoreFaces(RestoreKitNode):
         smoothing: float = 0.7,
         detect_every: int = 1,
         temporal_blend: float = 0.0,
+        compile: str = "auto",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         from restorekit.faces import FaceOptions
         from restorekit.faces.tracking import SmoothingSettings, TrackingSettings
@@ -201,6 +214,7 @@ class RestoreFaces(RestoreKitNode):
                 model=background_model if background_model is not None else RESIZE,
                 outscale=outscale, precision=precision, device=comfy.torch_device(),
                 face_model=face_model, face_options=options, allow_paths=False, face_tracking=tracking,
+                compile=compile,
             )  # fmt: skip
             result = Restorer(settings, progress=engine_progress(), cancel=comfy.interrupted).run(
                 pixels, alpha=alpha, progress=engine_progress(), cancel=comfy.interrupted

@@ -49,12 +49,16 @@ class ExecutionPlan:
     outside the network. ``fused``: run a network through its fused execution form where one
     exists (:mod:`restorekit.upscale.rrdb` for RRDBNet: the same function without copies,
     equal within float rounding); False runs the module exactly as spandrel defines it.
+    ``compile``: ``off``, ``auto`` or ``on`` (``on`` already checked against this machine's
+    compiler, :func:`restorekit.compiled.resolve_compile`); the network runner compiles
+    repeated input shapes under it.
     """
 
     device: torch.device
     dtype: torch.dtype
     channels_last: bool = True
     fused: bool = True
+    compile: str = "off"
 
     @property
     def precision(self) -> str:
@@ -72,7 +76,8 @@ class ExecutionPlan:
 
     def describe(self) -> str:
         layout = "channels_last" if self.channels_last else "NCHW"
-        return f"{self.device} {self.precision} {layout}"
+        compiled = f", compile {self.compile}" if self.compile != "off" else ""
+        return f"{self.device} {self.precision} {layout}{compiled}"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -186,12 +191,15 @@ def plan_execution(
     supports_half: bool = True,
     supports_bfloat16: bool = True,
     fused: bool = True,
+    compile: str = "off",
 ) -> ExecutionPlan:
     """Resolve a device and a precision into an :class:`ExecutionPlan`.
 
     channels_last is always used for 4-D activations: it is the single biggest speed-up for
     convolutions on CPU and is neutral to positive on CUDA. ``fused`` (see
-    :class:`ExecutionPlan`) is on unless asked otherwise.
+    :class:`ExecutionPlan`) is on unless asked otherwise. ``compile`` (``auto``, ``on`` or
+    ``off``, see :mod:`restorekit.compiled`) is checked here: ``on`` without a working
+    compiler raises :class:`InvalidParameterError`.
     """
     torch_device = resolve_device(device)
     dtype = resolve_dtype(
@@ -200,10 +208,15 @@ def plan_execution(
         supports_half=supports_half,
         supports_bfloat16=supports_bfloat16,
     )
-    return ExecutionPlan(device=torch_device, dtype=dtype, channels_last=True, fused=fused)
+    from .compiled import resolve_compile
+
+    mode = resolve_compile(compile, torch_device)
+    return ExecutionPlan(device=torch_device, dtype=dtype, channels_last=True, fused=fused, compile=mode)
 
 
-def plan_for_model(model: object, device: str | torch.device = "auto", precision: str = "auto") -> ExecutionPlan:
+def plan_for_model(
+    model: object, device: str | torch.device = "auto", precision: str = "auto", *, compile: str = "off"
+) -> ExecutionPlan:
     """:func:`plan_execution` honouring a spandrel descriptor's ``supports_half`` and
     ``supports_bfloat16`` flags (objects without them are assumed to support both)."""
     return plan_execution(
@@ -211,6 +224,7 @@ def plan_for_model(model: object, device: str | torch.device = "auto", precision
         precision,
         supports_half=bool(getattr(model, "supports_half", True)),
         supports_bfloat16=bool(getattr(model, "supports_bfloat16", True)),
+        compile=compile,
     )
 
 

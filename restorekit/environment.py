@@ -15,6 +15,10 @@ them per test. Front ends take the same settings as options (``--models-dir``,
 ``RESTOREKIT_MAX_PIXELS`` the decoded-image pixel cap (decompression bombs)
 ``WORLD_SIZE``            set by ``torchrun``: the number of data-parallel training processes
 ========================  ==================================================================
+
+PyTorch's own ``TORCHINDUCTOR_CACHE_DIR`` (the compile cache folder) is read and set here too:
+compiled execution (:mod:`restorekit.compiled`) uses the user's folder when one is set, else
+``<home>/.restorekit/compile``.
 """
 
 from __future__ import annotations
@@ -97,3 +101,15 @@ def distributed_world_size() -> int:
         return max(int(raw), 1)
     except ValueError as exc:
         raise InvalidParameterError(f"WORLD_SIZE={raw!r} is not a whole number of processes.") from exc
+
+
+def inductor_cache_dir() -> Path | None:
+    """``TORCHINDUCTOR_CACHE_DIR`` (PyTorch inductor's on-disk compile cache), or None."""
+    raw = _text("TORCHINDUCTOR_CACHE_DIR")
+    return Path(raw).expanduser() if raw else None
+
+
+def set_inductor_cache_dir(path: Path) -> None:
+    """Point PyTorch inductor's compile caches (FX graph and AOT autograd caches, generated
+    kernels) at ``path`` for this process; inductor reads the variable at each cache access."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)

@@ -51,6 +51,8 @@ class RestoreSettings:
             ``resize``); or ``width``/``height`` for an exact size (one alone keeps the
             aspect ratio).
         tile, overlap, precision, device, alpha_mode: see :class:`restorekit.upscale.Upscaler`.
+        compile: ``auto``, ``on`` or ``off``: compiled execution of the upscale model for
+            repeated window shapes (:mod:`restorekit.compiled`).
         face_model: a face model (``GFPGANv1.4``...) to restore faces with, or None.
         face_options: :class:`restorekit.faces.FaceOptions` (strength, selection...).
         face_batch: faces per forward pass (None: the restorer's default).
@@ -86,11 +88,14 @@ class RestoreSettings:
     download: bool = True
     color_fix: str = "none"
     face_tracking: Any = None
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         from .colorfix import parse_color_fix
+        from .compiled import parse_compile
 
         object.__setattr__(self, "color_fix", parse_color_fix(self.color_fix))
+        object.__setattr__(self, "compile", parse_compile(self.compile))
         if self.outscale is not None and (self.width is not None or self.height is not None):
             raise InvalidParameterError("Give an output scale or an exact width/height, not both.")
         if self.outscale is not None and not (isinstance(self.outscale, int | float) and self.outscale > 0):
@@ -158,7 +163,12 @@ def _model_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep
         descriptor = model
         label = getattr(getattr(descriptor, "architecture", None), "name", "model")
     upscaler = Upscaler(
-        descriptor, precision=settings.precision, device=settings.device, tile=settings.tile, overlap=settings.overlap
+        descriptor,
+        precision=settings.precision,
+        device=settings.device,
+        tile=settings.tile,
+        overlap=settings.overlap,
+        compile=settings.compile,
     )
     strength = (
         f", denoise {settings.denoise:g}" if settings.denoise is not None

@@ -149,6 +149,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="default: auto (bf16 where it is fast)")
     parser.add_argument("--save-faces", action="store_true", help="also write the aligned crops (restored and original) and the face mask to OUT/faces/")
+    from .upscale import add_compile_argument
+
+    add_compile_argument(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(handler=cmd_faces)
     return parser
@@ -169,6 +172,7 @@ def settings_from_face_args(args: argparse.Namespace) -> Any:
         face_model=args.face_model,
         face_options=face_options_from_args(args, aligned=args.aligned),
         face_batch=args.face_batch,
+        compile=getattr(args, "compile", "auto"),
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..batch import BatchJob, JobOutcome, read_source
+from ..compiled import COMPILE_MODES
 from ..device import PRECISIONS
 from ..errors import InvalidParameterError
 from ..imageio import DecodedImage
@@ -88,6 +89,19 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto picks bf16 on CPUs with AVX512-BF16/AMX and on GPUs, else fp32")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--alpha", choices=["model", "resize"], default="model", help="upscale transparency with the model (sharp) or by resizing (fast)")
+    add_compile_argument(run)
+
+
+def add_compile_argument(parser: Any) -> None:
+    """``--compile auto|on|off`` (the upscale model's compiled execution)."""
+    parser.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default="auto",
+        help="compiled execution (torch.compile) of the upscale model for repeated tile/frame shapes: auto "
+        "compiles where the job's work pays for the compile (once per machine, then cached), on always, "
+        "off never (default: auto; needs a C++ compiler such as g++)",
+    )
 
 
 def _check_size_arguments(args: argparse.Namespace) -> None:
@@ -168,6 +182,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
         "face_batch": getattr(args, "face_batch", None),
         "zssr": zssr,
         "color_fix": getattr(args, "color_fix", "none"),
+        "compile": getattr(args, "compile", "auto"),
     }
     if face_model is not None:
         from .faces import tracking_from_args

@@ -241,6 +241,8 @@ class Upscaler:
         pre_pad: mirrored border added before each pass; default
             :data:`DEFAULT_PRE_PAD` (none for ``feather``, 10 px bottom/right for ``official``).
         resize_method: filter for the part of the scale the model does not cover.
+        compile: ``auto`` (compile repeated window shapes where the job's work pays for the
+            compile), ``on`` or ``off``; see :mod:`restorekit.compiled`.
     """
 
     def __init__(
@@ -255,9 +257,10 @@ class Upscaler:
         layout: str = "feather",
         pre_pad: int | None = None,
         resize_method: str = "lanczos",
+        compile: str = "auto",
     ) -> None:
         self.descriptor = _resolve_model(model)
-        self.plan: ExecutionPlan = plan_for_model(self.descriptor, device, precision)
+        self.plan: ExecutionPlan = plan_for_model(self.descriptor, device, precision, compile=compile)
         self.runner = NetworkRunner(self.descriptor, self.plan)
         self.traits = self.runner.traits
         self.tile = parse_tile(tile)
@@ -401,6 +404,7 @@ class Upscaler:
             check=reporter.check,
         )
         plans = self._plan_passes(steps, in_h, in_w)
+        self._announce(plans, image.shape[0])
         fallbacks_before = getattr(self.runner, "fallbacks", 0)
         total = sum(len(plan) * image.shape[0] for plan, _ in plans)
         done = 0
@@ -466,6 +470,19 @@ class Upscaler:
             current = step.size
         return plans
 
+    def _announce(self, plans: Sequence[tuple[TilePlan, tuple[int, int]]], images: int) -> None:
+        """Tell the runner how many windows of each shape this job runs (compiled ``auto``)."""
+        work: list[tuple[tuple[int, int], int, int]] = []
+        for plan, _ in plans:
+            counts: dict[tuple[int, int], int] = {}
+            for row, col in plan:
+                counts[(row.length, col.length)] = counts.get((row.length, col.length), 0) + images
+            batch = self._batch_size(plan.window_shape)
+            work.extend((shape, count, batch) for shape, count in counts.items())
+        expect = getattr(self.runner, "expect", None)
+        if expect is not None:
+            expect(work)
+
     def _model_pass(self, image: torch.Tensor, tiler: Tiler, tile: tuple[int, int]) -> torch.Tensor:
         """One network pass over (B, 3, H, W): pre-pad, pad to the size multiple, tile, crop."""
         _, _, h, w = image.shape
@@ -519,7 +536,7 @@ def _check_alpha(alpha: Any, image: torch.Tensor) -> torch.Tensor | None:
 # --------------------------------------------------------------------------- functions
 
 
-_SETTINGS = ("precision", "device", "tile", "overlap", "batch", "layout", "pre_pad", "resize_method")
+_SETTINGS = ("precision", "device", "tile", "overlap", "batch", "layout", "pre_pad", "resize_method", "compile")
 
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -531,7 +548,7 @@ def upscale_tensor(model: Any, pixels: torch.Tensor, **options: Any) -> UpscaleR
     """Upscale (B, C, H, W) float pixels with ``model`` (a descriptor or a model reference).
 
     Takes the settings of :class:`Upscaler` (precision, device, tile, overlap, batch, layout,
-    pre_pad, resize_method) and the options of :meth:`Upscaler.upscale` (outscale, width,
+    pre_pad, resize_method, compile) and the options of :meth:`Upscaler.upscale` (outscale, width,
     height, alpha, alpha_mode, progress, cancel).
     """
     settings, job = _split(dict(options))

@@ -9,7 +9,9 @@
   batch and cropping the result;
 - adapts channels (gray-only models get luma, gray outputs are expanded to RGB);
 - guards against NaN/inf or black output in reduced precision by redoing the affected
-  windows in fp32.
+  windows in fp32;
+- under a plan's ``compile`` mode (``auto``/``on``), runs repeated input shapes compiled
+  (:mod:`restorekit.compiled`).
 
 :func:`model_traits` describes what the tiler needs to know about a model: its scale, size
 requirements, receptive-field radius and activation memory per pixel.
@@ -17,8 +19,11 @@ requirements, receptive-field radius and activation memory per pixel.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compiled import CompiledForward, count_layers, network_key
 from ..device import ExecutionPlan, plan_execution
 from ..errors import ModelIncompatibleError
 from ..models import prepared_network
@@ -324,6 +330,36 @@ def _default_call(module: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
     return module(image)
 
 
+_compiled_lock = threading.Lock()
+_compiled_forwards: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], CompiledForward]] = weakref.WeakKeyDictionary()
+"""Compiled forwards by the descriptor's own module (as loaded) and plan: a network compiled
+once in a process (a ComfyUI server, the app) stays compiled for every later job."""
+
+
+def _compiled_forward(descriptor: Any, network: nn.Module, plan: ExecutionPlan, eager: Forward, call: Callable[[nn.Module, torch.Tensor], torch.Tensor], architecture: str) -> CompiledForward:
+    """The process's :class:`CompiledForward` of ``descriptor`` under ``plan``.
+
+    RRDB networks compile spandrel's plain layers with the strip tail (inductor does its own
+    conv + activation fusion; the oneDNN calls of :class:`FusedRRDBTrunk` are opaque to it)
+    and run :class:`FusedRRDBTrunk` for the calls that stay eager.
+    """
+    key = (str(plan.device), str(plan.dtype), plan.channels_last, plan.fused, plan.compile)
+    with _compiled_lock:
+        cached = _compiled_forwards.setdefault(descriptor.model, {})
+        if key not in cached:
+            target = StripTailForward.of(network, fused=False) if architecture == "ESRGAN" else None
+            cached[key] = CompiledForward(
+                forward=eager,
+                target=target if target is not None else functools.partial(call, network),
+                mode=plan.compile,
+                key=network_key(network, plan.device, plan.dtype),
+                layers=count_layers(network),
+                label=architecture,
+                device=plan.device,
+            )
+        return cached[key]
+
+
 class NetworkRunner:
     """Runs one model under one :class:`ExecutionPlan`; ``runner(batch)`` is a :data:`Forward`.
 
@@ -344,8 +380,15 @@ class NetworkRunner:
         self.fused = strips is not None and isinstance(strips.head[0], FusedRRDBTrunk)
         """Whether the network runs through a fused execution form."""
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
-            strips if strips is not None else lambda x: self._call(self._network, x)
-        )
+            strips if strips is not None else functools.partial(self._call, self._network)
+        )  # neither refers back to the descriptor: compiled forwards are cached by its module
+        self.compiled: CompiledForward | None = None
+        """The compiled execution of this network (plan.compile ``auto``/``on``), else None."""
+        if plan.compile != "off":
+            self.compiled = _compiled_forward(
+                descriptor, self._network, plan, self._forward, self._call, self.traits.architecture
+            )
+            self._forward = self.compiled
         self._fp32: NetworkRunner | None = None
         self.fallbacks = 0
         """How many windows were redone in fp32 after NaN/black output."""
@@ -353,6 +396,27 @@ class NetworkRunner:
     @property
     def scale(self) -> int:
         return self.traits.scale
+
+    def network_input_shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """The shape the network itself gets for ``batch`` windows of (height, width)."""
+        pad_h, pad_w = padding_for(self.traits, height, width)
+        return (batch, self.traits.input_channels, height + pad_h, width + pad_w)
+
+    def expect(self, work: Iterable[tuple[tuple[int, int], int, int]]) -> None:
+        """Announce a job's windows to compiled execution's ``auto`` (replacing what an earlier
+        job announced): ``(window (height, width), number of windows, windows per call)``
+        items. No effect when not compiling."""
+        if self.compiled is None:
+            return
+        self.compiled.expected.clear()
+        for window, windows, batch in work:
+            if windows <= 0:
+                continue
+            batch = max(1, min(batch, windows))
+            full, rest = divmod(windows, batch)
+            self.compiled.expect(self.network_input_shape(batch, *window), full)
+            if rest:
+                self.compiled.expect(self.network_input_shape(rest, *window), 1)
 
     def _fp32_runner(self) -> NetworkRunner:
         if self._fp32 is None:
