@@ -387,18 +387,24 @@ def keypoint_five_points(keypoints: Tensor) -> Tensor:
 
 
 def polygon_mask(polygon: Tensor, size: int) -> Tensor:
-    """(size, size) float32 {0, 1}: pixel centres inside the closed ``polygon`` (P, 2) (even-odd rule)."""
-    coords = torch.arange(size, dtype=torch.float32)
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
-    inside = torch.zeros(size, size, dtype=torch.bool)
+    """(size, size) float32 {0, 1}: pixel centres inside the closed ``polygon`` (P, 2) (even-odd rule).
+
+    Per row, each edge that crosses it toggles every pixel left of the crossing; the toggles
+    are counted with one scatter and one cumulative sum over the rows (O(P*size + size^2),
+    not a pass over the whole image per edge)."""
     points = polygon.float()
-    nxt = torch.roll(points, -1, dims=0)
-    for (x0, y0), (x1, y1) in zip(points.tolist(), nxt.tolist(), strict=True):
-        if y0 == y1:
-            continue
-        crosses = (y0 > y) != (y1 > y)
-        at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (x < at)
+    start, end = points, torch.roll(points, -1, dims=0)
+    x0, y0, x1, y1 = start[:, :1], start[:, 1:], end[:, :1], end[:, 1:]  # (P, 1) each
+    y = torch.arange(size, dtype=torch.float32)[None]  # (1, size) row centres
+    crosses = (y0 > y) != (y1 > y)  # (P, size); never true for a horizontal edge
+    run = torch.where(y1 == y0, torch.ones_like(y1), y1 - y0)
+    at = x0 + (y - y0) * (x1 - x0) / run  # where the edge crosses each row
+    # pixel x is left of the crossing when x < at, i.e. x < ceil(at): columns [0, ceil(at))
+    ends = torch.where(crosses, torch.ceil(at).clamp(0, size), torch.zeros_like(at)).long()
+    toggles = torch.zeros(size, size + 1, dtype=torch.int32)
+    toggles[:, 0] = crosses.sum(0, dtype=torch.int32)
+    toggles.scatter_add_(1, ends.t(), -crosses.t().to(torch.int32))
+    inside = toggles.cumsum(1, dtype=torch.int32)[:, :size].remainder(2)
     return inside.float()
 
 
