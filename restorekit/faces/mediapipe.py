@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..device import ExecutionPlan
+from ..device import ExecutionPlan, cpu_threads
 from ..errors import InvalidParameterError
 from .detect import DetectionSettings, FaceDetection
 
@@ -235,7 +235,12 @@ class FaceMesh:
         return centre, side, angle
 
     def __call__(self, image: Tensor, centre: tuple[float, float], side: float, angle: float) -> MeshResult:
-        """Landmarks of the face in the square ROI of ``image`` (1, 3, H, W) in [0, 1]."""
+        """Landmarks of the face in the square ROI of ``image`` (1, 3, H, W) in [0, 1]
+        (on one CPU thread, see :func:`~restorekit.device.cpu_threads`)."""
+        with cpu_threads(1, self.plan.device):
+            return self._run(image, centre, side, angle)
+
+    def _run(self, image: Tensor, centre: tuple[float, float], side: float, angle: float) -> MeshResult:
         crop = sample_square(image.float(), centre, side, angle, self.input_size, "border")
         with torch.inference_mode():
             raw, presence = self.network(self.plan.prepare_input(crop))
@@ -308,7 +313,12 @@ class MediaPipeFaceDetector:
         return out
 
     def __call__(self, image: Tensor, *, settings: DetectionSettings | None = None) -> list[FaceDetection]:
-        """Faces in one (1, 3, H, W) RGB image in [0, 1], highest score first."""
+        """Faces in one (1, 3, H, W) RGB image in [0, 1], highest score first (run on one CPU
+        thread: tiny networks and small tensors, see :func:`~restorekit.device.cpu_threads`)."""
+        with cpu_threads(1, self.plan.device):
+            return self._detect(image, settings)
+
+    def _detect(self, image: Tensor, settings: DetectionSettings | None) -> list[FaceDetection]:
         if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
             raise InvalidParameterError(f"Face detection takes one (1, 3, H, W) RGB image, got {tuple(image.shape)}.")
         settings = settings or self.settings
@@ -337,7 +347,11 @@ class MediaPipeFaceDetector:
         its box and eyes), the new mesh gives the box, five points and presence score.
 
         Returns None when the mesh's face-presence score falls below ``min_presence`` (the
-        face left: detect again)."""
+        face left: detect again). Runs on one CPU thread, as detection does."""
+        with cpu_threads(1, self.plan.device):
+            return self._refine(image, face, min_presence)
+
+    def _refine(self, image: Tensor, face: FaceDetection, min_presence: float) -> FaceDetection | None:
         if self.mesh is None:
             raise InvalidParameterError("Refining faces needs Face Mesh; this detector was built without it.")
         previous = face.extra.get("mesh")
