@@ -24,7 +24,7 @@ from restorekit.imageio import read_image
 
 from faces_common import astronaut_landmarks, image_tensor, small_gfpgan_descriptor
 
-FRAMES = 12
+FRAMES = 11
 SIZE = 160
 FPS = "25"
 COMMON = ["--face-parser", "face_oval", "--face-select", "largest", "--outscale", "2", "--precision", "fp32", "-q"]
