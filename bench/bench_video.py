@@ -54,6 +54,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))  # the reference shim and face test helpers (bench/test only)
 
 from restorekit.video import VideoOptions, make_frame_processor, process_video  # noqa: E402
@@ -147,14 +148,17 @@ def mediapipe_detector() -> Any:
     return MediaPipeFaceDetector(net("full"), net("mesh"), "full", plan_execution("auto", "auto"))
 
 
-def ours_processor(weights: Path, scale: float, faces: bool, track: int = 0) -> Any:
+def ours_processor(weights: Path, scale: float, faces: bool, track: int = 0, parser: str | None = None) -> Any:
     from restorekit.faces import FaceOptions
     from restorekit.faces.tracking import TrackingSettings
     from restorekit.restore import RestoreSettings
 
+    options = FaceOptions(confidence=0.5, min_eye_distance=0.0) if track else FaceOptions()
+    if parser:
+        options = FaceOptions(**{**options.__dict__, "parser": parser})
     settings = RestoreSettings(
         model=str(weights), outscale=scale, precision="auto", face_model="GFPGANv1.4" if faces else None,
-        face_options=FaceOptions(confidence=0.5, min_eye_distance=0.0) if track else None,
+        face_options=options if (track or parser) else None,
         face_tracking=TrackingSettings(detect_every=track, fps=FPS) if track else None,
     )  # fmt: skip
     processor = make_frame_processor(settings=settings)
@@ -164,8 +168,10 @@ def ours_processor(weights: Path, scale: float, faces: bool, track: int = 0) -> 
     return processor
 
 
-def run_ours(source: Path, output: Path, weights: Path, scale: float, batch: int, faces: bool, track: int = 0) -> dict[str, float]:
-    processor = ours_processor(weights, scale, faces, track)
+def run_ours(
+    source: Path, output: Path, weights: Path, scale: float, batch: int, faces: bool, track: int = 0, parser: str | None = None
+) -> dict[str, float]:
+    processor = ours_processor(weights, scale, faces, track, parser)
     processor(torch.rand(1, 3, SIZE, SIZE))  # warm-up: one-off weight conversion
     if faces and not track:
         processor.restorer.faces._detector.index = 0
@@ -295,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=ROOT.parent / "shared" / "weights")
     parser.add_argument("--faces", action="store_true", help="add face restoration (GFPGANv1.4) on both sides")
     parser.add_argument("--track", type=int, default=0, metavar="K", help="with --faces: ours tracks faces (real BlazeFace + Face Mesh every K frames), official detects with RetinaFace-ResNet50 on every frame")
+    parser.add_argument(
+        "--parsers", nargs="+", default=[None], metavar="NAME",
+        help="with --faces: ours once per paste-back mask (e.g. parsing_parsenet face_oval; default: the registry's "
+        "default parser, ParseNet, as official); official always uses ParseNet",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     weights = args.weights / f"{MODEL}.safetensors"
@@ -302,6 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{weights} not found: pass --weights DIR holding {MODEL}.safetensors", file=sys.stderr)
         return 2
     torch.set_num_threads(2)
+    import os
+
+    from machine import conv_peaks, describe_cpu
+
+    peaks = conv_peaks()
+    print(describe_cpu())
+    print(f"conv peak (64->64 3x3, channels_last): fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s; load {os.getloadavg()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -310,24 +328,32 @@ def main(argv: list[str] | None = None) -> int:
         source = make_input(work / "input.mp4", args.frames)
         upsampler = official_upsampler(weights, work)
         for scale in args.scales:
-            ours = run_ours(source, work / f"ours-x{scale:g}.mp4", weights, scale, args.batch, args.faces, args.track)
-            official = run_official(source, work / f"official-x{scale:g}.mp4", upsampler, scale, args.faces, bool(args.track))
-            rows.append({"scale": scale, "ours": ours, "official": official})
+            mask_rows = []
+            for number, mask in enumerate(args.parsers if args.faces else [None]):
+                ours = run_ours(source, work / f"ours-x{scale:g}.mp4", weights, scale, args.batch, args.faces, args.track, mask)
+                if number == 0:  # official once, between ours' first and later runs
+                    official = run_official(source, work / f"official-x{scale:g}.mp4", upsampler, scale, args.faces, bool(args.track))
+                mask_rows.append((mask, ours))
+            for mask, ours in mask_rows:
+                rows.append({"scale": scale, "parser": mask or "default", "ours": ours, "official": official})
     stage = " + GFPGANv1.4 (one face a frame)" if args.faces else ""
     if args.faces and args.track:
         stage += f"; ours: tracks, BlazeFace + Face Mesh every {args.track} frames; official: RetinaFace-ResNet50 every frame"
     print(f"\n{args.frames} frames of {SIZE}x{SIZE}, {MODEL}{stage}, torch threads {torch.get_num_threads()}, "
           f"libx264 CRF {CRF}, batch {args.batch}")
-    print("| output | ours fps | official fps (end to end) | official fps (compute only) | ours / official | ours / official compute |")
-    print("|---|---|---|---|---|---|")
+    print("| output | ours' mask | ours fps | official fps (end to end) | official fps (compute only) | ours / official | ours / official compute |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         ours, official = row["ours"], row["official"]
         size = round(SIZE * row["scale"])
         print(
-            f"| x{row['scale']:g} ({size}x{size}) | {ours['fps']:.2f} | {official['fps']:.2f} | "
+            f"| x{row['scale']:g} ({size}x{size}) | {row['parser'] if args.faces else '-'} | {ours['fps']:.2f} | {official['fps']:.2f} | "
             f"{official['compute_fps']:.2f} | {ours['fps'] / official['fps']:.2f}x | "
             f"{ours['fps'] / official['compute_fps']:.2f}x |"
         )
+    import os
+
+    print(f"load average at the end: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return 0

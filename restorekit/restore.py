@@ -378,13 +378,15 @@ class Restorer:
         self,
         image: DecodedImage,
         *,
+        tracker: Any = None,
         progress: ProgressCallback | Reporter | None = None,
         cancel: CancelCheck | None = None,
     ) -> tuple[DecodedImage, RestoreResult]:
         """Restore a :class:`~restorekit.imageio.DecodedImage`, keeping its bit depth, gray
-        form, format and metadata; returns the new image and the full result."""
+        form, format and metadata; returns the new image and the full result. ``tracker``:
+        as in :meth:`run` (the image is the next frame of a clip)."""
         pixels = image.pixels[:, :1] if image.was_gray else image.pixels
-        result = self.run(pixels, alpha=image.alpha, progress=progress, cancel=cancel)
+        result = self.run(pixels, alpha=image.alpha, tracker=tracker, progress=progress, cancel=cancel)
         out = result.pixels
         if out.shape[1] == 1:
             out = out.expand(-1, 3, -1, -1).contiguous()

@@ -422,3 +422,33 @@ def test_refine_tracks_a_face_with_the_mesh_alone() -> None:
     shift = moved.landmarks - same.landmarks
     torch.testing.assert_close(shift.mean(0), torch.tensor([6.0, -4.0], dtype=torch.float64), atol=0.5, rtol=0)
     assert detector("short").refine(torch.full_like(image, 0.5), face) is None
+
+
+def test_mediapipe_networks_run_on_one_cpu_thread_and_give_the_count_back() -> None:
+    """The tiny MediaPipe networks run with one intra-op thread (a second one only adds
+    waits, 5-10x on a busy host); the caller's thread count is restored, also after an
+    error."""
+    from restorekit.device import cpu_threads
+
+    seen: list[int] = []
+    blaze = detector("short")
+    original = blaze.network.forward
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        blaze.network.forward = spy
+        faces = blaze(case_image("astronaut"), settings=ANY_FACE)
+        assert len(faces) == 1 and blaze.refine(case_image("astronaut"), faces[0]) is not None
+        assert seen == [1] and torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), cpu_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        del blaze.network.forward
+        torch.set_num_threads(before)

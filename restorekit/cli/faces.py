@@ -13,6 +13,13 @@ depth, gray and alpha; inputs are never overwritten; existing outputs are skippe
 ``--overwrite``; bad files are reported and the rest go on (exit code 1); ``--cluster`` runs
 the files on Ray.
 
+``--track`` treats all the input images as the consecutive frames of one clip: they run in
+natural name order (``frame2`` before ``frame10``), one after another on this machine,
+through the same :class:`~restorekit.restore.Restorer` call and
+:class:`~restorekit.faces.tracking.FaceTracker` that ``restorekit video`` uses, so faces
+are linked into tracks, smoothed, and selected by track (``--face-select largest``,
+``center`` or a track id). Tracking is stateful, so ``--track`` refuses ``--cluster``.
+
 :func:`add_face_arguments` and :func:`face_options_from_args` are shared with other
 commands that restore faces (``restorekit upscale --face-restore``).
 """
@@ -104,20 +111,30 @@ def add_tracking_arguments(parser: argparse.ArgumentParser, *, default_on: bool)
 
     ``default_on``: tracking is on unless ``--no-face-track`` (videos), else only with
     ``--track`` (a folder of frames given to ``restorekit faces``)."""
-    from ..faces.tracking import SmoothingSettings
+    from ..faces.tracking import DEFAULT_FPS, SmoothingSettings
 
     defaults = SmoothingSettings()
     group = parser.add_argument_group("face tracks (consecutive frames)")
     if default_on:
         group.add_argument("--no-face-track", dest="face_track", action="store_false", help="restore every frame's faces on their own: no tracks, no smoothing")
     else:
-        group.add_argument("--track", dest="face_track", action="store_true", help="the inputs are consecutive frames (in name order): link faces into tracks, smooth them, select by track id")
+        group.add_argument(
+            "--track", dest="face_track", action="store_true",
+            help="the inputs are the consecutive frames of one clip, run in natural name order (frame2 before frame10) "
+            "one after another on this machine, as restorekit video runs them: faces are linked into tracks, smoothed, "
+            "and --face-select picks a track (largest, center or a track id); not with --cluster or --aligned",
+        )
     group.set_defaults(face_track=default_on)
     group.add_argument("--face-detect-every", type=positive_int, default=1, metavar="K", help="run the face detector every K frames; in between faces are refined or predicted (default: 1)")
     group.add_argument("--no-face-smoothing", dest="face_smoothing", action="store_false", help="use each frame's landmarks as detected")
     group.add_argument("--face-min-cutoff", type=positive_float, default=defaults.min_cutoff, metavar="HZ", help=f"One Euro filter cutoff at rest: lower is smoother (default: {defaults.min_cutoff})")
     group.add_argument("--face-beta", type=float, default=defaults.beta, metavar="B", help=f"One Euro filter speed coefficient: higher follows fast moves sooner (default: {defaults.beta})")
     group.add_argument("--face-blend", type=_blend, default=0.0, metavar="B", help="blend each restored face with its track's previous one by B, against flicker (default: 0, off)")
+    if not default_on:  # a video brings its own frame rate (and ``video`` has --fps for folders)
+        group.add_argument(
+            "--fps", dest="track_fps", type=positive_float, default=DEFAULT_FPS, metavar="FPS",
+            help=f"with --track: the frames' rate, the smoothing's time scale (default: {DEFAULT_FPS:g})",
+        )
 
 
 def tracking_from_args(args: argparse.Namespace) -> Any:
@@ -128,7 +145,10 @@ def tracking_from_args(args: argparse.Namespace) -> Any:
     from ..faces.tracking import SmoothingSettings, TrackingSettings
 
     smoothing = SmoothingSettings(min_cutoff=args.face_min_cutoff, beta=args.face_beta) if args.face_smoothing else None
-    return TrackingSettings(detect_every=args.face_detect_every, smoothing=smoothing, face_blend=args.face_blend)
+    values: dict[str, Any] = {}
+    if getattr(args, "track_fps", None) is not None:  # faces --track; video takes the video's own rate
+        values["fps"] = args.track_fps
+    return TrackingSettings(detect_every=args.face_detect_every, smoothing=smoothing, face_blend=args.face_blend, **values)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -152,6 +172,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     from .upscale import add_compile_argument
 
     add_compile_argument(parser)
+    add_tracking_arguments(parser, default_on=False)
     add_cluster_arguments(parser)
     parser.set_defaults(handler=cmd_faces)
     return parser
@@ -164,6 +185,14 @@ def settings_from_face_args(args: argparse.Namespace) -> Any:
 
     if args.face_batch is not None and args.face_batch < 1:
         raise InvalidParameterError("--face-batch must be at least 1.")
+    tracking = tracking_from_args(args)
+    if tracking is not None and args.aligned:
+        raise InvalidParameterError("--track needs whole frames to find faces in; drop --aligned (aligned faces have no tracks).")
+    if tracking is not None and getattr(args, "cluster", None):
+        raise InvalidParameterError(
+            "--track runs the frames in order on this machine (face tracks carry from frame to frame), so it cannot "
+            "spread them over a cluster; drop --cluster, or restore the frames without --track."
+        )
     return RestoreSettings(
         model=args.bg_model or BICUBIC,
         outscale=args.outscale,
@@ -173,7 +202,22 @@ def settings_from_face_args(args: argparse.Namespace) -> Any:
         face_options=face_options_from_args(args, aligned=args.aligned),
         face_batch=args.face_batch,
         compile=getattr(args, "compile", "auto"),
+        face_tracking=tracking,
     )
+
+
+def clip_jobs(jobs: list[Any]) -> list[Any]:
+    """``jobs`` as the frames of one clip: naturally sorted by input path (``frame2`` before
+    ``frame10``, folders in path order), re-numbered in that order."""
+    from dataclasses import replace
+    from pathlib import PurePath
+
+    from ..video.source import natural_key
+
+    def key(job: Any) -> list[list[Any]]:
+        return [natural_key(piece) for piece in PurePath(job.source).parts]
+
+    return [replace(job, index=number) for number, job in enumerate(sorted(jobs, key=key))]
 
 
 def cmd_faces(args: argparse.Namespace) -> int:
@@ -191,6 +235,12 @@ def cmd_faces(args: argparse.Namespace) -> int:
             "use --face-parser parsing_bisenet or ellipse for commercial work.",
             file=sys.stderr,
         )
+    jobs = None
+    if settings.face_tracking is not None:
+        from .batch import collect_jobs
+
+        found, problems = collect_jobs(args.inputs, args.output, fmt=args.format, suffix=getattr(args, "suffix", ""))
+        jobs = (clip_jobs(found), problems)
     with cancel_on_interrupt() as cancel:
-        report = run_file_batch(args, work, cancel=cancel, describe="restored")
+        report = run_file_batch(args, work, cancel=cancel, describe="restored", jobs=jobs)
     return 1 if report.failed else 0

@@ -206,10 +206,12 @@ class RestoreWork:
         self.notices: list[str] = []
         self.description = ""
         self._restorer: Any = None
+        self._tracker: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_restorer"] = None  # workers load their own
+        state["_tracker"] = None
         return state
 
     def prepare(self, progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> None:
@@ -219,16 +221,21 @@ class RestoreWork:
             self._restorer = Restorer(self.settings, progress=progress, cancel=cancel)
             self.notices = list(self._restorer.notices)
             self.description = self._restorer.description
+            # with face tracking the files are one clip's frames, run in order: one tracker
+            # carries the tracks from file to file (None without tracking)
+            self._tracker = self._restorer.new_tracker()
 
     def process(self, job: BatchJob, writer: OutputWriter, progress: ProgressCallback, cancel: CancelCheck) -> JobOutcome:
         self.prepare()
         image = read_source(job)
-        out, result = self._restorer.run_image(image, progress=progress, cancel=cancel)
+        out, result = self._restorer.run_image(image, tracker=self._tracker, progress=progress, cancel=cancel)
         writer.image(out.replace(source=None), job.target, fmt=self.fmt, quality=self.quality)
         note = ""
         if result.faces is not None:
             count = result.faces.face_count
             note = "no face" if count == 0 else f"{count} face{'s' if count > 1 else ''}"
+            if self._tracker is not None and count:
+                note += ", track " + ", ".join(str(info.track_id) for info in result.faces.faces)
             if self.save_faces:
                 _save_faces(result.faces, job.source, job.target.parent / "faces", writer)
         return JobOutcome(notices=list(result.notices), note=note)
@@ -240,6 +247,7 @@ class RestoreWork:
         clone = copy.copy(self)
         clone.settings = settings
         clone._restorer = None
+        clone._tracker = None
         return files, clone
 
 

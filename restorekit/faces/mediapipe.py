@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..device import ExecutionPlan
+from ..device import ExecutionPlan, cpu_threads
 from ..errors import InvalidParameterError
 from .detect import DetectionSettings, FaceDetection
 
@@ -235,7 +235,12 @@ class FaceMesh:
         return centre, side, angle
 
     def __call__(self, image: Tensor, centre: tuple[float, float], side: float, angle: float) -> MeshResult:
-        """Landmarks of the face in the square ROI of ``image`` (1, 3, H, W) in [0, 1]."""
+        """Landmarks of the face in the square ROI of ``image`` (1, 3, H, W) in [0, 1]
+        (on one CPU thread, see :func:`~restorekit.device.cpu_threads`)."""
+        with cpu_threads(1, self.plan.device):
+            return self._run(image, centre, side, angle)
+
+    def _run(self, image: Tensor, centre: tuple[float, float], side: float, angle: float) -> MeshResult:
         crop = sample_square(image.float(), centre, side, angle, self.input_size, "border")
         with torch.inference_mode():
             raw, presence = self.network(self.plan.prepare_input(crop))
@@ -308,7 +313,12 @@ class MediaPipeFaceDetector:
         return out
 
     def __call__(self, image: Tensor, *, settings: DetectionSettings | None = None) -> list[FaceDetection]:
-        """Faces in one (1, 3, H, W) RGB image in [0, 1], highest score first."""
+        """Faces in one (1, 3, H, W) RGB image in [0, 1], highest score first (run on one CPU
+        thread: tiny networks and small tensors, see :func:`~restorekit.device.cpu_threads`)."""
+        with cpu_threads(1, self.plan.device):
+            return self._detect(image, settings)
+
+    def _detect(self, image: Tensor, settings: DetectionSettings | None) -> list[FaceDetection]:
         if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
             raise InvalidParameterError(f"Face detection takes one (1, 3, H, W) RGB image, got {tuple(image.shape)}.")
         settings = settings or self.settings
@@ -337,7 +347,11 @@ class MediaPipeFaceDetector:
         its box and eyes), the new mesh gives the box, five points and presence score.
 
         Returns None when the mesh's face-presence score falls below ``min_presence`` (the
-        face left: detect again)."""
+        face left: detect again). Runs on one CPU thread, as detection does."""
+        with cpu_threads(1, self.plan.device):
+            return self._refine(image, face, min_presence)
+
+    def _refine(self, image: Tensor, face: FaceDetection, min_presence: float) -> FaceDetection | None:
         if self.mesh is None:
             raise InvalidParameterError("Refining faces needs Face Mesh; this detector was built without it.")
         previous = face.extra.get("mesh")
@@ -387,18 +401,24 @@ def keypoint_five_points(keypoints: Tensor) -> Tensor:
 
 
 def polygon_mask(polygon: Tensor, size: int) -> Tensor:
-    """(size, size) float32 {0, 1}: pixel centres inside the closed ``polygon`` (P, 2) (even-odd rule)."""
-    coords = torch.arange(size, dtype=torch.float32)
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
-    inside = torch.zeros(size, size, dtype=torch.bool)
+    """(size, size) float32 {0, 1}: pixel centres inside the closed ``polygon`` (P, 2) (even-odd rule).
+
+    Per row, each edge that crosses it toggles every pixel left of the crossing; the toggles
+    are counted with one scatter and one cumulative sum over the rows (O(P*size + size^2),
+    not a pass over the whole image per edge)."""
     points = polygon.float()
-    nxt = torch.roll(points, -1, dims=0)
-    for (x0, y0), (x1, y1) in zip(points.tolist(), nxt.tolist(), strict=True):
-        if y0 == y1:
-            continue
-        crosses = (y0 > y) != (y1 > y)
-        at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (x < at)
+    start, end = points, torch.roll(points, -1, dims=0)
+    x0, y0, x1, y1 = start[:, :1], start[:, 1:], end[:, :1], end[:, 1:]  # (P, 1) each
+    y = torch.arange(size, dtype=torch.float32)[None]  # (1, size) row centres
+    crosses = (y0 > y) != (y1 > y)  # (P, size); never true for a horizontal edge
+    run = torch.where(y1 == y0, torch.ones_like(y1), y1 - y0)
+    at = x0 + (y - y0) * (x1 - x0) / run  # where the edge crosses each row
+    # pixel x is left of the crossing when x < at, i.e. x < ceil(at): columns [0, ceil(at))
+    ends = torch.where(crosses, torch.ceil(at).clamp(0, size), torch.zeros_like(at)).long()
+    toggles = torch.zeros(size, size + 1, dtype=torch.int32)
+    toggles[:, 0] = crosses.sum(0, dtype=torch.int32)
+    toggles.scatter_add_(1, ends.t(), -crosses.t().to(torch.int32))
+    inside = toggles.cumsum(1, dtype=torch.int32)[:, :size].remainder(2)
     return inside.float()
 
 

@@ -8,6 +8,9 @@ the faces of that frame, each with the id of its track:
    method (dense landmarks such as a face mesh, seeded with the previous position) follows
    each face; other detectors are followed by a constant-velocity prediction from the
    track's filter, so use ``detect_every=1`` (the default) with them when faces move.
+   On detection frames too, a face seen in the previous frame is measured by ``refine``
+   from its previous mesh when that agrees with the detection (MediaPipe's own loop): a
+   mesh placed by the previous mesh is steadier than one placed by each frame's box.
 2. **Linking**: detections are matched to live tracks greedily by cost
    ``(1 - IoU of the boxes) + landmark distance / face size`` (a pair is allowed when its
    boxes overlap by at least ``min_iou`` or its landmarks lie within ``max_distance`` face
@@ -280,7 +283,7 @@ class FaceTracker:
         keyframe = frame % self.settings.detect_every == 0 or not self.tracks
         if keyframe:
             self.detections_run += 1
-            self._link(detect(image), frame)
+            self._link(detect(image), frame, image, refine)
         else:
             self._follow(image, frame, refine)
         self._expire(frame)
@@ -303,7 +306,9 @@ class FaceTracker:
             else:
                 self._measure(track, track.raw, frame)
 
-    def _link(self, detections: Sequence[FaceDetection], frame: int) -> None:
+    def _link(
+        self, detections: Sequence[FaceDetection], frame: int, image: Tensor | None = None, refine: RefineFn | None = None
+    ) -> None:
         settings = self.settings
         live = [t for t in self.tracks.values() if frame - t.last_seen <= settings.max_missed + 1]
         pairs: list[tuple[float, int, int]] = []
@@ -325,10 +330,32 @@ class FaceTracker:
                 continue
             used_t.add(ti)
             used_d.add(di)
-            self._measure(live[ti], detections[di], frame)
+            self._measure(live[ti], self._followed(live[ti], detections[di], frame, image, refine), frame)
         new = [detections[i] for i in range(len(detections)) if i not in used_d]
         for det in sorted(new, key=lambda f: (f.centre[0], f.centre[1])):
             self._start(det, frame)
+
+    @staticmethod
+    def _followed(
+        track: Track, detection: FaceDetection, frame: int, image: Tensor | None, refine: RefineFn | None
+    ) -> FaceDetection:
+        """The measurement of a re-detected face: with a ``refine`` (Face Mesh), the face
+        followed from the track's previous mesh, as MediaPipe's face-landmark loop does, when
+        it agrees with the detection (within :data:`FOLLOW_AGREEMENT` face sizes); else the
+        detection.
+
+        Why: the mesh's landmarks move with the region it is run on, and a detector's box
+        jitters from frame to frame (BlazeFace full range: 1-1.8 px on a 190 px frame, twice
+        the short-range model's), so a mesh placed by each frame's box carries that jitter,
+        partly at low frequencies no smoothing removes. The previous frame's mesh places the
+        region far more steadily; the detection still links the track and re-anchors it
+        when the followed face drifts or is lost."""
+        if refine is None or image is None or track.last_seen != frame - 1:
+            return detection
+        followed = refine(image, track.raw)
+        if followed is None or landmark_distance(detection, followed) > FOLLOW_AGREEMENT:
+            return detection
+        return FaceDetection(followed.box, followed.landmarks, detection.score, dict(followed.extra))
 
     def _start(self, det: FaceDetection, frame: int) -> None:
         smoothing = self.settings.smoothing
@@ -420,6 +447,11 @@ def refiner_for(detector: object) -> RefineFn | None:
 
     return follow
 
+
+FOLLOW_AGREEMENT = 0.25
+"""A face followed by its mesh replaces its detection when their five landmarks lie within
+this many face sizes (inter-ocular distances) on average: far above the mesh's and the
+detector's noise (a few percent), well below a different face or a lost track."""
 
 MESH_PRESENCE = 0.5
 """Face Mesh presence below which a followed face counts as lost (MediaPipe's
