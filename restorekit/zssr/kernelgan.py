@@ -107,6 +107,10 @@ class KernelGANConfig:
     lambda_update_every: int = 200
     bicubic_close: float = 0.4
     keep_values: int = 40
+    batch_size: int = 1
+    discriminator_norm: str = "batch"
+    normalized_kernel: bool = True
+    method: str = "consistency"
     seed: int = 0
 
     def replace(self, **changes: object) -> KernelGANConfig:
@@ -138,10 +142,17 @@ class KernelGANConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 raise InvalidParameterError(f"KernelGAN {name} must be a positive number, got {value!r}.")
+        if self.method not in METHODS:
+            raise InvalidParameterError(f"Kernel estimation method must be one of {', '.join(METHODS)}, got {self.method!r}.")
+        if self.discriminator_norm not in ("batch", "none"):
+            raise InvalidParameterError(f"KernelGAN discriminator_norm must be 'batch' or 'none', got {self.discriminator_norm!r}.")
         if not 0.0 <= self.beta1 < 1.0:
             raise InvalidParameterError(f"KernelGAN beta1 must be in [0, 1), got {self.beta1!r}.")
         return self
 
+
+METHODS = ("consistency", "kernelgan")
+"""Kernel estimation methods: the across-scale consistency fit (default) or KernelGAN."""
 
 MIN_IMAGE_SIDE = 32
 """The smallest image side KernelGAN can learn from (G's crop; D needs 7x7 patches of its output)."""
@@ -158,6 +169,13 @@ class KernelEstimate:
     stop_reason: str
     seconds: float
     bicubic_loss: float
+    source: str = "kernelgan"
+    mismatch: float = math.nan
+
+    @property
+    def is_bicubic(self) -> bool:
+        """Whether the estimate is "bicubic" (no kernel explains the image clearly better)."""
+        return self.source == "bicubic"
 
     def kernel_for_factor(self, factor: int) -> np.ndarray:
         """The kernel of one downscaling step by ``factor`` (2 or 4; see :func:`kernel_for_factor`)."""
@@ -219,12 +237,15 @@ class PatchDiscriminator(nn.Module):
     """KernelGAN's discriminator: (B, 3, H, W) -> (B, 1, H - k + 1, W - k + 1) in (0, 1),
     each value judging one ``k`` x ``k`` patch (k = ``kernel``)."""
 
-    def __init__(self, channels: int = 3, width: int = 64, layers: int = 7, kernel: int = 7) -> None:
+    def __init__(self, channels: int = 3, width: int = 64, layers: int = 7, kernel: int = 7, norm: str = "batch") -> None:
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm
         blocks: list[nn.Module] = [sn(nn.Conv2d(channels, width, kernel))]
         for _ in range(layers - 2):
-            blocks += [sn(nn.Conv2d(width, width, 1)), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            blocks += [sn(nn.Conv2d(width, width, 1))]
+            if norm == "batch":
+                blocks.append(nn.BatchNorm2d(width))
+            blocks.append(nn.ReLU(inplace=True) if norm != "leaky" else nn.LeakyReLU(0.2, inplace=True))
         blocks += [sn(nn.Conv2d(width, 1, 1)), nn.Sigmoid()]
         self.body = nn.Sequential(*blocks)
         self.shave = kernel - 1
@@ -478,9 +499,31 @@ def estimate_kernel(
     pixels = _check_image(pixels)
     reporter = Reporter.of(progress, cancel)
     reporter.check()
+    if config.method == "consistency":
+        return _consistency_estimate(pixels, reporter)
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return _Estimation(pixels.detach().to("cpu", torch.float32).clone(), config, reporter).run()
+
+
+def _consistency_estimate(pixels: torch.Tensor, reporter: Reporter) -> KernelEstimate:
+    """The across-scale consistency estimate (:mod:`restorekit.zssr.consistency`)."""
+    from .consistency import bicubic_x2_kernel, choose_kernel
+
+    start = time.perf_counter()
+    reporter.step(0, 1, "Kernel: fitting the across-scale consistency")
+    with torch.no_grad():
+        choice = choose_kernel(pixels.detach().to("cpu", torch.float32).clamp(0, 1))
+    reporter.step(1, 1, f"Kernel: {choice.source}")
+    kernel = bicubic_x2_kernel() if choice.kernel is None else choice.kernel
+    seconds = time.perf_counter() - start
+    fit = choice.fit
+    logger.info(
+        "Kernel estimate: %s (Gaussian fit %.2f x %.2f px at %.0f deg, mismatch %.3f; bicubic %.3f) in %.2f s",
+        choice.source, fit.sigma_major, fit.sigma_minor, math.degrees(fit.theta), fit.mismatch.rms,
+        fit.bicubic.rms, seconds,
+    )
+    return KernelEstimate(kernel, fit.kernel, 0, "consistency fit", seconds, math.nan, choice.source, choice.mismatch.rms)
 
 
 class _Estimation:
@@ -504,7 +547,9 @@ class _Estimation:
             raise InvalidParameterError(
                 f"KernelGAN crop_size {config.crop_size} is too small for the discriminator; use at least 32."
             )
-        self.D = PatchDiscriminator(3, config.discriminator_width, config.discriminator_layers, config.discriminator_kernel)
+        self.D = PatchDiscriminator(
+            3, config.discriminator_width, config.discriminator_layers, config.discriminator_kernel, config.discriminator_norm
+        )
         self.D.reset_parameters(generator)
         betas = (config.beta1, 0.999)
         self.optimizer_G = torch.optim.Adam(self.G.parameters(), lr=config.learning_rate, betas=betas)
@@ -524,13 +569,21 @@ class _Estimation:
         small_map = gradient_map(small)
         small_map = small_map.repeat_interleave(2, 0).repeat_interleave(2, 1)[: self.rows, : self.cols]
         big_map = gradient_map((self.image + 1) / 2)
-        count = self.config.iterations
+        count = self.config.iterations * self.config.batch_size
         self.g_centres = self.rng.choice(self.rows * self.cols, size=count, p=crop_probabilities(small_map, self.crop))
         self.d_centres = self.rng.choice(self.rows * self.cols, size=count, p=crop_probabilities(big_map, self.output_size))
 
     def _crop(self, centre: int, size: int) -> torch.Tensor:
         top, left = _top_left(centre, size, self.rows, self.cols)
         return self.image[..., top : top + size, left : left + size]
+
+    def _crops(self, centres: np.ndarray, iteration: int, size: int) -> torch.Tensor:
+        batch = self.config.batch_size
+        return torch.cat([self._crop(int(c), size) for c in centres[iteration * batch : (iteration + 1) * batch]])
+
+    def _kernel(self) -> torch.Tensor:
+        kernel = self.G.kernel()
+        return kernel / kernel.sum() if self.config.normalized_kernel else kernel
 
     def _gan_loss(self, prediction: torch.Tensor, real: bool) -> torch.Tensor:
         return torch.mean(torch.abs(prediction - (1.0 if real else 0.0)))
@@ -554,13 +607,13 @@ class _Estimation:
         return total
 
     def _step(self, iteration: int) -> float:
-        g_input = self._crop(int(self.g_centres[iteration]), self.crop)
-        d_real = self._crop(int(self.d_centres[iteration]), self.output_size)
+        g_input = self._crops(self.g_centres, iteration, self.crop)
+        d_real = self._crops(self.d_centres, iteration, self.output_size)
         d_real = d_real + torch.randn(d_real.shape) / 255.0
 
         # Generator: fool D, and keep the kernel a kernel.
         self.optimizer_G.zero_grad(set_to_none=True)
-        kernel = self.G.kernel()
+        kernel = self._kernel()
         g_output = self.G(g_input, kernel)
         loss_g = self._gan_loss(self.D(g_output), real=True)
         bicubic = self._bicubic_loss(g_input, g_output)
@@ -571,7 +624,7 @@ class _Estimation:
         # Discriminator: real patches of the image against G's (noisy, detached) patches.
         self.optimizer_D.zero_grad(set_to_none=True)
         with torch.no_grad():
-            fake = self.G(g_input)
+            fake = self.G(g_input, self._kernel())
             fake = fake + torch.randn(fake.shape) / 255.0
         loss_d = 0.5 * (self._gan_loss(self.D(fake), real=False) + self._gan_loss(self.D(d_real), real=True))
         loss_d.backward()
@@ -609,7 +662,7 @@ class _Estimation:
                 stop_reason = "time budget"
                 break
         with torch.no_grad():
-            raw = self.G.kernel().double().numpy()
+            raw = self._kernel().double().numpy()
         kernel = trim_kernel(significant_kernel(raw, config.keep_values))
         seconds = time.perf_counter() - start
         logger.info(

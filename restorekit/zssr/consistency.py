@@ -1,0 +1,280 @@
+"""Across-scale consistency: which x2 downscaling kernel explains an image, from the image alone.
+
+The assumption behind KernelGAN and ZSSR is that a natural image looks alike across scales:
+downscaling the low-resolution image ``I`` by the kernel ``k`` it was made with gives an
+image ``(I * k)↓2`` whose small-scale structure matches ``I``'s own. KernelGAN asks a
+discriminator to judge that match; here it is measured directly with a statistic that does
+not depend on any kernel:
+
+    sharpness_d(X) = mean |second difference of X along d| / mean |first difference along d|
+
+for four directions ``d`` (rows, columns, both diagonals), on luma. The ratio ignores
+contrast and brightness and rises with fine detail. A kernel too wide for the image makes
+``(I * k)↓2`` blurrier than ``I`` (negative log ratio), one too narrow sharper (positive).
+
+- :func:`consistency_mismatch` scores a kernel (or bicubic): the root mean square over the
+  directions of ``log(sharpness_d((I * k)↓2) / sharpness_d(I))``, and its signed mean.
+- :func:`fit_gaussian_kernel` finds the anisotropic Gaussian (two widths and an angle) with
+  the smallest mismatch, by a coarse grid and a local refinement: a fraction of a second on
+  a 128x128 image. On Gaussian-blurred photos it recovers the width within ~15%, and sharp
+  downscales (area, OpenCV bicubic) come out at the narrow end of the family, where the
+  kernel is the 2x2 average (bench/diag_kernelgan.py).
+
+Kernels are on the image's own grid, like KernelGAN's (one x2 step: the kernel the image was
+made with, in high-resolution pixels), centred by :func:`~restorekit.zssr.resize.kernel_downscaler`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .resize import kernel_downscaler, resize_bicubic
+
+DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+"""(row, column) steps of the four directions the sharpness is measured along."""
+
+MIN_SIGMA = 0.25
+MAX_SIGMA = 3.2
+"""The Gaussian widths searched (standard deviation in high-resolution pixels)."""
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _luma(image: torch.Tensor) -> torch.Tensor:
+    image = image.double()
+    if image.shape[1] == 3:
+        weights = torch.tensor(_LUMA, dtype=torch.float64).view(1, 3, 1, 1)
+        return (image * weights).sum(dim=1, keepdim=True)
+    return image[:, :1]
+
+
+def _shifted(plane: torch.Tensor, dy: int, dx: int, margin: int) -> torch.Tensor:
+    height, width = plane.shape[-2:]
+    return plane[..., margin + dy : height - margin + dy, margin + dx : width - margin + dx]
+
+
+def directional_sharpness(image: torch.Tensor, margin: int = 3) -> np.ndarray:
+    """Sharpness along each of :data:`DIRECTIONS`: (4,) float64, each
+    ``mean|X(p+d) - 2X(p) + X(p-d)| / mean|X(p+d) - X(p)|`` over the luma of ``image``
+    ((1, C, H, W) in [0, 1]), ``margin`` pixels from the border left out. Flat images give 0."""
+    plane = _luma(image)
+    values = []
+    for dy, dx in DIRECTIONS:
+        centre = _shifted(plane, 0, 0, margin)
+        ahead = _shifted(plane, dy, dx, margin)
+        behind = _shifted(plane, -dy, -dx, margin)
+        first = (ahead - centre).abs().mean()
+        second = (ahead - 2.0 * centre + behind).abs().mean()
+        values.append(float(second / first) if first > 1e-12 else 0.0)
+    return np.array(values)
+
+
+def gaussian_kernel(sigma_major: float, sigma_minor: float, theta: float) -> np.ndarray:
+    """An anisotropic Gaussian kernel (sum 1) with standard deviations ``sigma_major`` along
+    the angle ``theta`` (radians, from the column axis) and ``sigma_minor`` across it. Its
+    side is even and covers three standard deviations (at least 4, at most 22)."""
+    widest = max(sigma_major, sigma_minor)
+    side = int(min(22, max(4, 2 * math.ceil(3.0 * widest) + 2)))
+    rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    covariance = rotation @ np.diag([sigma_major**2, sigma_minor**2]) @ rotation.T
+    inverse = np.linalg.inv(covariance)
+    z = np.arange(side) - (side - 1) / 2.0
+    xs, ys = np.meshgrid(z, z)
+    points = np.stack([xs, ys], axis=-1)
+    kernel = np.exp(-0.5 * np.einsum("...i,ij,...j->...", points, inverse, points))
+    return kernel / kernel.sum()
+
+
+def bicubic_x2_kernel() -> np.ndarray:
+    """The antialiased bicubic x2 kernel (Keys a = -0.5 stretched by 2, 8x8, sum 1): what
+    :func:`~restorekit.zssr.resize.resize_bicubic` does to an image away from its border."""
+    taps = np.arange(8) - 3.5
+    x = np.abs(taps) / 2.0
+    a = -0.5
+    weights = np.where(
+        x <= 1, (a + 2) * x**3 - (a + 3) * x**2 + 1, np.where(x < 2, a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a, 0.0)
+    )
+    kernel = np.outer(weights, weights)
+    return kernel / kernel.sum()
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """How far a kernel is from explaining an image across scales: ``rms`` of the log
+    sharpness ratios over the directions (0: a perfect match), and their mean ``signed``
+    (negative: the kernel is too wide for the image, positive: too narrow)."""
+
+    rms: float
+    signed: float
+
+
+class _Scorer:
+    """Scores kernels against one image (its sharpness computed once)."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        height, width = image.shape[-2:]
+        self.image = image[..., : height - height % 2, : width - width % 2].detach().to("cpu", torch.float64)
+        self.size = (self.image.shape[-2] // 2, self.image.shape[-1] // 2)
+        self.reference = np.log(np.maximum(directional_sharpness(self.image), 1e-9))
+
+    def downscale(self, kernel: np.ndarray | None) -> torch.Tensor:
+        if kernel is None:
+            return resize_bicubic(self.image, self.size)
+        return kernel_downscaler(kernel, 2)(self.image.float(), self.size).double()
+
+    def __call__(self, kernel: np.ndarray | None) -> Mismatch:
+        ratios = np.log(np.maximum(directional_sharpness(self.downscale(kernel)), 1e-9)) - self.reference
+        return Mismatch(float(np.sqrt(np.mean(ratios**2))), float(np.mean(ratios)))
+
+
+def consistency_mismatch(image: torch.Tensor, kernel: np.ndarray | None) -> Mismatch:
+    """The across-scale mismatch of ``kernel`` (an x2 kernel, or None for bicubic) for
+    ``image`` ((1, C, H, W) in [0, 1], at least 32x32)."""
+    return _Scorer(image)(kernel)
+
+
+@dataclass(frozen=True)
+class GaussianFit:
+    """The best-fitting Gaussian: its kernel, widths (high-resolution pixels), angle and
+    mismatch, and the mismatch of bicubic for comparison."""
+
+    kernel: np.ndarray
+    sigma_major: float
+    sigma_minor: float
+    theta: float
+    mismatch: Mismatch
+    bicubic: Mismatch
+
+
+def fit_gaussian_kernel(image: torch.Tensor) -> GaussianFit:
+    """The anisotropic Gaussian x2 kernel that best explains ``image`` across scales
+    ((1, C, H, W) in [0, 1], at least 32x32): a grid over widths (log-spaced between
+    :data:`MIN_SIGMA` and :data:`MAX_SIGMA`) and 8 angles, then a local refinement."""
+    score = _Scorer(image)
+    cache: dict[tuple[float, float, float], float] = {}
+
+    def objective(major: float, minor: float, theta: float) -> float:
+        major = float(np.clip(major, MIN_SIGMA, MAX_SIGMA))
+        minor = float(np.clip(minor, MIN_SIGMA, major))
+        key = (round(major, 4), round(minor, 4), round(theta % math.pi, 4) if major - minor > 1e-6 else 0.0)
+        if key not in cache:
+            cache[key] = score(gaussian_kernel(*key)).rms
+        return cache[key]
+
+    widths = np.geomspace(MIN_SIGMA, MAX_SIGMA, 12)
+    best = min((objective(s, s, 0.0), s, s, 0.0) for s in widths)
+    for major in widths:
+        for minor in widths[widths < major]:
+            if major / minor > 4.0:
+                continue
+            for theta in np.arange(8) * math.pi / 8:
+                best = min(best, (objective(major, minor, theta), major, minor, theta))
+    _, major, minor, theta = best
+    step_width, step_angle = 0.12, math.pi / 16  # log-width and angle steps, halved on no progress
+    for _ in range(6):
+        improved = True
+        while improved:
+            improved = False
+            for d_major, d_minor, d_theta in (
+                (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (1, 1, 0), (-1, -1, 0),
+            ):
+                candidate = (
+                    major * math.exp(d_major * step_width), minor * math.exp(d_minor * step_width), theta + d_theta * step_angle,
+                )
+                value = objective(*candidate)
+                if value < best[0] - 1e-9:
+                    major = float(np.clip(candidate[0], MIN_SIGMA, MAX_SIGMA))
+                    minor = float(np.clip(candidate[1], MIN_SIGMA, major))
+                    theta = candidate[2] % math.pi
+                    best = (value, major, minor, theta)
+                    improved = True
+        step_width, step_angle = step_width / 2, step_angle / 2
+    _, major, minor, theta = best
+    kernel = gaussian_kernel(major, minor, theta)
+    return GaussianFit(kernel, major, minor, theta, score(kernel), score(None))
+
+
+
+
+CLEARLY_BETTER_RATIO = 2.0
+CLEARLY_BETTER_MARGIN = 0.05
+"""One kernel explains an image clearly better than another when its mismatch is less than
+half the other's and smaller by more than 0.05 (about 5% in sharpness). Calibrated on the
+six photos of ``bench/bench_zssr.py --blind`` (see bench/RESULTS_zssr.md)."""
+
+TOO_WIDE_SIGNED = -0.04
+"""A kernel whose downscale is blurrier than the image by more than this (mean log ratio)."""
+
+
+def clearly_better(best: Mismatch, other: Mismatch) -> bool:
+    """Whether ``best`` explains the image clearly better than ``other`` (see
+    :data:`CLEARLY_BETTER_RATIO`)."""
+    return other.rms > CLEARLY_BETTER_RATIO * best.rms and other.rms - best.rms > CLEARLY_BETTER_MARGIN
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """The kernel chosen for an image: the fitted Gaussian (``source`` "gaussian fit") when
+    it clearly explains the image better than bicubic, else bicubic (``kernel`` None)."""
+
+    kernel: np.ndarray | None
+    source: str
+    fit: GaussianFit
+
+    @property
+    def mismatch(self) -> Mismatch:
+        return self.fit.mismatch if self.kernel is not None else self.fit.bicubic
+
+
+def choose_kernel(image: torch.Tensor, fit: GaussianFit | None = None) -> KernelChoice:
+    """Bicubic unless a Gaussian explains ``image`` clearly better across scales."""
+    fit = fit or fit_gaussian_kernel(image)
+    if clearly_better(fit.mismatch, fit.bicubic):
+        return KernelChoice(fit.kernel, "gaussian fit", fit)
+    return KernelChoice(None, "bicubic", fit)
+
+
+@dataclass(frozen=True)
+class KernelCheck:
+    """The guard's verdict on a kernel ZSSR is about to use: ``too_wide`` when the image is
+    clearly sharper than the kernel says (ZSSR would learn to undo a blur that is not there
+    and over-sharpen), with the numbers behind it."""
+
+    too_wide: bool
+    mismatch: Mismatch
+    fit: GaussianFit
+
+    def describe(self, name: str) -> str:
+        return (
+            f"the image is sharper across scales than {name} explains (mismatch {self.mismatch.rms:.3f}, "
+            f"blurrier by {-self.mismatch.signed:.3f} in log sharpness, against {self.fit.mismatch.rms:.3f} "
+            f"for a {self.fit.sigma_major:.2f}x{self.fit.sigma_minor:.2f} px Gaussian)"
+        )
+
+
+def check_kernel(image: torch.Tensor, kernel: np.ndarray | None) -> KernelCheck:
+    """Whether the x2 ``kernel`` (None: bicubic) is clearly too wide for ``image``."""
+    fit = fit_gaussian_kernel(image)
+    mismatch = fit.bicubic if kernel is None else _Scorer(image)(kernel)
+    too_wide = mismatch.signed < TOO_WIDE_SIGNED and clearly_better(fit.mismatch, mismatch)
+    return KernelCheck(too_wide, mismatch, fit)
+
+
+__all__ = [
+    "GaussianFit",
+    "KernelCheck",
+    "KernelChoice",
+    "Mismatch",
+    "bicubic_x2_kernel",
+    "check_kernel",
+    "choose_kernel",
+    "clearly_better",
+    "consistency_mismatch",
+    "directional_sharpness",
+    "fit_gaussian_kernel",
+    "gaussian_kernel",
+]
