@@ -228,18 +228,44 @@ class BlindRow:
     guard_estimated: str
     seconds: float
     load: float
+    kernel_source: str = ""
 
 
 def _guard(result: object) -> str:
     stages = result.stages  # type: ignore[attr-defined]
-    return " ".join(("net" if s.network_used else "FALLBACK") + f"({s.guard_gain_db:+.2f})" for s in stages)
+    return " ".join(
+        "KERNEL CHECK" if s.stop_reason == "kernel check" else ("net" if s.network_used else "FALLBACK") + f"({s.guard_gain_db:+.2f})"
+        for s in stages
+    )
+
+
+def _kernel_source(estimate: object) -> str:
+    source = estimate.source  # type: ignore[attr-defined]
+    if source == "gaussian fit":
+        cov = _covariance(estimate.kernel)  # type: ignore[attr-defined]
+        return f"fit {np.sqrt(cov[0]):.2f}/{np.sqrt(cov[1]):.2f}"
+    return source
+
+
+def _covariance(kernel: np.ndarray) -> tuple[float, float]:
+    """Variances of a kernel along its principal axes (largest first)."""
+    k = np.clip(kernel, 0, None)
+    k = k / k.sum()
+    ys, xs = np.indices(k.shape)
+    cy, cx = (k * ys).sum(), (k * xs).sum()
+    c = np.array([[(k * (ys - cy) ** 2).sum(), (k * (ys - cy) * (xs - cx)).sum()], [0.0, (k * (xs - cx) ** 2).sum()]])
+    c[1, 0] = c[0, 1]
+    values = np.sort(np.linalg.eigvalsh(c))[::-1]
+    return float(values[0]), float(values[1])
 
 
 def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
     from restorekit.zssr import KernelGANConfig
 
     base = ZSSRConfig(iterations=args.zssr_iterations, crop_size=args.crop_size, seed=0, self_ensemble=not args.no_ensemble)
-    estimated_config = base.replace(kernel="auto", kernel_estimation=KernelGANConfig(iterations=args.kernel_iterations))
+    estimated_config = base.replace(
+        kernel="auto", kernel_estimation=KernelGANConfig(iterations=args.kernel_iterations, method=args.kernel_method)
+    )
     rows: list[BlindRow] = []
     images = [BLIND_IMAGES[i] for i in args.images] if args.images else BLIND_IMAGES
     degradations = [DEGRADATIONS[i] for i in args.degradations] if args.degradations else list(DEGRADATIONS)
@@ -258,12 +284,12 @@ def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
             row = BlindRow(
                 name, how, bicubic, p_plain, p_auto, p_plain - bicubic, p_auto - bicubic,
                 estimate.iterations, estimate.seconds, _guard(plain), _guard(auto),
-                time.perf_counter() - start, load,
+                time.perf_counter() - start, load, _kernel_source(estimate),
             )
             rows.append(row)
             print(
                 f"{name:10} {how:20} bicubic {bicubic:6.2f}  ZSSR bicubic kernel {p_plain:6.2f} ({row.gain_bicubic:+.2f})  "
-                f"ZSSR estimated {p_auto:6.2f} ({row.gain_estimated:+.2f})  kernel {estimate.iterations} it "
+                f"ZSSR estimated {p_auto:6.2f} ({row.gain_estimated:+.2f})  kernel {row.kernel_source} {estimate.iterations} it "
                 f"{estimate.seconds:.0f} s  guard {row.guard_bicubic} / {row.guard_estimated}  "
                 f"{row.seconds:.0f} s  load {load:.1f}",
                 flush=True,
@@ -278,43 +304,47 @@ def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
 
 def blind_markdown(rows: list[BlindRow]) -> str:
     lines = [
-        "| image | degradation | bicubic | ZSSR, bicubic kernel (gain) | ZSSR, estimated kernel (gain) | kernel it / s | guard (bicubic / estimated) | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| image | degradation | bicubic | ZSSR, bicubic kernel (gain) | ZSSR, estimated kernel (gain) | estimate | kernel it / s | guard (bicubic / estimated) | case s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.image} | {r.degradation} | {r.bicubic:.2f} | {r.zssr_bicubic:.2f} ({r.gain_bicubic:+.2f}) | "
-            f"{r.zssr_estimated:.2f} ({r.gain_estimated:+.2f}) | {r.kernel_iterations} / {r.kernel_seconds:.0f} | "
-            f"{r.guard_bicubic} / {r.guard_estimated} | {r.load:.1f} |"
+            f"{r.zssr_estimated:.2f} ({r.gain_estimated:+.2f}) | {r.kernel_source} | {r.kernel_iterations} / {r.kernel_seconds:.1f} | "
+            f"{r.guard_bicubic} / {r.guard_estimated} | {r.seconds:.0f} | {r.load:.1f} |"
         )
-    lines += ["", "| degradation | mean gain, bicubic kernel | mean gain, estimated kernel | worst gain, estimated kernel |", "|---|---|---|---|"]
+    lines += ["", "| degradation | cases | mean gain, bicubic kernel | mean gain, estimated kernel | worst gain, estimated kernel |", "|---|---|---|---|---|"]
     for how in DEGRADATIONS:
         chosen = [r for r in rows if r.degradation == how]
         if chosen:
             lines.append(
-                f"| {how} | {np.mean([r.gain_bicubic for r in chosen]):+.2f} | "
+                f"| {how} | {len(chosen)} | {np.mean([r.gain_bicubic for r in chosen]):+.2f} | "
                 f"{np.mean([r.gain_estimated for r in chosen]):+.2f} | {min(r.gain_estimated for r in chosen):+.2f} |"
             )
     return "\n".join(lines)
 
 
-def kernel_timing(iterations: int) -> list[str]:
-    """KernelGAN on a 128x128 input: the full run, then a 60 s budget."""
+def kernel_timing(iterations: int, method: str) -> list[str]:
+    """Kernel estimation on a 128x128 input: the consistency fit, or KernelGAN's full run
+    and a 60 s budget."""
     from restorekit.zssr import KernelGANConfig, estimate_kernel
 
     low = resize_bicubic(blind_photo("coffee", 50, 150, 256), (128, 128)).clamp(0, 1)
     lines = []
-    for label, config in (
-        (f"{iterations} iterations", KernelGANConfig(iterations=iterations)),
-        ("60 s budget", KernelGANConfig(iterations=100_000, time_budget_s=60.0)),
-    ):
+    runs = [("consistency fit", KernelGANConfig(method="consistency"))]
+    if method == "kernelgan":
+        runs = [
+            (f"{iterations} iterations", KernelGANConfig(iterations=iterations, method="kernelgan")),
+            ("60 s budget", KernelGANConfig(iterations=100_000, time_budget_s=60.0, method="kernelgan")),
+        ]
+    for label, config in runs:
         load = os.getloadavg()[0]
         cpu = time.process_time()
         estimate = estimate_kernel(low, config)
         cpu = time.process_time() - cpu
         line = (
-            f"KernelGAN 128x128, {label}: {estimate.iterations} iterations ({estimate.stop_reason}) in "
-            f"{estimate.seconds:.1f} s wall, {cpu:.1f} s CPU, {estimate.seconds / estimate.iterations * 1000:.1f} ms an iteration, load {load:.1f}"
+            f"Kernel estimation 128x128, {label}: {estimate.iterations} iterations ({estimate.stop_reason}) in "
+            f"{estimate.seconds:.2f} s wall, {cpu:.2f} s CPU, load {load:.1f}"
         )
         print(line, flush=True)
         lines.append(line)
@@ -328,6 +358,7 @@ def main() -> int:
     parser.add_argument("--zssr-iterations", type=int, default=300, help="blind mode: ZSSR iterations (default %(default)s)")
     parser.add_argument("--crop-size", type=int, default=48, help="blind mode: ZSSR crop side (default %(default)s)")
     parser.add_argument("--kernel-iterations", type=int, default=1500, help="blind mode: KernelGAN iterations (default %(default)s)")
+    parser.add_argument("--kernel-method", default="consistency", choices=["consistency", "kernelgan"], help="blind mode: how the kernel is estimated (default %(default)s)")
     parser.add_argument("--degradations", type=int, nargs="*", help="blind mode: indices into the degradations (default all)")
     parser.add_argument("--no-ensemble", action="store_true", help="blind mode: skip ZSSR's 8-transform self-ensemble (faster)")
     parser.add_argument("--kernel-timing", action="store_true", help="time KernelGAN on a 128x128 input (full run and a 60 s budget)")
@@ -351,7 +382,7 @@ def main() -> int:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", flush=True)
         text = ""
         if args.kernel_timing:
-            text += "\n".join(kernel_timing(args.kernel_timing_iterations)) + "\n\n"
+            text += "\n".join(kernel_timing(args.kernel_timing_iterations, args.kernel_method)) + "\n\n"
         if args.blind:
             rows = measure_blind(args)
             text += blind_markdown(rows)
