@@ -1,4 +1,5 @@
-"""``restorekit kernel``: estimate an image's own downscaling kernel with KernelGAN.
+"""``restorekit kernel``: estimate an image's own downscaling kernel (across-scale
+consistency fit, or KernelGAN).
 
 Writes the kernel as ``.npy`` (float64, sums to 1; ``restorekit zssr --kernel FILE`` reads
 it) and a picture of it (PNG), so a kernel can be estimated once and reused, inspected, or
@@ -23,11 +24,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser = subparsers.add_parser(
         "kernel",
         parents=[common],
-        help="estimate an image's blur kernel with KernelGAN (for zssr --kernel)",
-        description="Estimate the kernel an image was downscaled with, from the image alone "
-        "(KernelGAN, Bell-Kligler et al., NeurIPS 2019). Writes the kernel of one x2 (or "
-        "x4) step as .npy and a PNG picture of it. Deterministic for a given --seed and "
-        "--iterations on the same machine.",
+        help="estimate an image's blur kernel (for zssr --kernel)",
+        description="Estimate the kernel an image was downscaled with, from the image alone. "
+        "The default method fits the Gaussian that makes the image's own downscale as sharp "
+        "as the image (across-scale consistency; bicubic unless a Gaussian is clearly "
+        "better; about a second); --method kernelgan trains KernelGAN (Bell-Kligler et al., "
+        "NeurIPS 2019), which on small CPU-sized inputs does not recover kernels (see "
+        "bench/RESULTS_zssr.md). Writes the kernel of one x2 (or x4) step as .npy and a PNG "
+        "picture of it. Deterministic for a given --seed and --iterations on the same machine.",
     )
     parser.add_argument("input", metavar="INPUT", help="the low-resolution image")
     parser.add_argument(
@@ -39,7 +43,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
         help="where to write the kernel's picture (default: OUT with .png); 'none' to skip",
     )
     parser.add_argument("-s", "--scale", type=int, default=2, choices=[2, 4], help="kernel of an x2 step, or its x4 composition (default %(default)s)")
-    parser.add_argument("--iterations", type=int, default=defaults.iterations, metavar="N", help="training iterations (default %(default)s, the paper's)")
+    parser.add_argument("--method", default=defaults.method, choices=["consistency", "kernelgan"], help="estimation method (default %(default)s)")
+    parser.add_argument("--iterations", type=int, default=defaults.iterations, metavar="N", help="KernelGAN training iterations (default %(default)s, the paper's)")
     parser.add_argument("--budget-seconds", type=float, metavar="T", help="stop after T seconds (not deterministic)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -78,7 +83,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
     source = Path(args.input)
     output, picture = _paths(args, source)
-    changes: dict[str, Any] = {"iterations": args.iterations, "seed": args.seed}
+    changes: dict[str, Any] = {"iterations": args.iterations, "seed": args.seed, "method": args.method}
     if args.budget_seconds is not None:
         changes["time_budget_s"] = args.budget_seconds
     config = KernelGANConfig(**changes).validate()
@@ -102,7 +107,8 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         written.append(str(picture))
     print(
         f"{', '.join(written)}: x{args.scale} kernel {kernel.shape[1]}x{kernel.shape[0]} of "
-        f"{image.width}x{image.height} from {estimate.iterations} iterations ({estimate.stop_reason}) "
-        f"in {estimate.seconds:.1f} s"
+        f"{image.width}x{image.height} ({estimate.source}"
+        + (f", {estimate.iterations} iterations, {estimate.stop_reason}" if estimate.iterations else "")
+        + f") in {estimate.seconds:.1f} s"
     )
     return 0

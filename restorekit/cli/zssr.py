@@ -50,8 +50,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument(
         "--kernel", metavar="FILE|auto",
         help="blur kernel of one downscaling step (.npy, .txt/.csv or KernelGAN .mat), or "
-        "'auto' to estimate it from the image with KernelGAN (for photos not made by an "
-        "antialiased bicubic resize); default bicubic",
+        "'auto' to estimate it from the image (bicubic unless a Gaussian clearly explains "
+        "the image better; see --kernel-method); default bicubic",
+    )
+    parser.add_argument(
+        "--kernel-method", choices=["consistency", "kernelgan"],
+        help=f"how --kernel auto estimates the kernel (default {defaults.kernel_estimation.method})",
     )
     parser.add_argument(
         "--kernel-iterations", type=int, metavar="N",
@@ -63,7 +67,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     )
     parser.add_argument(
         "--no-guard", action="store_true",
-        help="use the network even when it does not beat bicubic on a held-out strip of the image",
+        help="use the network even when it does not beat bicubic on a held-out strip of the "
+        "image, or when the kernel is clearly too wide for the image (the kernel check)",
     )
     parser.add_argument("--noise", type=float, default=defaults.noise_std, metavar="STD", help="noise added to the training inputs, e.g. 0.01 for noisy photos (default %(default)s)")
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size, help="training crop side (default %(default)s)")
@@ -135,8 +140,13 @@ def build_config(args: argparse.Namespace) -> Any:
         changes["iterations"] = DEFAULT_TIME_CAP_ITERATIONS
     if args.kernel:
         changes["kernel"] = "auto" if args.kernel.strip().lower() == "auto" else load_kernel(args.kernel)
+    estimation: dict[str, Any] = {}
     if getattr(args, "kernel_iterations", None) is not None:
-        changes["kernel_estimation"] = KernelGANConfig(iterations=args.kernel_iterations)
+        estimation["iterations"] = args.kernel_iterations
+    if getattr(args, "kernel_method", None) is not None:
+        estimation["method"] = args.kernel_method
+    if estimation:
+        changes["kernel_estimation"] = KernelGANConfig(**estimation)
     if getattr(args, "no_guard", False):
         changes["bicubic_fallback"] = False
     config = ZSSRConfig(**changes).validate()
@@ -192,14 +202,15 @@ def cmd_zssr(args: argparse.Namespace) -> int:
         f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason}), "
         f"{'held-out ' if s.held_out else ''}self-reconstruction "
         f"{s.guard_gain_db:+.2f} dB vs bicubic"
-        + ("" if s.network_used else ": network not better, bicubic used")
+        + ("" if s.network_used else (": kernel too wide for the image, bicubic used" if s.stop_reason == "kernel check" else ": network not better, bicubic used"))
         for s in result.stages
     )
     estimated = ""
     if result.kernels:
         estimate = result.kernels[0]
         estimated = (
-            f", kernel estimated in {estimate.seconds:.1f} s ({estimate.iterations} iterations)"
+            f", kernel estimated in {estimate.seconds:.1f} s ({estimate.source}"
+            + (f", {estimate.iterations} iterations)" if estimate.iterations else ")")
             + (f" -> {kernel_path}" if kernel_path is not None else "")
         )
     print(

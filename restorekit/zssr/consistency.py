@@ -117,7 +117,8 @@ class _Scorer:
 
     def __init__(self, image: torch.Tensor) -> None:
         height, width = image.shape[-2:]
-        self.image = image[..., : height - height % 2, : width - width % 2].detach().to("cpu", torch.float64)
+        # Luma once: downscaling is linear, so the luma of a downscale is the downscale of the luma.
+        self.image = _luma(image[..., : height - height % 2, : width - width % 2].detach().to("cpu"))
         self.size = (self.image.shape[-2] // 2, self.image.shape[-1] // 2)
         self.reference = np.log(np.maximum(directional_sharpness(self.image), 1e-9))
 
@@ -148,12 +149,14 @@ class GaussianFit:
     theta: float
     mismatch: Mismatch
     bicubic: Mismatch
+    image_sharpness: float = 0.0
 
 
 def fit_gaussian_kernel(image: torch.Tensor) -> GaussianFit:
     """The anisotropic Gaussian x2 kernel that best explains ``image`` across scales
-    ((1, C, H, W) in [0, 1], at least 32x32): a grid over widths (log-spaced between
-    :data:`MIN_SIGMA` and :data:`MAX_SIGMA`) and 8 angles, then a local refinement."""
+    ((1, C, H, W) in [0, 1], at least 32x32): a grid over widths (8 log-spaced between
+    :data:`MIN_SIGMA` and :data:`MAX_SIGMA`, axis ratios up to 4) and 6 angles, then a local
+    refinement (about 200 downscales of the image's luma)."""
     score = _Scorer(image)
     cache: dict[tuple[float, float, float], float] = {}
 
@@ -165,13 +168,13 @@ def fit_gaussian_kernel(image: torch.Tensor) -> GaussianFit:
             cache[key] = score(gaussian_kernel(*key)).rms
         return cache[key]
 
-    widths = np.geomspace(MIN_SIGMA, MAX_SIGMA, 12)
+    widths = np.geomspace(MIN_SIGMA, MAX_SIGMA, 8)
     best = min((objective(s, s, 0.0), s, s, 0.0) for s in widths)
     for major in widths:
         for minor in widths[widths < major]:
             if major / minor > 4.0:
                 continue
-            for theta in np.arange(8) * math.pi / 8:
+            for theta in np.arange(6) * math.pi / 6:
                 best = min(best, (objective(major, minor, theta), major, minor, theta))
     _, major, minor, theta = best
     step_width, step_angle = 0.12, math.pi / 16  # log-width and angle steps, halved on no progress
@@ -195,7 +198,7 @@ def fit_gaussian_kernel(image: torch.Tensor) -> GaussianFit:
         step_width, step_angle = step_width / 2, step_angle / 2
     _, major, minor, theta = best
     kernel = gaussian_kernel(major, minor, theta)
-    return GaussianFit(kernel, major, minor, theta, score(kernel), score(None))
+    return GaussianFit(kernel, major, minor, theta, score(kernel), score(None), float(np.mean(score.reference)))
 
 
 
@@ -208,6 +211,19 @@ six photos of ``bench/bench_zssr.py --blind`` (see bench/RESULTS_zssr.md)."""
 
 TOO_WIDE_SIGNED = -0.04
 """A kernel whose downscale is blurrier than the image by more than this (mean log ratio)."""
+
+RELIABLE_FIT = 0.06
+"""The best Gaussian must explain the image this well (mismatch) for any decision to rest on
+the fit: images that no kernel explains (a photo that is mostly flat sky, measured 0.09-0.17)
+keep bicubic and are not judged."""
+
+SHARP_IMAGE = 0.15
+MAX_SIGMA_SHARP_IMAGE = 1.3
+"""An image whose own sharpness (mean log directional sharpness) exceeds ``SHARP_IMAGE`` is
+not taken to be blurred by a Gaussian wider than ``MAX_SIGMA_SHARP_IMAGE`` px. Photos blurred
+that much measured -0.3 to +0.08; a periodic texture near its sampling limit (skimage's
+brick) fits wide kernels across scales while being sharp (+0.22 to +0.31), and ZSSR through
+such a kernel lost 13 dB there."""
 
 
 def clearly_better(best: Mismatch, other: Mismatch) -> bool:
@@ -233,7 +249,8 @@ class KernelChoice:
 def choose_kernel(image: torch.Tensor, fit: GaussianFit | None = None) -> KernelChoice:
     """Bicubic unless a Gaussian explains ``image`` clearly better across scales."""
     fit = fit or fit_gaussian_kernel(image)
-    if clearly_better(fit.mismatch, fit.bicubic):
+    plausible = not (fit.image_sharpness > SHARP_IMAGE and fit.sigma_major > MAX_SIGMA_SHARP_IMAGE)
+    if fit.mismatch.rms <= RELIABLE_FIT and plausible and clearly_better(fit.mismatch, fit.bicubic):
         return KernelChoice(fit.kernel, "gaussian fit", fit)
     return KernelChoice(None, "bicubic", fit)
 
@@ -242,9 +259,11 @@ def choose_kernel(image: torch.Tensor, fit: GaussianFit | None = None) -> Kernel
 class KernelCheck:
     """The guard's verdict on a kernel ZSSR is about to use: ``too_wide`` when the image is
     clearly sharper than the kernel says (ZSSR would learn to undo a blur that is not there
-    and over-sharpen), with the numbers behind it."""
+    and over-sharpen), with the numbers behind it; ``wider`` when the kernel's downscale is
+    blurrier than the image at all (back-projection through it would sharpen too)."""
 
     too_wide: bool
+    wider: bool
     mismatch: Mismatch
     fit: GaussianFit
 
@@ -260,8 +279,9 @@ def check_kernel(image: torch.Tensor, kernel: np.ndarray | None) -> KernelCheck:
     """Whether the x2 ``kernel`` (None: bicubic) is clearly too wide for ``image``."""
     fit = fit_gaussian_kernel(image)
     mismatch = fit.bicubic if kernel is None else _Scorer(image)(kernel)
-    too_wide = mismatch.signed < TOO_WIDE_SIGNED and clearly_better(fit.mismatch, mismatch)
-    return KernelCheck(too_wide, mismatch, fit)
+    wider = mismatch.signed < TOO_WIDE_SIGNED
+    too_wide = wider and fit.mismatch.rms <= RELIABLE_FIT and clearly_better(fit.mismatch, mismatch)
+    return KernelCheck(too_wide, wider, mismatch, fit)
 
 
 __all__ = [
