@@ -335,15 +335,15 @@ def test_kernel_guard_refuses_a_kernel_too_wide_for_the_image(coffee: np.ndarray
     bicubic downscale. The held-out check cannot see it (the network rebuilds its own
     downscales under that kernel well); the kernel check sees the image is much sharper
     across scales than the kernel says, tells the user and returns bicubic interpolation."""
-    high = to_tensor(coffee[100:228, 200:328])
-    low = resize_bicubic(high, (64, 64)).clamp(0, 1)
+    high = to_tensor(coffee[100:356, 150:406])
+    low = resize_bicubic(high, (128, 128)).clamp(0, 1)
     wide = gaussian_kernel((2.5**2, 2.5**2), 0.0, side=16)
     config = QUICK_ZSSR.replace(kernel=wide)
     result = zssr_upscale_with_report(low, 2, config)
     stage = result.stages[0]
     assert not stage.network_used and stage.stop_reason == "kernel check" and stage.iterations == 0
     assert len(result.notices) == 1 and "sharper across scales than the given kernel" in result.notices[0]
-    torch.testing.assert_close(result.output, resize_bicubic(low, (128, 128)).clamp(0, 1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(result.output, resize_bicubic(low, (256, 256)).clamp(0, 1), atol=1e-6, rtol=0)
     # Forced (guard off), the network is used and the result is worse than bicubic on the truth.
     forced = zssr_upscale_with_report(low, 2, config.replace(bicubic_fallback=False))
     assert forced.stages[0].network_used and not forced.notices
@@ -357,7 +357,7 @@ def test_kernel_guard_refuses_a_kernel_too_wide_for_the_image(coffee: np.ndarray
 def test_auto_kernel_on_an_opencv_downscale_uses_the_fitted_kernel(chelsea: np.ndarray) -> None:
     """kernel="auto" fits a narrow kernel for an OpenCV-bicubic input, while the default
     bicubic kernel is refused by the kernel check on the same input, with a notice."""
-    high = to_tensor(chelsea[40:168, 100:228])
+    high = to_tensor(chelsea[40:296, 100:356])
     low = _opencv_bicubic(high)
     auto = zssr_upscale_with_report(low, 2, QUICK_ZSSR.replace(kernel="auto"))
     assert auto.kernels[0].source == "gaussian fit" and auto.kernels[0].iterations == 0

@@ -18,7 +18,7 @@ from ..imageio import DecodedImage, check_pixel_count
 from ..layout import check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .config import MAX_SCALE, ZSSRConfig
-from .consistency import KernelCheck, check_kernel
+from .consistency import MIN_DECISION_SIDE, KernelCheck, check_kernel
 from .geometry import DIHEDRAL_COUNT
 from .inference import back_project, ensemble_forward
 from .kernelgan import MIN_IMAGE_SIDE, KernelEstimate, estimate_kernel, kernel_for_factor
@@ -527,12 +527,12 @@ def kernel_check(
     """The kernel guard: whether the kernel ZSSR is about to use is clearly too wide for the
     image by the across-scale consistency check (:func:`~restorekit.zssr.consistency.check_kernel`,
     which needs no kernel of its own). Such a kernel makes ZSSR undo a blur that is not there
-    (measured: -2 to -8 dB against bicubic on OpenCV-bicubic and area downscales).
+    (measured: -1.5 to -2.3 dB against bicubic on OpenCV-bicubic downscales).
 
-    Returns the check (None when not run: the guard is off, the image is under 32x32, the
+    Returns the check (None when not run: the guard is off, the image is under 96 px, the
     kernel is the consistency estimate itself, or a given kernel is not an x2 kernel) and the
     notice for the user ("" when the kernel passes). Bicubic is checked as an x2 step."""
-    if not config.bicubic_fallback or min(image.shape[-2:]) < MIN_IMAGE_SIDE:
+    if not config.bicubic_fallback or min(image.shape[-2:]) < MIN_DECISION_SIDE:
         return None, ""
     if estimate is not None and estimate.source == "gaussian fit":
         return None, ""  # chosen by this very criterion
