@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 ZSSR_CHOICE = "zssr"
 ZSSR_KERNELS = ("bicubic", "auto")
-"""Zero-shot kernel choices: bicubic, or estimated per image with KernelGAN."""
+"""Zero-shot kernel choices: bicubic, or estimated per image (across-scale consistency fit)."""
 RESIZE_CHOICE = "resize"
 OUTPUT_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpeg", "WebP": "webp"}
 """Output format label -> :func:`restorekit.imageio.encode_image` format."""

@@ -419,7 +419,7 @@ class RestoreKitApp:
                             )
                             zssr_kernel = gr.Radio(
                                 list(jobs.ZSSR_KERNELS), value="bicubic", elem_id="zssr-kernel",
-                                label="Zero-shot kernel: bicubic, or auto = estimate the blur with KernelGAN (for blurred photos; slower)",
+                                label="Zero-shot kernel: bicubic, or auto = estimate the blur from the image (bicubic unless a blur clearly fits better)",
                             )
                         with gr.Row():
                             run = gr.Button("Restore", variant="primary", elem_id="restore-button")

@@ -21,7 +21,7 @@ from .convert import (
 
 SEED_MAX = 2**63 - 1
 ZSSR_KERNELS = ("bicubic", "auto")
-"""Zero-shot kernel choices: bicubic, or estimated per image with KernelGAN."""
+"""Zero-shot kernel choices: bicubic, or estimated per image (across-scale consistency fit)."""
 
 
 class DegradeImage(RestoreKitNode):
@@ -149,7 +149,7 @@ class ModelStrength(RestoreKitNode):
 
 class ZeroShotUpscale(RestoreKitNode):
     """Zero-shot super-resolution (ZSSR): a small network learned from the image itself; no
-    downloaded weights. The downscaling kernel is bicubic or estimated per image (KernelGAN)."""
+    downloaded weights. The downscaling kernel is bicubic or estimated per image (across-scale consistency fit)."""
 
     RETURN_TYPES = ("IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("image", "kernel", "notice")
@@ -162,7 +162,7 @@ class ZeroShotUpscale(RestoreKitNode):
     CATEGORY = f"{CATEGORY}/upscale"
     DESCRIPTION = (
         "Upscales by training a network on the image alone (ZSSR, CVPR 2018): works offline, with no model "
-        "files. kernel 'auto' first estimates how the image was downscaled (KernelGAN, NeurIPS 2019), for photos "
+        "files. kernel 'auto' first estimates how the image was downscaled (across-scale consistency fit), for photos "
         "not made by an antialiased bicubic resize. A guard falls back to bicubic when the network does not "
         "beat it on a held-out strip of the image."
     )
@@ -179,7 +179,7 @@ class ZeroShotUpscale(RestoreKitNode):
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 training where it is fast, else fp32."}),
             },
             "optional": {
-                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image with KernelGAN, for photos known to be blurred (scales 2, 4 and 8; about 1.5 minutes more an image on a 2-core CPU). On sharp resized images it can do worse than bicubic."}),
+                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image (bicubic unless a Gaussian blur clearly fits better; scales 2, 4 and 8; a few seconds). The guard also refuses a kernel clearly too wide for the image."}),
                 "guard": ("BOOLEAN", {"default": True, "tooltip": "Fall back to bicubic where the network does not beat it on a held-out strip of the image."}),
             },
         }  # fmt: skip

@@ -20,7 +20,7 @@ MAX_SCALE = 16.0
 """The largest total upscaling factor accepted."""
 
 AUTO_KERNEL = "auto"
-"""``ZSSRConfig.kernel`` value that estimates the kernel from the image (KernelGAN)."""
+"""``ZSSRConfig.kernel`` value that estimates the kernel from the image (consistency fit or KernelGAN)."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ class ZSSRConfig:
         noise_std: Gaussian noise added to the low-resolution crops (0 for clean images;
             about 0.01 for real, mildly noisy photos).
         kernel: a 2-D blur kernel (array) describing one downscaling step, None for
-            bicubic, or ``"auto"`` to estimate it from each image with KernelGAN
+            bicubic, or ``"auto"`` to estimate it from each image (``kernel_estimation.method``)
             (:mod:`restorekit.zssr.kernelgan`; an x2 kernel, composed analytically for x4
             stages). With a kernel every stage must be an integer factor (2 or 4 for
             ``"auto"``).
-        kernel_estimation: the KernelGAN settings used by ``kernel="auto"`` (its seed is
+        kernel_estimation: the estimation settings used by ``kernel="auto"`` (its seed is
             this config's ``seed``).
 
     Network (8 conv layers of 64 channels, 3x3, ReLU; residual on the bicubic input):
