@@ -29,7 +29,7 @@ def _crafted_compact(outlier_gain: float = 0.0):
     """A spandrel descriptor of SRVGGNetCompact(3 -> 3, 8 features, 2 body convs, x2).
 
     Channels 0-2 carry the image through every conv (centre taps of 1), the others small
-    fixed noise; the last conv adds 0.5 x the carried image to the nearest-upsampled base.
+    fixed noise; the last conv adds 0.1 x the carried image to the nearest-upsampled base.
     ``outlier_gain`` > 0 adds a feature channel with ``gain`` x the image's sum.
     """
     import spandrel
@@ -51,7 +51,7 @@ def _crafted_compact(outlier_gain: float = 0.0):
         state[f"body.{index}.weight"] = torch.full((FEATURES,), 0.25)
     last = torch.zeros(12, FEATURES, 3, 3)
     for out_channel in range(12):
-        last[out_channel, out_channel // 4, 1, 1] = 0.5
+        last[out_channel, out_channel // 4, 1, 1] = 0.1
     state["body.6.weight"], state["body.6.bias"] = last, torch.zeros(12)
     descriptor = spandrel.ModelLoader().load_from_state_dict(state).eval()
     assert descriptor.scale == 2 and descriptor.architecture.id == "Compact"

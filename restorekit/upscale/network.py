@@ -368,14 +368,14 @@ class NetworkRunner:
         plan: where and in which precision to run it.
     """
 
-    def __init__(self, descriptor: Any, plan: ExecutionPlan) -> None:
+    def __init__(self, descriptor: Any, plan: ExecutionPlan, *, int8_gate: bool = True) -> None:
         self.descriptor = descriptor
         self.plan = plan
         self.traits = model_traits(descriptor)
         self._call = getattr(descriptor, "_call_fn", None) or _default_call
         custom = getattr(descriptor, "_call_fn", None)
         if plan.int8:
-            self._init_int8()
+            self._init_int8(int8_gate)
             return
         self._network = prepared_network(descriptor.model, plan)
         use_strips = custom is None or self.traits.architecture == "ESRGAN"
@@ -396,13 +396,14 @@ class NetworkRunner:
         self.fallbacks = 0
         """How many windows were redone in fp32 after NaN/black output."""
 
-    def _init_int8(self) -> None:
-        """int8 plans: the gated int8 forward of :mod:`restorekit.upscale.int8`."""
+    def _init_int8(self, gate: bool) -> None:
+        """int8 plans: the gated int8 forward of :mod:`restorekit.upscale.int8` (``gate=False``:
+        also for a model that fails the gate, for benchmarks)."""
         from .int8 import int8_forward
 
         name = f"this {getattr(self.descriptor.architecture, 'name', self.traits.architecture)} model"
         self._network = self.descriptor.model
-        self._forward = int8_forward(self.descriptor.model, self.plan, name, self._call)
+        self._forward = int8_forward(self.descriptor.model, self.plan, name, self._call, enforce=gate)
         self.fused = False
         self._fp32 = None
         self.fallbacks = 0
