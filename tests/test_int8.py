@@ -86,6 +86,7 @@ def test_int8_is_an_upscale_precision_on_the_cpu_only():
             plan_execution("cuda", "int8", allow_int8=True)
 
 
+@pytest.mark.slow  # FX prepare/convert and calibration: a few seconds of CPU
 def test_int8_refuses_a_model_that_fails_the_gate_and_says_why(fresh_int8):
     descriptor = _crafted_compact(outlier_gain=300.0)
     with pytest.raises(ModelIncompatibleError) as error:
@@ -100,6 +101,7 @@ def test_int8_refuses_a_model_that_fails_the_gate_and_says_why(fresh_int8):
     assert Upscaler(descriptor, precision="fp32", device="cpu").plan.precision == "fp32"
 
 
+@pytest.mark.slow  # FX prepare/convert and calibration: a few seconds of CPU
 def test_gate_result_and_calibration_are_cached_and_reused(fresh_int8, monkeypatch, coffee):
     plan = plan_execution("cpu", "int8", allow_int8=True)
     good, bad = _crafted_compact(), _crafted_compact(outlier_gain=300.0)
@@ -131,6 +133,27 @@ def test_gate_result_and_calibration_are_cached_and_reused(fresh_int8, monkeypat
 
     # other weights are another key: a different torch version or recipe is never reused
     assert int8_module.load_cached_gate("0" * 64) is None
+
+
+@pytest.mark.slow  # FX prepare/convert and calibration: a few seconds of CPU
+def test_cli_int8_one_line_refusal_and_a_passing_model_runs(fresh_int8, tmp_path, capsys, coffee):
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from restorekit.cli import main
+
+    photo = tmp_path / "in.png"
+    Image.fromarray(coffee[100:132, 200:240]).save(photo)
+    models = {}
+    for name, gain in (("good", 0.0), ("bad", 300.0)):
+        models[name] = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in _crafted_compact(gain).model.state_dict().items()}, str(models[name]))
+    code = main(["upscale", str(photo), "-o", str(tmp_path / "bad.png"), "--model", str(models["bad"]), "--precision", "int8"])
+    err = capsys.readouterr().err
+    assert code == 1 and "int8 is not offered" in err and "bf16" in err
+    assert not (tmp_path / "bad.png").exists()
+    code = main(["upscale", str(photo), "-o", str(tmp_path / "good.png"), "--model", str(models["good"]), "--precision", "int8", "-q"])
+    assert code == 0 and Image.open(tmp_path / "good.png").size == (80, 64)
 
 
 @pytest.mark.slow

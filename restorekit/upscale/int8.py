@@ -224,7 +224,7 @@ def _qconfig_mapping(float_modules: list[str]) -> Any:
     activation = HistogramObserver.with_args(dtype=torch.quint8, reduce_range=not _fast_int8())
     per_channel = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     mapping = QConfigMapping().set_global(QConfig(activation=activation, weight=per_channel))
-    for op in (operator.add, operator.iadd, operator.mul, operator.imul, torch.add, torch.mul, F.interpolate, nn.PixelShuffle):
+    for op in (operator.add, operator.iadd, operator.mul, operator.imul, torch.add, torch.mul, F.interpolate, F.pixel_unshuffle, nn.PixelShuffle):
         mapping.set_object_type(op, None)  # the residual stream and the output stay float
     for name in float_modules:
         mapping.set_module_name(name, None)
@@ -265,6 +265,22 @@ class _Quantizable:
     output float."""
 
 
+class _RRDBHead(nn.Sequential):
+    """RRDBNet's ``conv_first`` and trunk (children ``0`` and ``1``), after the pixel
+    unshuffle of its x2/x1 forms: (N, 3, h, w) -> (N, nf, h / shuffle, w / shuffle)."""
+
+    def __init__(self, conv_first: nn.Module, trunk: nn.Module, shuffle: int) -> None:
+        super().__init__(conv_first, trunk)
+        self.shuffle = shuffle
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shuffle > 1:
+            x = F.pixel_unshuffle(x, self.shuffle)
+        for module in self:
+            x = module(x)
+        return x
+
+
 def _rrdb_quantizable(network: nn.Module, plan: ExecutionPlan) -> _Quantizable | None:
     """ESRGAN/RRDBNet: conv_first + the RRDB trunk quantized (conv_first in float), the
     upsampling tail in ``auto``'s float precision, in strips (:class:`StripTailForward`)."""
@@ -281,10 +297,11 @@ def _rrdb_quantizable(network: nn.Module, plan: ExecutionPlan) -> _Quantizable |
     strips = StripTailForward.of(float_network, fused=False)
     if strips is None:
         return None
-    head = nn.Sequential(copy.deepcopy(body[0]), copy.deepcopy(body[1])).float().eval()
+    head = _RRDBHead(copy.deepcopy(body[0]), copy.deepcopy(body[1]), shuffle=strips.shuffle).float().eval()
 
     def finish(quantized: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         strips.head = [lambda x: quantized(x.float()).to(tail_dtype)]
+        strips.shuffle = 1  # the head unshuffles
         return strips
 
     return _Quantizable(head, ["0"], finish)
