@@ -332,6 +332,37 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(info))
 
 
+def int8_conv_peaks(repeats: int = 12, size: int = 256) -> dict[str, float]:
+    """GOP/s of one quantized 64->64 3x3 conv (uint8 activations, per-channel int8 weights,
+    channels_last, ``size``²) per quantized engine: the int8 counterpart of the conv peak."""
+    import torch
+    from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
+
+    float_conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
+    weight = float_conv.weight.detach()
+    scales = weight.abs().amax(dim=(1, 2, 3)) / 127
+    x = torch.rand(1, 64, size, size).contiguous(memory_format=torch.channels_last)
+    peaks: dict[str, float] = {}
+    previous = torch.backends.quantized.engine
+    for engine in ("fbgemm", "onednn"):
+        if engine not in torch.backends.quantized.supported_engines:
+            continue
+        torch.backends.quantized.engine = engine
+        conv = QuantizedConv2d(64, 64, 3, padding=1)
+        conv.set_weight_bias(torch.quantize_per_channel(weight, scales, torch.zeros(64, dtype=torch.long), 0, torch.qint8), float_conv.bias.detach())
+        conv.scale, conv.zero_point = 0.05, 0
+        qx = torch.quantize_per_tensor(x, 1 / 255, 0, torch.quint8)
+        best = math.inf
+        for index in range(3 + repeats):
+            start = time.perf_counter()
+            conv(qx)
+            if index >= 3:
+                best = min(best, time.perf_counter() - start)
+        peaks[engine] = 2 * 64 * 64 * 9 * size * size / best / 1e9
+    torch.backends.quantized.engine = previous
+    return peaks
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -388,6 +419,9 @@ def main() -> None:
     print(describe_cpu())
     peaks = conv_peaks()
     print(f"conv peak at start (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    if "ours-int8" in configs:
+        int8_peaks = int8_conv_peaks()
+        print("int8 conv peak at start: " + ", ".join(f"{name} {value:.0f} GOP/s" for name, value in int8_peaks.items()))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -429,6 +463,8 @@ def main() -> None:
                     path.unlink(missing_ok=True)
     at_end = conv_peaks()
     print(f"conv peak at end: fp32 {at_end['fp32']:.0f} GFLOP/s, bf16 {at_end['bf16']:.0f} GFLOP/s")
+    if "ours-int8" in configs:
+        print("int8 conv peak at end: " + ", ".join(f"{name} {value:.0f} GOP/s" for name, value in int8_conv_peaks().items()))
     peaks = {name: max(peaks[name], at_end[name]) for name in peaks}  # a busy host only lowers it
     for row in rows:
         precision = "bf16" if "bf16" in row["config"] or "int8" in row["config"] else "fp32"

@@ -346,9 +346,9 @@ def _prepare(part: _Quantizable, example: torch.Tensor) -> nn.Module:
 
 ENGINES = ("fbgemm", "x86", "onednn")
 """Quantized engines in order of preference. The weights are packed for the engine current
-at conversion, and run with it whatever the global setting later is. fbgemm's int8
-convolution measured 5x the speed of the ``x86`` engine's choice (oneDNN) on one 64->64 3x3
-conv on the Zen 5 dev machine (bench/bench_upscale.py prints both)."""
+at conversion, and run with it whatever the global setting later is. fbgemm (AVX512-VNNI
+kernels) is preferred; ``bench/bench_upscale.py --configs ...,ours-int8`` prints the int8
+conv peak of fbgemm and oneDNN on the machine at hand."""
 
 
 @contextlib.contextmanager
