@@ -156,20 +156,34 @@ def test_cli_int8_one_line_refusal_and_a_passing_model_runs(fresh_int8, tmp_path
     assert code == 0 and Image.open(tmp_path / "good.png").size == (80, 64)
 
 
+UNGATED_MIN_PSNR_DB = 36.0
+"""realesr-animevideov3's int8 network against fp32 on an unseen photo (measured 40.3 dB and
+0.92 ΔE on the gate photos, so it is refused); a broken int8 path (the quantized-PReLU
+defect this module works around gave 17 dB) falls far below this."""
+
+
 @pytest.mark.slow
-def test_x4plus_int8_within_its_gate_of_fp32_on_real_photos(fresh_int8, astronaut):
-    """RealESRGAN_x4plus: the gate is measured on the bundled photos; here an unseen photo
-    (the astronaut's face, not among the calibration photos) through the whole engine."""
-    descriptor = load_shared_model("RealESRGAN_x4plus")
-    gate, _ = int8_module.gate_for(descriptor.model, plan_execution("cpu", "int8", allow_int8=True))
-    print(f"x4plus int8 gate: {gate}")
-    assert gate.passed, gate.describe()
-    image = to_tensor(astronaut[40:88, 180:228])
-    int8 = Upscaler(descriptor, precision="int8", device="cpu", tile=0).upscale(image)
-    fp32 = Upscaler(descriptor, precision="fp32", device="cpu", tile=0).upscale(image)
-    assert int8.precision == "int8" and int8.pixels.shape == fp32.pixels.shape == (1, 3, 192, 192)
-    quality = psnr(fp32.pixels, int8.pixels)
-    shift = lowpass_lab_difference(int8.pixels, fp32.pixels)
-    print(f"x4plus int8 on an unseen photo: {quality:.2f} dB, {shift:.3f} ΔE against fp32")
-    assert quality >= int8_module.MIN_PSNR_DB - 2.0  # an unseen photo: within 2 dB of the gate
-    assert shift <= int8_module.MAX_LAB_DIFFERENCE
+def test_real_weights_int8_is_measured_refused_with_its_numbers_and_within_tolerance(fresh_int8, astronaut):
+    """realesr-animevideov3 (real weights): the gate measures it below the colour-shift bar,
+    so int8 is refused with those numbers; the int8 network itself (ungated, as the benchmark
+    runs it) stays within its stated tolerance of fp32 on an unseen photo."""
+    from restorekit.upscale.network import NetworkRunner
+
+    descriptor = load_shared_model("realesr-animevideov3")
+    plan = plan_execution("cpu", "int8", allow_int8=True)
+    gate, forward = int8_module.gate_for(descriptor.model, plan)
+    print(f"animevideov3 int8 gate: {gate}")
+    assert gate.psnr_db >= UNGATED_MIN_PSNR_DB
+    assert gate.passed == (gate.psnr_db >= int8_module.MIN_PSNR_DB and gate.lab_difference <= int8_module.MAX_LAB_DIFFERENCE)
+    if not gate.passed:
+        assert forward is None
+        with pytest.raises(ModelIncompatibleError, match=f"{gate.psnr_db:.1f} dB PSNR and a colour shift of {gate.lab_difference:.2f}"):
+            Upscaler(descriptor, precision="int8", device="cpu")
+    image = to_tensor(astronaut[40:88, 180:228])  # the face: not a calibration or gate photo
+    runner = NetworkRunner(descriptor, plan, int8_gate=False)
+    fp32 = NetworkRunner(descriptor, plan_execution("cpu", "fp32"))
+    got, expected = runner(image), fp32(image)
+    assert got.shape == expected.shape == (1, 3, 192, 192)
+    quality = psnr(expected, got)
+    print(f"animevideov3 int8 on an unseen photo: {quality:.2f} dB, {lowpass_lab_difference(got, expected):.3f} ΔE against fp32")
+    assert quality >= UNGATED_MIN_PSNR_DB
