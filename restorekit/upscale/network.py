@@ -405,6 +405,7 @@ class NetworkRunner:
         self._network = self.descriptor.model
         self._forward = int8_forward(self.descriptor.model, self.plan, name, self._call, enforce=gate)
         self.fused = False
+        self.compiled = None  # int8 networks run as quantized, never compiled
         self._fp32 = None
         self.fallbacks = 0
 
