@@ -59,14 +59,18 @@ MODELS = {
 CONFIGS = ("official", "comfy", "ours-fp32", "ours-bf16")
 EXTRA_CONFIGS = (
     "ours-fp32-exact", "ours-fp32-eager", "ours-bf16-eager", "ours-fp32-compiled", "ours-bf16-compiled",
-    "ours-bf16-compiled-warm",
+    "ours-bf16-compiled-warm", "ours-int8",
 )  # fmt: skip
 """``ours-fp32-exact``: RestoreKit's runner with the reference's own layout (pre-pad bottom/right
 only, whole image): the same computation as ``official``, to compare numerics (needs as
 much memory as the reference, so it is opt-in). ``ours-*-eager``: RestoreKit with its fused
 execution forms off (spandrel's module as it is), to measure what the fused RRDB gains.
 ``ours-*-compiled``: compiled execution (see above); ``-warm`` runs after ``ours-bf16-compiled``
-on the same compile cache."""
+on the same compile cache.
+``ours-int8``: RestoreKit's int8 network (:mod:`restorekit.upscale.int8`); a model that fails
+the int8 quality gate is still measured, and reported as "not offered" with its gate numbers
+(calibration and gate are cached in the model home, as for the CLI: the first run per model
+calibrates). Its efficiency is stated against the bf16 conv peak: what it has to beat."""
 BORDER = 64
 """The reference pre-pads only bottom/right, so its top/left border shows the network's zero
 padding, which RestoreKit's mirrored pre-pad on all sides avoids; differences are also
@@ -233,6 +237,8 @@ def run_ours(
     from restorekit.upscale.network import NetworkRunner
 
     settings: dict[str, Any] = {"layout": "official", "tile": 0} if exact else {"tile": "auto"}
+    if precision == "int8":
+        return run_ours_int8(weights, model, image, settings)
     upscaler = Upscaler(load_descriptor(weights, model), precision=precision, compile="on" if compiled else "off", **settings)
     if not fused:
         plan = plan_execution(upscaler.plan.device, precision, fused=False)
@@ -260,6 +266,33 @@ def run_ours(
     if compiled:
         info["compile_seconds"] = info["first_call_seconds"] - seconds
     info.update(tile=list(result.tile), precision=result.precision, fused=upscaler.runner.fused)
+    return result.pixels[0].permute(1, 2, 0).numpy(), seconds, cpu, info
+
+
+def run_ours_int8(weights: Path, model: str, image: np.ndarray, settings: dict[str, Any]) -> tuple[np.ndarray, float, float, dict]:
+    """``ours-int8``: the int8 runner, measured also where the gate refuses the model."""
+    import torch
+
+    from restorekit.device import plan_execution
+    from restorekit.upscale import Upscaler
+    from restorekit.upscale import int8 as int8_module
+    from restorekit.upscale.network import NetworkRunner
+
+    descriptor = load_descriptor(weights, model)
+    plan = plan_execution("cpu", "int8", allow_int8=True)
+    started = time.perf_counter()
+    gate, _ = int8_module.gate_for(descriptor.model, plan, enforce=False)
+    setup = time.perf_counter() - started
+    upscaler = Upscaler(descriptor, precision="fp32", **settings)
+    upscaler.plan, upscaler.runner = plan, NetworkRunner(descriptor, plan, int8_gate=False)
+    pixels = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    upscaler.upscale(pixels[:, :, :32, :32])  # warm-up
+    result, seconds, cpu = timed(lambda: upscaler.upscale(pixels))
+    info = {
+        "tile": list(result.tile), "precision": "int8", "fused": False,
+        "int8_gate": f"{'offered' if gate.passed else 'NOT offered'}: {gate.describe()}",
+        "int8_setup_seconds": round(setup, 1),
+    }  # fmt: skip
     return result.pixels[0].permute(1, 2, 0).numpy(), seconds, cpu, info
 
 
@@ -297,6 +330,37 @@ def worker(args: argparse.Namespace) -> None:
         peak_rss_mb=after.ru_maxrss / 1024,
     )
     print(json.dumps(info))
+
+
+def int8_conv_peaks(repeats: int = 12, size: int = 256) -> dict[str, float]:
+    """GOP/s of one quantized 64->64 3x3 conv (uint8 activations, per-channel int8 weights,
+    channels_last, ``size``²) per quantized engine: the int8 counterpart of the conv peak."""
+    import torch
+    from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
+
+    float_conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
+    weight = float_conv.weight.detach()
+    scales = weight.abs().amax(dim=(1, 2, 3)) / 127
+    x = torch.rand(1, 64, size, size).contiguous(memory_format=torch.channels_last)
+    peaks: dict[str, float] = {}
+    previous = torch.backends.quantized.engine
+    for engine in ("fbgemm", "onednn"):
+        if engine not in torch.backends.quantized.supported_engines:
+            continue
+        torch.backends.quantized.engine = engine
+        conv = QuantizedConv2d(64, 64, 3, padding=1)
+        conv.set_weight_bias(torch.quantize_per_channel(weight, scales, torch.zeros(64, dtype=torch.long), 0, torch.qint8), float_conv.bias.detach())
+        conv.scale, conv.zero_point = 0.05, 0
+        qx = torch.quantize_per_tensor(x, 1 / 255, 0, torch.quint8)
+        best = math.inf
+        for index in range(3 + repeats):
+            start = time.perf_counter()
+            conv(qx)
+            if index >= 3:
+                best = min(best, time.perf_counter() - start)
+        peaks[engine] = 2 * 64 * 64 * 9 * size * size / best / 1e9
+    torch.backends.quantized.engine = previous
+    return peaks
 
 
 # --------------------------------------------------------------------------- the driver
@@ -355,6 +419,9 @@ def main() -> None:
     print(describe_cpu())
     peaks = conv_peaks()
     print(f"conv peak at start (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    if "ours-int8" in configs:
+        int8_peaks = int8_conv_peaks()
+        print("int8 conv peak at start: " + ", ".join(f"{name} {value:.0f} GOP/s" for name, value in int8_peaks.items()))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -376,6 +443,8 @@ def main() -> None:
                         if "compile_seconds" in r else ""
                     )
                     print(f"  {model} {size} {config}: {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU{compile_note}", flush=True)
+                    if "int8_gate" in r:
+                        print(f"  {model} int8 gate: {r['int8_gate']} (setup {r['int8_setup_seconds']} s)", flush=True)
                 reference = np.load(outputs["official"]) if "official" in outputs else None
                 base = results.get("official", {}).get("seconds")
                 for config in configs:
@@ -394,9 +463,11 @@ def main() -> None:
                     path.unlink(missing_ok=True)
     at_end = conv_peaks()
     print(f"conv peak at end: fp32 {at_end['fp32']:.0f} GFLOP/s, bf16 {at_end['bf16']:.0f} GFLOP/s")
+    if "ours-int8" in configs:
+        print("int8 conv peak at end: " + ", ".join(f"{name} {value:.0f} GOP/s" for name, value in int8_conv_peaks().items()))
     peaks = {name: max(peaks[name], at_end[name]) for name in peaks}  # a busy host only lowers it
     for row in rows:
-        precision = "bf16" if "bf16" in row["config"] else "fp32"
+        precision = "bf16" if "bf16" in row["config"] or "int8" in row["config"] else "fp32"
         row["efficiency"] = row["gflops"] * 1e9 / row["seconds"] / (peaks[precision] * 1e9)
     print_table(rows, peaks, args.threads)
     if args.json:

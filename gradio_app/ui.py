@@ -23,7 +23,7 @@ from typing import Any
 import gradio as gr
 
 from restorekit.compiled import COMPILE_MODES
-from restorekit.device import PRECISIONS
+from restorekit.device import PRECISIONS, UPSCALE_PRECISIONS
 from restorekit.errors import CancelledError, RestoreKitError
 from restorekit.faces.pipeline import DEFAULT_DETECTOR
 from restorekit.registry.schema import default_model_name
@@ -412,7 +412,7 @@ class RestoreKitApp:
                             tile = gr.Dropdown(
                                 ["auto", "0", "128", "256", "512"], value="auto", allow_custom_value=True, label="Tile (pixels; 0 = none)"
                             )
-                            precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
+                            precision = gr.Dropdown(list(UPSCALE_PRECISIONS), value="auto", label="Precision")
                             compile_mode = gr.Dropdown(list(COMPILE_MODES), value="auto", label=COMPILE_LABEL)
                             zssr_iterations = gr.Number(
                                 0, minimum=0, precision=0, label="Zero-shot iterations per stage (0 = default)", elem_id="zssr-iterations"

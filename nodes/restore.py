@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from restorekit.compiled import COMPILE_MODES
-from restorekit.device import PRECISIONS
+from restorekit.device import PRECISIONS, UPSCALE_PRECISIONS
 from restorekit.upscale import ALPHA_MODES, parse_tile
 
 from . import comfy
@@ -63,7 +63,7 @@ SIZE_INPUTS: dict[str, tuple[Any, ...]] = {
 
 EXECUTION_INPUTS: dict[str, tuple[Any, ...]] = {
     "tile": (TILE_CHOICES, {"default": "auto", "tooltip": "Tile size in input pixels: auto (from free memory), none (whole image), or a size. Tiles are cross-faded, so there are no seams."}),
-    "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 where it is fast and >= 45 dB from fp32 (modern CPUs, GPUs), else fp32."}),
+    "precision": (list(UPSCALE_PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 where it is fast and >= 45 dB from fp32 (modern CPUs, GPUs), else fp32. int8 (CPU): only for models that pass its quality gate (>= 40 dB, no colour shift)."}),
 }  # fmt: skip
 
 

@@ -1,7 +1,9 @@
 """The one place that decides devices, precisions and memory layout.
 
 ``device`` is one of ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``precision`` is one of
-``auto``, ``fp32``, ``fp16`` or ``bf16``. :func:`plan_execution` turns them, plus what a model
+``auto``, ``fp32``, ``fp16`` or ``bf16``, and for upscale networks also ``int8``
+(:data:`UPSCALE_PRECISIONS`: static post-training quantisation on the CPU, offered for a model
+only when it passes a quality gate; see :mod:`restorekit.upscale.int8`). :func:`plan_execution` turns them, plus what a model
 supports, into an :class:`ExecutionPlan`. Nothing else in the engine hard-codes a dtype or a
 device.
 
@@ -12,6 +14,9 @@ Real-ESRGAN family):
 - CPU with AVX512-BF16 or AMX: bf16 with channels_last (2.6-3.8x the official fp32 path on
   the dev machine, 53.5 dB from fp32);
 - any other CPU: fp32 with channels_last.
+
+``auto`` never picks ``int8`` (see :mod:`restorekit.upscale.int8` for why); it is asked for
+explicitly, and refused for a model that fails its quality gate.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+INT8 = "int8"
+UPSCALE_PRECISIONS: tuple[str, ...] = (*PRECISIONS, INT8)
+"""The precisions of upscale networks: :data:`PRECISIONS` plus ``int8``."""
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -54,6 +62,8 @@ class ExecutionPlan:
     ``compile``: ``off``, ``auto`` or ``on`` (``on`` already checked against this machine's
     compiler, :func:`restorekit.compiled.resolve_compile`); the network runner compiles
     repeated input shapes under it.
+    ``int8``: run the network's convolutions in int8 (:mod:`restorekit.upscale.int8`); its
+    input and output stay ``dtype`` (float32).
     """
 
     device: torch.device
@@ -61,11 +71,12 @@ class ExecutionPlan:
     channels_last: bool = True
     fused: bool = True
     compile: str = "off"
+    int8: bool = False
 
     @property
     def precision(self) -> str:
-        """The precision name (``fp32``, ``fp16`` or ``bf16``)."""
-        return _NAMES[self.dtype]
+        """The precision name (``fp32``, ``fp16``, ``bf16`` or ``int8``)."""
+        return INT8 if self.int8 else _NAMES[self.dtype]
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -80,6 +91,12 @@ class ExecutionPlan:
         layout = "channels_last" if self.channels_last else "NCHW"
         compiled = f", compile {self.compile}" if self.compile != "off" else ""
         return f"{self.device} {self.precision} {layout}{compiled}"
+
+
+def float_precision(precision: str) -> str:
+    """The precision for the float networks of a job whose upscale network runs ``precision``:
+    ``auto`` for ``int8`` (face models, ZSSR and training have no int8 path), else as given."""
+    return "auto" if str(precision).strip().lower() == INT8 else precision
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -133,12 +150,17 @@ def _cuda_has_bf16(device: torch.device) -> bool:
         return False
 
 
-def parse_precision(precision: str) -> str:
-    """Validate a precision name and return it lower-cased."""
+def parse_precision(precision: str, *, allow_int8: bool = False) -> str:
+    """Validate a precision name and return it lower-cased (``int8`` only where
+    ``allow_int8``: upscale networks)."""
     name = str(precision).strip().lower()
-    if name not in PRECISIONS:
+    if name == INT8 and not allow_int8:
         raise InvalidParameterError(
-            f"Unknown precision {precision!r}. Use one of: {', '.join(PRECISIONS)}."
+            "int8 is offered for upscale networks only. Use bf16 (or auto) here."
+        )
+    if name not in (UPSCALE_PRECISIONS if allow_int8 else PRECISIONS):
+        raise InvalidParameterError(
+            f"Unknown precision {precision!r}. Use one of: {', '.join(UPSCALE_PRECISIONS if allow_int8 else PRECISIONS)}."
         )
     return name
 
@@ -194,6 +216,7 @@ def plan_execution(
     supports_bfloat16: bool = True,
     fused: bool = True,
     compile: str = "off",
+    allow_int8: bool = False,
 ) -> ExecutionPlan:
     """Resolve a device and a precision into an :class:`ExecutionPlan`.
 
@@ -202,8 +225,17 @@ def plan_execution(
     :class:`ExecutionPlan`) is on unless asked otherwise. ``compile`` (``auto``, ``on`` or
     ``off``, see :mod:`restorekit.compiled`) is checked here: ``on`` without a working
     compiler raises :class:`InvalidParameterError`.
+    ``int8`` is accepted only with
+    ``allow_int8`` (upscale networks) and only on the CPU (PyTorch's x86 quantized kernels).
     """
     torch_device = resolve_device(device)
+    if parse_precision(precision, allow_int8=allow_int8) == INT8:
+        if torch_device.type != "cpu":
+            raise InvalidParameterError(
+                f"int8 runs on the CPU only (PyTorch's x86 quantized kernels), not on {torch_device}. "
+                "Use bf16 or auto on a GPU, or --device cpu."
+            )
+        return ExecutionPlan(device=torch_device, dtype=torch.float32, channels_last=True, fused=fused, int8=True)
     dtype = resolve_dtype(
         precision,
         torch_device,
@@ -217,7 +249,12 @@ def plan_execution(
 
 
 def plan_for_model(
-    model: object, device: str | torch.device = "auto", precision: str = "auto", *, compile: str = "off"
+    model: object,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    *,
+    compile: str = "off",
+    allow_int8: bool = False,
 ) -> ExecutionPlan:
     """:func:`plan_execution` honouring a spandrel descriptor's ``supports_half`` and
     ``supports_bfloat16`` flags (objects without them are assumed to support both)."""
@@ -227,6 +264,7 @@ def plan_for_model(
         supports_half=bool(getattr(model, "supports_half", True)),
         supports_bfloat16=bool(getattr(model, "supports_bfloat16", True)),
         compile=compile,
+        allow_int8=allow_int8,
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .device import float_precision
 from .errors import InvalidParameterError
 from .imageio import DecodedImage, to_gray
 from .layout import check_image
@@ -234,7 +235,7 @@ def _zssr_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep,
     from .upscale import resize
     from .zssr import ZSSRConfig, zssr_upscale_with_report
 
-    config = settings.zssr or ZSSRConfig(device=settings.device, precision=settings.precision)
+    config = settings.zssr or ZSSRConfig(device=settings.device, precision=float_precision(settings.precision))
     notices: list[str] = []  # the guard's fallbacks of the last run, for RestoreResult.notices
 
     def run(pixels: torch.Tensor, alpha: torch.Tensor | None, step: Reporter) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -299,7 +300,7 @@ class Restorer:
                 self.settings.face_model,
                 options=self.settings.face_options or FaceOptions(),
                 device=self.settings.device,
-                precision=self.settings.precision,
+                precision=float_precision(self.settings.precision),
                 batch_size=self.settings.face_batch,
                 allow_paths=self.settings.allow_paths,
                 download=self.settings.download,

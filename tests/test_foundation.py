@@ -214,7 +214,9 @@ def test_device_and_precision_resolution() -> None:
     with pytest.raises(InvalidParameterError, match="does not support bf16"):
         dev.plan_execution("cpu", "bf16", supports_bfloat16=False)
     with pytest.raises(InvalidParameterError, match="Unknown precision"):
-        dev.plan_execution("cpu", "int8")
+        dev.plan_execution("cpu", "int4")
+    with pytest.raises(InvalidParameterError, match="upscale networks only"):
+        dev.plan_execution("cpu", "int8")  # int8: upscale networks only (allow_int8)
     with pytest.raises(InvalidParameterError, match="Unknown device"):
         dev.resolve_device("gpu0")
     if not torch.cuda.is_available():

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..batch import BatchJob, JobOutcome, read_source
 from ..compiled import COMPILE_MODES
-from ..device import PRECISIONS
+from ..device import UPSCALE_PRECISIONS, float_precision
 from ..errors import InvalidParameterError
 from ..imageio import DecodedImage
 from ..outputs import OutputWriter
@@ -86,7 +86,7 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("execution")
     run.add_argument("--tile", type=engine_type(parse_tile), default="auto", metavar="auto|N", help="tile size in input pixels, 0 for none (default: auto from free memory)")
     run.add_argument("--overlap", type=non_negative_int, default=None, metavar="N", help="context pixels per tile side (default: exact for compact models, 16 for deep ones)")
-    run.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto picks bf16 on CPUs with AVX512-BF16/AMX and on GPUs, else fp32")
+    run.add_argument("--precision", choices=UPSCALE_PRECISIONS, default="auto", help="auto picks bf16 on CPUs with AVX512-BF16/AMX and on GPUs, else fp32; int8 (CPU) only for models that pass its quality gate")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--alpha", choices=["model", "resize"], default="model", help="upscale transparency with the model (sharp) or by resizing (fast)")
     add_compile_argument(run)
@@ -154,7 +154,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
     if (args.model or "").strip().lower() == "zssr":
         from ..zssr import ZSSRConfig
 
-        changes: dict[str, Any] = {"device": args.device, "precision": args.precision, "seed": getattr(args, "seed", 0)}
+        changes: dict[str, Any] = {"device": args.device, "precision": float_precision(args.precision), "seed": getattr(args, "seed", 0)}
         if getattr(args, "zssr_iterations", None):
             changes["iterations"] = args.zssr_iterations
         if getattr(args, "zssr_seconds", None):

@@ -89,7 +89,7 @@ class UpscaleResult:
         model_scale: the network's own scale.
         passes: how many times the network ran over the image.
         tile: the largest window (height, width) the network ran, padding included.
-        precision: ``fp32``, ``fp16`` or ``bf16``.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``.
         device: where the network ran.
         fp32_fallbacks: windows redone in fp32 after NaN/black output.
         seconds: wall time of the job.
@@ -230,7 +230,8 @@ class Upscaler:
     Args:
         model: a spandrel ``ImageModelDescriptor`` (as ComfyUI's loader gives) or a model
             reference (registry name or file), loaded with :func:`restorekit.models.load_model`.
-        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (see :mod:`restorekit.device`).
+        precision: ``auto``, ``fp32``, ``fp16``, ``bf16`` or ``int8`` (see :mod:`restorekit.device`;
+            int8 only for models that pass its quality gate, :mod:`restorekit.upscale.int8`).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         tile: ``auto`` (from free memory), a window size in input pixels, or 0/None for the
             whole image at once.
@@ -260,7 +261,7 @@ class Upscaler:
         compile: str = "auto",
     ) -> None:
         self.descriptor = _resolve_model(model)
-        self.plan: ExecutionPlan = plan_for_model(self.descriptor, device, precision, compile=compile)
+        self.plan: ExecutionPlan = plan_for_model(self.descriptor, device, precision, compile=compile, allow_int8=True)
         self.runner = NetworkRunner(self.descriptor, self.plan)
         self.traits = self.runner.traits
         self.tile = parse_tile(tile)

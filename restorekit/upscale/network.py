@@ -368,13 +368,16 @@ class NetworkRunner:
         plan: where and in which precision to run it.
     """
 
-    def __init__(self, descriptor: Any, plan: ExecutionPlan) -> None:
+    def __init__(self, descriptor: Any, plan: ExecutionPlan, *, int8_gate: bool = True) -> None:
         self.descriptor = descriptor
         self.plan = plan
         self.traits = model_traits(descriptor)
         self._call = getattr(descriptor, "_call_fn", None) or _default_call
-        self._network = prepared_network(descriptor.model, plan)
         custom = getattr(descriptor, "_call_fn", None)
+        if plan.int8:
+            self._init_int8(int8_gate)
+            return
+        self._network = prepared_network(descriptor.model, plan)
         use_strips = custom is None or self.traits.architecture == "ESRGAN"
         strips = StripTailForward.of(self._network, fused=plan.fused) if use_strips else None
         self.fused = strips is not None and isinstance(strips.head[0], FusedRRDBTrunk)
@@ -392,6 +395,19 @@ class NetworkRunner:
         self._fp32: NetworkRunner | None = None
         self.fallbacks = 0
         """How many windows were redone in fp32 after NaN/black output."""
+
+    def _init_int8(self, gate: bool) -> None:
+        """int8 plans: the gated int8 forward of :mod:`restorekit.upscale.int8` (``gate=False``:
+        also for a model that fails the gate, for benchmarks)."""
+        from .int8 import int8_forward
+
+        name = f"this {getattr(self.descriptor.architecture, 'name', self.traits.architecture)} model"
+        self._network = self.descriptor.model
+        self._forward = int8_forward(self.descriptor.model, self.plan, name, self._call, enforce=gate)
+        self.fused = False
+        self.compiled = None  # int8 networks run as quantized, never compiled
+        self._fp32 = None
+        self.fallbacks = 0
 
     @property
     def scale(self) -> int:
@@ -460,7 +476,7 @@ class NetworkRunner:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Run (N, 3, h, w) float32 [0, 1] -> (N, 3, h*scale, w*scale) float32 CPU in [0, 1]."""
         out = self._run(batch)
-        if self.plan.dtype != torch.float32:
+        if self.plan.dtype != torch.float32 or self.plan.int8:
             bad = self._bad_outputs(batch, out)
             if bool(bad.any()):
                 count = int(bad.sum())
