@@ -7,6 +7,7 @@ an interrupt never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import re
@@ -32,7 +33,9 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str | None = None) ->
 
     The temp file keeps ``target``'s suffix (or ``suffix``) so that writers which pick a
     format from the extension work. On any exception the temp file is removed and
-    ``target`` is left untouched.
+    ``target`` is left untouched. A process killed mid-write (SIGKILL, a lost cluster worker)
+    cannot remove its temp file; the next successful write of the same target removes such
+    leftovers (temp files of that target older than its own).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -40,15 +43,25 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str | None = None) ->
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{ext}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    started = tmp.stat().st_mtime
     mode = 0o666 & ~_current_umask()
     try:
         yield tmp
         os.chmod(tmp, mode)  # mkstemp (and some writers) create 0600; outputs follow the umask
         os.replace(tmp, target)
+        _remove_leftover_temps(target, ext, started)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _remove_leftover_temps(target: Path, ext: str, before: float) -> None:
+    """Remove ``atomic_path`` temp files of ``target`` last written before ``before``."""
+    for leftover in target.parent.glob(f".{glob.escape(target.stem)}.*.tmp{glob.escape(ext)}"):
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < before:
+                leftover.unlink()
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:

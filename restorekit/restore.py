@@ -271,6 +271,14 @@ BASE_METHODS: dict[str, Callable[[RestoreSettings, Reporter], tuple[BaseStep, st
 # --------------------------------------------------------------------------- restorer
 
 
+def _dense(pixels: torch.Tensor) -> torch.Tensor:
+    """``pixels`` itself when its memory is dense (NCHW or channels_last, as the upscale
+    canvas is), else a contiguous copy: a 4096x4096 result is not copied for nothing."""
+    if pixels.is_contiguous() or pixels.is_contiguous(memory_format=torch.channels_last):
+        return pixels
+    return pixels.contiguous()
+
+
 class Restorer:
     """A restoration job with its networks loaded once; reuse it for many images or frames.
 
@@ -372,7 +380,7 @@ class Restorer:
             notices.extend(n for n in faces.notices if n not in notices)
             base = to_gray(faces.image) if gray else faces.image
         return RestoreResult(
-            pixels=base.contiguous(), alpha=base_alpha, faces=faces, notices=notices, seconds=time.perf_counter() - started
+            pixels=_dense(base), alpha=base_alpha, faces=faces, notices=notices, seconds=time.perf_counter() - started
         )
 
     def run_image(

@@ -239,6 +239,21 @@ def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path: Path) -> None:
     assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
+def test_the_next_write_removes_a_killed_writers_temp_file(tmp_path: Path) -> None:
+    """A writer killed mid-write (SIGKILL: no cleanup runs) leaves its temp file; the next
+    successful write of that target removes it, and leaves other targets' temps alone."""
+    import time
+
+    target = tmp_path / "p[1].png"
+    stale = tmp_path / ".p[1].k1ll3d.tmp.png"
+    other = tmp_path / ".p2.k1ll3d.tmp.png"
+    for leftover in (stale, other):
+        leftover.write_bytes(b"\x89PNG half")
+        os.utime(leftover, (time.time() - 5, time.time() - 5))
+    atomic_write_bytes(target, b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, other.name])
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -48,6 +48,23 @@ def tune_process_memory() -> bool:
     return bool(trimmed and mapped)
 
 
+def release_freed_memory() -> None:
+    """Hand the memory the network freed back to the OS (glibc ``malloc_trim``).
+
+    :func:`tune_process_memory` keeps freed memory in the process so that tiles reuse it; once
+    an image's network work is done that memory is only weight, and writing the result
+    allocates the integer image and the encoder's buffers on top of it. Trimming between the
+    two kept a 1024x1024 -> 4096x4096 x4plus job from adding the two peaks. A no-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - musl or no glibc
+        return
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

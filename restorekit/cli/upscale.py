@@ -33,6 +33,7 @@ from .common import (
     positive_float,
     positive_int,
     progress_for,
+    release_freed_memory,
     strength,
 )
 
@@ -229,6 +230,8 @@ class RestoreWork:
         self.prepare()
         image = read_source(job)
         out, result = self._restorer.run_image(image, tracker=self._tracker, progress=progress, cancel=cancel)
+        del image
+        release_freed_memory()
         writer.image(out.replace(source=None), job.target, fmt=self.fmt, quality=self.quality)
         note = ""
         if result.faces is not None:
