@@ -9,7 +9,14 @@ import torch
 
 from restorekit.errors import CancelledError, InsufficientMemoryError, InvalidParameterError
 from restorekit.upscale import Upscaler, upscale_tensor
-from restorekit.upscale.tiling import choose_window, feather_axis, official_axis, plan_tiles
+from restorekit.upscale import engine as engine_module
+from restorekit.upscale.tiling import (
+    canvas_dtype,
+    choose_window,
+    feather_axis,
+    official_axis,
+    plan_tiles,
+)
 
 from conftest import psnr, random_model, to_tensor
 
@@ -167,6 +174,27 @@ def test_runs_are_deterministic(animevideov3, chelsea):
     first = upscale_tensor(animevideov3, image, tile=48, overlap=8).pixels
     second = upscale_tensor(animevideov3, image, tile=48, overlap=8).pixels
     assert torch.equal(first, second)
+
+
+def test_canvas_is_float16_only_for_half_precision_networks():
+    assert canvas_dtype(torch.bfloat16) == canvas_dtype(torch.float16) == torch.float16
+    assert canvas_dtype(torch.float32) == torch.float32
+
+
+@pytest.mark.slow
+def test_half_precision_canvas_adds_less_than_the_networks_rounding(animevideov3, chelsea, monkeypatch):
+    """A bf16 job blends into a float16 canvas (half the memory); against a float32 canvas it
+    moves no pixel by more than 1/1000 and returns float32, while bf16 itself is ~1/100 off fp32."""
+    image = to_tensor(chelsea[:90, :120])
+    half_canvas = upscale_tensor(animevideov3, image, precision="bf16", tile=48, overlap=8).pixels
+    fp32 = upscale_tensor(animevideov3, image, precision="fp32", tile=48, overlap=8).pixels
+    monkeypatch.setattr(engine_module, "canvas_dtype", lambda dtype: torch.float32)
+    full_canvas = upscale_tensor(animevideov3, image, precision="bf16", tile=48, overlap=8).pixels
+    assert half_canvas.dtype == full_canvas.dtype == torch.float32
+    canvas_error = (half_canvas - full_canvas).abs().max().item()
+    assert 0 < canvas_error < 1e-3
+    assert canvas_error < (full_canvas - fp32).abs().max().item() / 5
+    assert psnr(half_canvas, full_canvas) > 65.0
 
 
 # ----------------------------------------------------------------------------- OOM, cancel, progress

@@ -22,17 +22,32 @@ logger = logging.getLogger("restorekit.cli")
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+MMAP_THRESHOLD = 16 << 20
+"""Blocks of at least this size get their own mapping (returned to the OS when freed): the
+64-channel maps and the canvas of a tile; x4plus's 32-channel conv outputs of a 363x528
+window (12 MB, hundreds per window) stay in the heap and are reused."""
 
 
 def tune_process_memory() -> bool:
-    """Keep activation memory in the process between tiles (CLI processes only).
+    """Allocator settings for a CLI process that runs networks tile by tile (Linux, glibc).
 
-    Freed tensor memory is normally handed back to the OS after every network call, so each
-    tile faults in fresh pages (millions of minor faults per image on x4plus). This asks
-    glibc to keep freed memory (the ``glibc.malloc.trim_threshold``/``mmap_threshold``
-    tunables, set at run time with ``mallopt``) and PyTorch to back large tensors with huge
-    pages (``THP_MEM_ALLOC_ENABLE``, read at PyTorch's first allocation, so this must run
-    before torch is imported to take full effect). Settings the user made are kept. Returns
+    Measured on a 1024x1024 -> 4096x4096 x4plus bf16 job (``bench/RESULTS_upscale.md``):
+    glibc's defaults grow one heap arena per thread, and the tiles' freed activations
+    fragment them, so the process ends near 1.7-1.9 GB. Here:
+
+    - one arena (``M_ARENA_MAX``) for all threads;
+    - blocks of at least :data:`MMAP_THRESHOLD` mapped on their own, so freeing them
+      returns them to the OS instead of leaving holes in the heap;
+    - smaller freed memory kept (``M_TRIM_THRESHOLD``), so it is reused within a tile without
+      page faults; the tiler hands it back between tiles
+      (:func:`restorekit.device.release_freed_memory`);
+    - PyTorch backs large tensors with huge pages (``THP_MEM_ALLOC_ENABLE``, read at its
+      first allocation, so this must run before torch is imported), which makes the fresh
+      mappings cheap to fault in.
+
+    Settings the user made (``GLIBC_TUNABLES``, ``THP_MEM_ALLOC_ENABLE``) are kept. Returns
     True when the allocator settings were applied.
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
@@ -43,26 +58,8 @@ def tune_process_memory() -> bool:
     except (OSError, AttributeError):  # pragma: no cover - musl or no glibc
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    trimmed = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    mapped = mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed value
-    return bool(trimmed and mapped)
-
-
-def release_freed_memory() -> None:
-    """Hand the memory the network freed back to the OS (glibc ``malloc_trim``).
-
-    :func:`tune_process_memory` keeps freed memory in the process so that tiles reuse it; once
-    an image's network work is done that memory is only weight, and writing the result
-    allocates the integer image and the encoder's buffers on top of it. Trimming between the
-    two kept a 1024x1024 -> 4096x4096 x4plus job from adding the two peaks. A no-op off glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - musl or no glibc
-        return
+    settings = ((_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return all([bool(mallopt(parameter, value)) for parameter, value in settings])
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

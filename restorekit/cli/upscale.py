@@ -19,7 +19,7 @@ from typing import Any
 
 from ..batch import BatchJob, JobOutcome, read_source
 from ..compiled import COMPILE_MODES
-from ..device import UPSCALE_PRECISIONS, float_precision
+from ..device import UPSCALE_PRECISIONS, float_precision, release_freed_memory
 from ..errors import InvalidParameterError
 from ..imageio import DecodedImage
 from ..outputs import OutputWriter
@@ -33,7 +33,6 @@ from .common import (
     positive_float,
     positive_int,
     progress_for,
-    release_freed_memory,
     strength,
 )
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParameterError
-from ..video import DEFAULT_BATCH, DEFAULT_CHUNK_FRAMES, FrameProcessor, VideoOptions, process_video
+from ..video import DEFAULT_BATCH, DEFAULT_CHUNK_FRAMES
 from .common import cancel_on_interrupt, progress_for
+
+if TYPE_CHECKING:
+    from ..video import FrameProcessor, VideoOptions
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -102,6 +105,8 @@ def add_video_options(parser: argparse.ArgumentParser) -> None:
 
 
 def video_options(args: argparse.Namespace) -> VideoOptions:
+    from ..video import VideoOptions
+
     if args.batch < 1:
         raise InvalidParameterError("--batch must be at least 1.")
     return VideoOptions(
@@ -123,6 +128,8 @@ def video_options(args: argparse.Namespace) -> VideoOptions:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
+    from ..video import process_video
+
     options = video_options(args)
     with cancel_on_interrupt() as cancel:
         processor = build_processor(args)

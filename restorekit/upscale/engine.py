@@ -31,7 +31,7 @@ from ..progress import CancelCheck, ProgressCallback, Reporter
 from .alpha import check_alpha_mode, fill_transparent, is_opaque
 from .network import ModelTraits, NetworkRunner, padding_for, reflect_pad
 from .resize import FILTERS, resize
-from .tiling import LAYOUTS, TilePlan, Tiler, choose_window, plan_tiles
+from .tiling import LAYOUTS, TilePlan, Tiler, canvas_dtype, choose_window, plan_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -403,6 +403,7 @@ class Upscaler:
             layout=self.layout,
             device=self.plan.device,
             check=reporter.check,
+            canvas_dtype=canvas_dtype(self.plan.dtype),
         )
         plans = self._plan_passes(steps, in_h, in_w)
         self._announce(plans, image.shape[0])

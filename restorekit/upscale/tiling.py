@@ -28,6 +28,12 @@ window is the product of its row and column weights, so the canvas is a plain we
 Out-of-memory errors (CUDA OOM or a failed CPU allocation) first halve the batch, then run
 the failing window itself as tiles of half its size, and keep that smaller size for the rest
 of the job. Only windows that finished are in the canvas, so nothing stale is ever blended.
+
+The canvas is float32, or float16 for half-precision networks (:func:`canvas_dtype`): their
+outputs carry 8 (bfloat16) or 11 (float16) bits of mantissa, so a float16 sum of at most four
+weighted windows adds less than the network's own rounding, and it halves the largest
+allocation of a big job (192 MiB -> 96 MiB for a 4096x4096 result). The canvas is converted
+to float32 once, after the last window, when the network's activations are gone.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..device import empty_cache, is_out_of_memory
+from ..device import empty_cache, is_out_of_memory, release_freed_memory
 from ..errors import InsufficientMemoryError, InvalidParameterError
 from .network import Forward
 
@@ -265,6 +271,12 @@ def plan_tiles(
     return TilePlan(rows, cols, scale)
 
 
+def canvas_dtype(network_dtype: torch.dtype) -> torch.dtype:
+    """The canvas dtype for a network running in ``network_dtype``: float16 for half
+    precision (bfloat16, float16), float32 otherwise."""
+    return torch.float16 if network_dtype in (torch.float16, torch.bfloat16) else torch.float32
+
+
 @dataclass
 class Tiler:
     """Runs a :data:`~restorekit.upscale.network.Forward` over an image tile by tile.
@@ -296,6 +308,8 @@ class Tiler:
     """Largest window side known to fit after an OOM (None: no OOM so far)."""
     largest: tuple[int, int] = (0, 0)
     """Largest window (height, width) the network has run."""
+    canvas_dtype: torch.dtype = torch.float32
+    """Accumulation dtype of the output canvas (see :func:`canvas_dtype`); results are float32."""
 
     def plan(self, height: int, width: int, tile: tuple[int, int], layout: str | None = None) -> TilePlan:
         if self.limit is not None:
@@ -325,7 +339,9 @@ class Tiler:
             if report:
                 self.on_windows(1)
             return out
-        canvas = torch.empty((batch, 3, height * s, width * s), memory_format=torch.channels_last)
+        canvas = torch.empty(
+            (batch, 3, height * s, width * s), dtype=self.canvas_dtype, memory_format=torch.channels_last
+        )
         canvas.zero_()
         jobs = [(b, row, col) for b in range(batch) for row, col in plan]
         index = 0
@@ -346,10 +362,14 @@ class Tiler:
             outputs = self._forward_batch(crops)
             for (b, row, col), out in zip(group, outputs, strict=True):
                 self._accumulate(canvas, b, out, row, col, s)
+            if self.device.type == "cpu":  # the window's freed activations, before the next one
+                del outputs, out
+                release_freed_memory()
             index += len(group)
             if report:
                 self.on_windows(len(group))
-        return canvas.clamp_(0.0, 1.0)  # weights sum to one only up to float rounding
+        canvas.clamp_(0.0, 1.0)  # weights sum to one only up to float rounding
+        return canvas if canvas.dtype == torch.float32 else canvas.float()
 
     @staticmethod
     def _accumulate(

@@ -16,19 +16,43 @@ Modules: :mod:`.pipeline` (the job), :mod:`.source` (decoding, frame folders), :
 
 from __future__ import annotations
 
-from .pipeline import DEFAULT_BATCH, DEFAULT_CHUNK_FRAMES, VideoOptions, VideoResult, process_video
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .processor import (
+    DEFAULT_BATCH,
     AlphaPath,
     FrameProcessor,
     RestorerFrameProcessor,
     make_frame_processor,
     resize_alpha,
 )
-from .source import VideoInfo, open_source
+from .work import DEFAULT_CHUNK_FRAMES
+
+if TYPE_CHECKING:
+    from .pipeline import VideoOptions, VideoResult, process_video
+    from .source import VideoInfo
+
+_LAZY: dict[str, str] = {
+    "VideoOptions": ".pipeline",
+    "VideoResult": ".pipeline",
+    "process_video": ".pipeline",
+    "VideoInfo": ".source",
+}
+"""Names whose modules import PyAV (FFmpeg's libraries, ~25 MB resident), loaded on first
+use so that ``import restorekit.video`` (every CLI run builds the ``video`` parser) stays light."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def probe_video(path: str, *, fps: float | str | None = None) -> VideoInfo:
     """What :func:`process_video` would read from ``path`` (a video file or frame folder)."""
+    from .source import open_source
+
     with open_source(path, fps=fps) as source:
         return source.info
 

@@ -43,7 +43,7 @@ from .formats import (
     encoder_options,
     normalize_codec,
 )
-from .processor import AlphaPath, FrameProcessor, resize_alpha
+from .processor import DEFAULT_BATCH, AlphaPath, FrameProcessor, resize_alpha
 from .sink import (
     FrameChunkWriter,
     OutputFrame,
@@ -53,13 +53,9 @@ from .sink import (
     output_color,
 )
 from .source import FrameSource, SourceFrame, VideoInfo, open_source
-from .work import WorkFolder, default_work_dir, input_identity
+from .work import DEFAULT_CHUNK_FRAMES, WorkFolder, default_work_dir, input_identity
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_BATCH = 4
-DEFAULT_CHUNK_FRAMES = 120
-
 
 @dataclass(frozen=True)
 class VideoOptions:

@@ -31,6 +31,9 @@ from ..progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_BATCH = 4
+"""Frames per batch through a frame processor."""
+
 
 @runtime_checkable
 class FrameProcessor(Protocol):

@@ -27,6 +27,9 @@ from typing import Any
 from ..errors import VideoError
 from ..files import atomic_write_text, sha256_file
 
+DEFAULT_CHUNK_FRAMES = 120
+"""Frames per resumable chunk (each chunk starts on a keyframe)."""
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
