@@ -60,8 +60,8 @@ core node uses the same 32 px band)."""
 CPU_ACTIVATION_BUDGET = 384 << 20
 """``tile='auto'`` on the CPU: at most this much activation memory per batch. Bigger windows
 cut the overlap work, but a CPU process also holds PyTorch itself (about 0.9 GB RSS here),
-the weights and the float32 output canvas; this keeps a 1024² -> 4096² x4plus job near
-1.5 GB."""
+the weights and the output canvas; with it a 1024² -> 4096² x4plus bf16 CLI job peaks at
+1454 MiB RSS (``bench/RESULTS_upscale.md``)."""
 
 CUDA_MEMORY_FRACTION = 0.6
 """``tile='auto'`` on a GPU: this fraction of the free memory goes to activations."""

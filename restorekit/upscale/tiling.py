@@ -31,7 +31,7 @@ of the job. Only windows that finished are in the canvas, so nothing stale is ev
 
 The canvas is float32, or float16 for half-precision networks (:func:`canvas_dtype`): their
 outputs carry 8 (bfloat16) or 11 (float16) bits of mantissa, so a float16 sum of at most four
-weighted windows adds less than the network's own rounding, and it halves the largest
+weighted windows adds no more than the network's own rounding, and it halves the largest
 allocation of a big job (192 MiB -> 96 MiB for a 4096x4096 result). The canvas is converted
 to float32 once, after the last window, when the network's activations are gone.
 """
