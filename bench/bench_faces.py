@@ -25,6 +25,11 @@ GFPGANer and FaceRestoreHelper are built without their downloading constructors
   ``FaceDetector``. BlazeFace/Face Mesh weights come from the installed mediapipe wheel
   (or the registry). ``--detection-only`` runs just this part.
 
+The run starts with the CPU model, flags and the machine's own conv peak
+(``bench/machine.py``); the restore stage's efficiency is its convolution FLOPs (counted with
+``torch.utils.flop_counter`` on our restorer, the same network on both sides) / wall time /
+the peak of each side's precision.
+
     PYTHONPATH=$PWD python bench/bench_faces.py [--repeats 1] [--json out.json]
 """
 
@@ -118,6 +123,11 @@ def main() -> int:
         return 0
 
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, load {load_average()}")
+    from machine import conv_peaks, describe_cpu
+
+    print(describe_cpu())
+    peaks = conv_peaks()
+    print(f"conv peak (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s")
     gfpgan_state = random_network_state("GFPGANv1Clean", {}, seed=0)
     parse_params = {"in_size": 512, "out_size": 512, "parsing_ch": 19}
     parser_net = build_module("ParseNet", parse_params)
@@ -143,7 +153,7 @@ def main() -> int:
 
     # warm-up: one face each (first-call allocations, oneDNN kernels, our prepared copy)
     official.enhance(crops_bgr[0], has_aligned=True, paste_back=False)
-    ours(crops[:1])
+    restore_flops = conv_flops(lambda: ours(crops[:1])) * FACES
 
     results: dict[str, list[float]] = {"restore_official": [], "restore_ours": [], "e2e_official": [], "e2e_ours": []}
     cpu: dict[str, list[float]] = {key: [] for key in results}
@@ -195,6 +205,17 @@ def main() -> int:
         print(f"  official GFPGANer: {theirs:7.2f} s  {FACES / theirs:6.3f} faces/s  ({theirs_cpu:.1f} CPU-s)")
         print(f"  RestoreKit:        {mine:7.2f} s  {FACES / mine:6.3f} faces/s  ({mine_cpu:.1f} CPU-s)")
         print(f"  speed-up:          {theirs / mine:7.2f}x wall, {theirs_cpu / mine_cpu:.2f}x CPU time")
+        efficiency: dict[str, float] = {}
+        if stage == "restore":  # the restorer's convs over the peak of each side's precision
+            ours_precision = "bf16" if ours.plan.dtype in (torch.bfloat16, torch.float16) else "fp32"
+            efficiency = {
+                "official": restore_flops / theirs / 1e9 / peaks["fp32"],
+                "ours": restore_flops / mine / 1e9 / peaks[ours_precision],
+            }
+            print(
+                f"  efficiency:        {restore_flops / 1e9:.1f} GFLOP of convs; official {efficiency['official']:.0%} "
+                f"of the fp32 peak, ours {efficiency['ours']:.0%} of the {ours_precision} peak"
+            )
         summary[stage] = {
             "official_s": theirs,
             "ours_s": mine,
@@ -205,7 +226,10 @@ def main() -> int:
             "ours_cpu_s": mine_cpu,
             "speedup_cpu": theirs_cpu / mine_cpu,
             "rounds_wall_s": {"official": results[f"{stage}_official"], "ours": results[f"{stage}_ours"]},
+            "efficiency": efficiency,
         }
+    summary["conv_peak_gflops"] = peaks
+    summary["restore_gflop"] = restore_flops / 1e9
     if not args.skip_detection:
         summary["detection"] = detection_benchmark(args)
     summary["load_average_end"] = load_average()
