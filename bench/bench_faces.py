@@ -116,18 +116,18 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     apply_basicsr_shim()
+    from machine import conv_peaks, describe_cpu
+
+    print(describe_cpu())
+    peaks = conv_peaks(repeats=40)  # once, for the restore stage and the detectors
+    print(f"conv peak (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s")
     if args.detection_only:
-        summary = {"detection": detection_benchmark(args)}
+        summary = {"detection": detection_benchmark(args, peaks)}
         if args.json:
             args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
         return 0
 
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, load {load_average()}")
-    from machine import conv_peaks, describe_cpu
-
-    print(describe_cpu())
-    peaks = conv_peaks()
-    print(f"conv peak (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s")
     gfpgan_state = random_network_state("GFPGANv1Clean", {}, seed=0)
     parse_params = {"in_size": 512, "out_size": 512, "parsing_ch": 19}
     parser_net = build_module("ParseNet", parse_params)
@@ -231,7 +231,7 @@ def main() -> int:
     summary["conv_peak_gflops"] = peaks
     summary["restore_gflop"] = restore_flops / 1e9
     if not args.skip_detection:
-        summary["detection"] = detection_benchmark(args)
+        summary["detection"] = detection_benchmark(args, peaks)
     summary["load_average_end"] = load_average()
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -287,27 +287,19 @@ def conv_flops(function) -> float:
     return float(sum(v for k, v in counter.get_flop_counts().get("Global", {}).items() if "convolution" in str(k)))
 
 
-def detection_benchmark(args: argparse.Namespace) -> dict[str, object]:
+def detection_benchmark(args: argparse.Namespace, peaks: dict[str, float]) -> dict[str, object]:
     """Seconds per 512x512 frame (the astronaut, one face) of each detector, best round;
-    the detectors run interleaved, frame by frame, so load swings hit them alike.
+    the detectors run interleaved, frame by frame, so load swings hit them alike. ``peaks``:
+    the machine's conv peak (GFLOP/s by precision) for each detector's share of it.
 
     RetinaFace's random weights get their face logits lowered so that, like a trained
     detector on this frame, it hands (next to) no boxes to NMS: the time is the network's."""
-    import importlib.util as iu
-
     from skimage import data
 
     from restorekit.device import plan_execution
     from restorekit.faces import FaceDetector
     from restorekit.faces.detect import DetectionSettings
     from restorekit.faces.mediapipe import MediaPipeFaceDetector
-
-    spec = iu.spec_from_file_location("bench_upscale", ROOT / "bench" / "bench_upscale.py")
-    bench_upscale = iu.module_from_spec(spec)
-    spec.loader.exec_module(bench_upscale)
-    peaks = {name: bench_upscale.conv_peak(name, repeats=40) for name in ("fp32", "bf16")}
-    print(f"\nCPU flags: {cpu_flags()}")
-    print(f"conv peak (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
 
     image = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255.0
     image_bgr = np.ascontiguousarray((image[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8))

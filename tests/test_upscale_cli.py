@@ -108,6 +108,15 @@ def test_collect_jobs_detects_colliding_outputs(tmp_path):
     assert sorted(j.target.name for j in jobs) == ["p_x4.jpg", "p_x4.png"] and not problems
 
 
+def test_cli_parser_does_not_load_pyav():
+    """Every command builds the ``video`` parser; PyAV (~25 MB resident) loads only for video."""
+    import subprocess
+
+    code = "import sys; from restorekit.cli import build_parser; build_parser(); print('av' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False"
+
+
 def test_cli_process_memory_tuning_keeps_user_settings(monkeypatch):
     from restorekit.cli.common import tune_process_memory
 

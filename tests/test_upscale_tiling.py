@@ -197,6 +197,19 @@ def test_half_precision_canvas_adds_less_than_the_networks_rounding(animevideov3
     assert psnr(half_canvas, full_canvas) > 65.0
 
 
+def test_cpu_tiles_hand_freed_memory_back_after_every_window(monkeypatch):
+    """Each CPU window's freed activations go back to the OS before the next window runs."""
+    from restorekit.upscale import tiling
+
+    trims: list[int] = []
+    windows: list[int] = []
+    monkeypatch.setattr(tiling, "release_freed_memory", lambda: trims.append(len(windows)))
+    model = random_model("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 2})
+    image = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    upscale_tensor(model, image, precision="fp32", tile=48, overlap=8, progress=lambda d, t, m: windows.append(d))
+    assert len(windows) > 1 and trims == list(range(len(windows)))
+
+
 # ----------------------------------------------------------------------------- OOM, cancel, progress
 
 

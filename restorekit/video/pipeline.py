@@ -57,6 +57,7 @@ from .work import DEFAULT_CHUNK_FRAMES, WorkFolder, default_work_dir, input_iden
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class VideoOptions:
     """How to run a video job (every field has a sensible default).
