@@ -232,9 +232,14 @@ class BlindRow:
 
 
 def _guard(result: object) -> str:
+    """What the guards did: the scale-transfer gain (T), then per stage the kernel check,
+    the transfer check, or the held-out strip's gain (net / FALLBACK)."""
+    transfers = result.transfer_checks  # type: ignore[attr-defined]
+    prefix = "".join(f"T{t.gain_db:+.2f} " for t in transfers)
     stages = result.stages  # type: ignore[attr-defined]
-    return " ".join(
-        "KERNEL CHECK" if s.stop_reason == "kernel check" else ("net" if s.network_used else "FALLBACK") + f"({s.guard_gain_db:+.2f})"
+    return prefix + " ".join(
+        {"kernel check": "KERNEL CHECK", "transfer check": "TRANSFER CHECK"}.get(s.stop_reason)
+        or ("net" if s.network_used else "FALLBACK") + f"({s.guard_gain_db:+.2f})"
         for s in stages
     )
 
@@ -324,6 +329,43 @@ def blind_markdown(rows: list[BlindRow]) -> str:
     return "\n".join(lines)
 
 
+def _square(image: torch.Tensor, top: int, left: int, side: int = 256) -> torch.Tensor:
+    """A ``side`` x ``side`` crop near (top, left), moved inside the image (smaller and even
+    when the image is)."""
+    height, width = image.shape[-2:]
+    side = min(side, height, width) // 2 * 2
+    top, left = min(top, height - side), min(left, width - side)
+    return image[..., top : top + side, left : left + side]
+
+
+def octave_check(names: list[str], iterations: int, crop: int) -> list[str]:
+    """ZSSR x2 (bicubic kernel, all guards off) on a native 256x256 crop of each photo and on
+    a 256x256 crop of the photo shrunk to half size first: a photo whose finest octave is
+    softer than its coarser ones (out of focus at native resolution) loses on the first and
+    gains on the second, a difference nothing in the 128x128 input records."""
+    from skimage import data
+
+    lines = []
+    config = ZSSRConfig(iterations=iterations, crop_size=crop, seed=0, self_ensemble=False, bicubic_fallback=False)
+    positions = {name: (top, left) for name, top, left in BLIND_IMAGES}
+    for name in names:
+        array = getattr(data, name)()
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        full = torch.from_numpy(np.ascontiguousarray(array[..., :3]).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+        top, left = positions.get(name, (0, 0))
+        half = resize_bicubic(full, (full.shape[-2] // 2, full.shape[-1] // 2)).clamp(0, 1)
+        crops = {"native crop": _square(full, top, left), "half-size photo": _square(half, top // 2, left // 2)}
+        for label, high in crops.items():
+            low = resize_bicubic(high, (high.shape[-2] // 2, high.shape[-1] // 2)).clamp(0, 1)
+            bicubic = psnr_rgb(resize_bicubic(low, tuple(high.shape[-2:])).clamp(0, 1), high)
+            output = zssr_upscale_with_report(low, 2, config).output
+            line = f"{name} {label} {tuple(high.shape[-2:])}: bicubic {bicubic:.2f} dB, ZSSR {psnr_rgb(output, high) - bicubic:+.2f} dB"
+            print(line, flush=True)
+            lines.append(line)
+    return lines
+
+
 def kernel_timing(iterations: int, method: str) -> list[str]:
     """Kernel estimation on a 128x128 input: the consistency fit, or KernelGAN's full run
     and a 60 s budget."""
@@ -363,6 +405,7 @@ def main() -> int:
     parser.add_argument("--no-ensemble", action="store_true", help="blind mode: skip ZSSR's 8-transform self-ensemble (faster)")
     parser.add_argument("--kernel-timing", action="store_true", help="time KernelGAN on a 128x128 input (full run and a 60 s budget)")
     parser.add_argument("--kernel-timing-iterations", type=int, default=3000, help="iterations of the timed full run (default %(default)s, the paper's)")
+    parser.add_argument("--octave-check", nargs="*", metavar="PHOTO", help="ZSSR on a native crop vs the photo at half size (e.g. brick): is the finest octave as sharp as the rest?")
     parser.add_argument("--save-kernels", type=Path, help="blind mode: write the estimated (and true) kernels here")
     parser.add_argument("--quick", action="store_true", help=f"one 64x64 crop, {QUICK_ITERATIONS} iterations and 10 and 20 s budgets (about a minute)")
     parser.add_argument("--budgets", type=float, nargs="*", help="time budgets in seconds (default 30 60 120)")
@@ -378,6 +421,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.octave_check:
+        octave_check(args.octave_check, args.zssr_iterations, args.crop_size)
+        return 0
     if args.blind or args.kernel_timing:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", flush=True)
         text = ""

@@ -156,15 +156,15 @@ class ZeroShotUpscale(RestoreKitNode):
     OUTPUT_TOOLTIPS = (
         "The upscaled images.",
         "A picture of each image's estimated x2 kernel (kernel auto); black with bicubic.",
-        "What the guard did: empty when every network beat bicubic on its held-out strip.",
+        "What the guards did: empty when every network passed (kernel check, transfer check one scale down, held-out strip).",
     )
     FUNCTION = "upscale"
     CATEGORY = f"{CATEGORY}/upscale"
     DESCRIPTION = (
         "Upscales by training a network on the image alone (ZSSR, CVPR 2018): works offline, with no model "
         "files. kernel 'auto' first estimates how the image was downscaled (across-scale consistency fit), for photos "
-        "not made by an antialiased bicubic resize. A guard falls back to bicubic when the network does not "
-        "beat it on a held-out strip of the image."
+        "not made by an antialiased bicubic resize. Guards fall back to bicubic when a network trained one scale "
+        "down does not beat it on the image itself, or the network does not beat it on a held-out strip of the image."
     )
 
     @classmethod
@@ -180,7 +180,7 @@ class ZeroShotUpscale(RestoreKitNode):
             },
             "optional": {
                 "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image (bicubic unless a Gaussian blur clearly fits better; scales 2, 4 and 8; a few seconds). The guard also refuses a kernel clearly too wide for the image."}),
-                "guard": ("BOOLEAN", {"default": True, "tooltip": "Fall back to bicubic where the network does not beat it on a held-out strip of the image."}),
+                "guard": ("BOOLEAN", {"default": True, "tooltip": "Fall back to bicubic where a network trained one scale down does not beat it on the image itself (transfer check), or the network does not beat it on a held-out strip of the image."}),
             },
         }  # fmt: skip
 

@@ -337,6 +337,76 @@ def test_batches_are_processed_image_by_image(astronaut: np.ndarray) -> None:
     torch.testing.assert_close(output[:1], zssr_upscale(low, 2, TINY))
 
 
+# --------------------------------------------------------------------------- the transfer check
+
+# QUICK without the ensemble: the check itself never uses it, and the photo runs stay short.
+CHECKED = QUICK.replace(self_ensemble=False)
+
+
+def _no_detail_above(side: int, grid: int, seed: int) -> torch.Tensor:
+    """(1, 3, side, side): random colours on a ``grid`` x ``grid`` lattice, bicubic-upscaled.
+    Nothing finer than the lattice exists, so what a network learns one scale down (sharper
+    edges) is wrong one scale up."""
+    generator = torch.Generator().manual_seed(seed)
+    return resize_bicubic(torch.rand(1, 3, grid, grid, generator=generator), (side, side)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("image", ["noise", "lattice"])
+def test_transfer_check_falls_back_where_learning_does_not_carry_across_scales(image: str) -> None:
+    """Pure noise (nothing to learn across scales; measured -0.01 dB) and an image without
+    detail above a coarse lattice (measured -1.3 dB): the network trained on the image's own
+    downscale rebuilds the image no better than bicubic + back-projection, so ZSSR never
+    trains and every stage is that fallback, with a notice."""
+    pixels = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0)) if image == "noise" else _no_detail_above(96, 24, 0)
+    config = CHECKED.replace(iterations=60)  # the check trains 30 of them
+    calls: list[tuple[int, int, str]] = []
+    result = zssr_upscale_with_report(pixels, 2, config, progress=lambda d, t, m: calls.append((d, t, m)))
+    (check,) = result.transfer_checks
+    assert check.iterations == 30
+    assert check.gain_db < config.transfer_margin_db and not check.passed
+    stage = result.stages[0]
+    assert stage.stop_reason == "transfer check" and stage.iterations == 0 and not stage.network_used
+    assert "does not carry over" in result.notices[0] and "bicubic with back-projection" in result.notices[0]
+    expected = back_project(_bicubic_x2(pixels), pixels, resize_bicubic, CHECKED.back_projection_iterations)
+    torch.testing.assert_close(result.output, expected, atol=1e-6, rtol=0)
+    # Progress covers the check, then the (skipped) run, and ends complete.
+    assert any("training: iteration" in m for _, _, m in calls)
+    fractions = [d / t for d, t, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    # Deterministic: the same seed measures the same gain and gives the same output.
+    again = zssr_upscale_with_report(pixels, 2, config)
+    assert again.transfer_checks[0].gain_db == check.gain_db
+    assert torch.equal(again.output, result.output)
+    # With the guard off the network is used, whatever it gives.
+    forced = zssr_upscale_with_report(pixels, 2, CHECKED.replace(iterations=10, bicubic_fallback=False))
+    assert not forced.transfer_checks and forced.stages[0].network_used
+
+
+@pytest.mark.slow
+def test_transfer_check_passes_a_real_photo(coffee: np.ndarray) -> None:
+    """A bicubic x2 downscale of a real photo (96x96): the network trained on its downscale
+    gains on the photo itself (measured +0.52 dB over bicubic + back-projection), so the
+    run goes on and ZSSR beats bicubic (as in test_zssr_beats_bicubic_on_real_photos)."""
+    high, low = _pair(coffee, 190, 300, 192)
+    result = zssr_upscale_with_report(low, 2, CHECKED)
+    (check,) = result.transfer_checks
+    assert check.passed and check.gain_db > 0.3, check
+    assert result.stages[0].network_used and result.stages[0].iterations == CHECKED.iterations
+    assert psnr(result.output, high) - psnr(_bicubic_x2(low), high) > 0.5
+
+
+def test_transfer_check_runs_only_with_the_guard_on_large_enough_images() -> None:
+    noise = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    off = TINY.replace(bicubic_fallback=True, transfer_check=False)
+    assert not zssr_upscale_with_report(noise, 2, off).transfer_checks
+    small = TINY.replace(bicubic_fallback=True)
+    assert not zssr_upscale_with_report(noise[..., :80, :80], 2, small).transfer_checks  # under 96 px
+    # A time budget is shared: the check stops on its part and leaves the run the rest.
+    budget = TINY.replace(bicubic_fallback=True, iterations=100_000, time_budget_s=0.5)
+    result = zssr_upscale_with_report(noise, 2, budget)
+    assert 1 <= result.transfer_checks[0].iterations < 50_000
+
+
 # --------------------------------------------------------------------------- image kinds
 
 
@@ -410,6 +480,8 @@ def test_bad_scale_is_a_clear_error(scale: object, match: str) -> None:
         ({"lr_window": 10, "eval_every": 10}, "lr_window .* must span at least 3"),
         ({"precision": "fp64"}, "Unknown precision"),
         ({"device": "tpu"}, "Unknown device"),
+        ({"transfer_iterations_share": 0.0}, "transfer_iterations_share"),
+        ({"transfer_margin_db": float("nan")}, "transfer_margin_db"),
     ],
 )
 def test_bad_config_is_a_clear_error(changes: dict[str, object], match: str) -> None:

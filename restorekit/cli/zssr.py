@@ -14,6 +14,13 @@ DEFAULT_TIME_CAP_ITERATIONS = 100_000
 """With --budget-seconds the iteration cap is this high, so the time budget decides."""
 
 
+FALLBACK_REASONS = {
+    "kernel check": ": kernel too wide for the image, bicubic used",
+    "transfer check": ": what the network learns one scale down does not carry over, bicubic used",
+}
+"""Summary wording of the guards that rule the network out before training (by stop reason)."""
+
+
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from ..zssr import ZSSRConfig
 
@@ -68,7 +75,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument(
         "--no-guard", action="store_true",
         help="use the network even when it does not beat bicubic on a held-out strip of the "
-        "image, or when the kernel is clearly too wide for the image (the kernel check)",
+        "image, when a network trained one scale down does not beat it on the image itself "
+        "(the transfer check), or when the kernel is clearly too wide for the image (the kernel check)",
     )
     parser.add_argument("--noise", type=float, default=defaults.noise_std, metavar="STD", help="noise added to the training inputs, e.g. 0.01 for noisy photos (default %(default)s)")
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size, help="training crop side (default %(default)s)")
@@ -199,12 +207,18 @@ def cmd_zssr(args: argparse.Namespace) -> int:
         atomic_write_bytes(kernel_path, buffer.getvalue())
     last = result.stages[-1]
     gains = ", ".join(
-        f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason}), "
-        f"{'held-out ' if s.held_out else ''}self-reconstruction "
-        f"{s.guard_gain_db:+.2f} dB vs bicubic"
-        + ("" if s.network_used else (": kernel too wide for the image, bicubic used" if s.stop_reason == "kernel check" else ": network not better, bicubic used"))
+        f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason})"
+        + (
+            FALLBACK_REASONS[s.stop_reason]
+            if s.stop_reason in FALLBACK_REASONS
+            else f", {'held-out ' if s.held_out else ''}self-reconstruction {s.guard_gain_db:+.2f} dB vs bicubic"
+            + ("" if s.network_used else ": network not better, bicubic used")
+        )
         for s in result.stages
     )
+    if result.transfer_checks:
+        check = result.transfer_checks[0]
+        gains += f"; transfer check {check.gain_db:+.2f} dB ({check.iterations} it, {check.seconds:.1f} s)"
     estimated = ""
     if result.kernels:
         estimate = result.kernels[0]

@@ -19,6 +19,7 @@ from .config import ZSSRConfig
 from .engine import (
     StagePlan,
     StageReport,
+    TransferCheck,
     ZSSRResult,
     plan_stages,
     zssr_upscale,
@@ -40,6 +41,7 @@ __all__ = [
     "KernelGANConfig",
     "StagePlan",
     "StageReport",
+    "TransferCheck",
     "ZSSRConfig",
     "ZSSRResult",
     "estimate_kernel",

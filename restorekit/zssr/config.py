@@ -94,6 +94,18 @@ class ZSSRConfig:
             whole image for training and checks on it instead; images too small to
             spare the strip are checked the same way).
         guard_margin_db: how much better than bicubic the network must be on the strip.
+        transfer_check: the scale-transfer guard (only with ``bicubic_fallback``). Before
+            training, a network of the same kind learns from the image's own downscale
+            (one stage factor smaller) and rebuilds the image itself from it, the step
+            ZSSR then takes one scale up. When it does not beat bicubic there by
+            ``transfer_margin_db`` (the image is not self-similar across scales as ZSSR
+            assumes, or the kernel does not fit), every stage falls back to bicubic with
+            a notice. The held-out strip cannot see this: it checks the network at the
+            scale it learned. Images under 96 px are not checked.
+        transfer_margin_db: how much better than the fallback (bicubic, plus back-
+            projection where the run uses it) the transferred network must be.
+        transfer_iterations_share: the check trains this share of ``iterations`` (and
+            takes this share, relative to the main run, of a time budget).
 
     Execution:
         seed, device (auto/cpu/cuda/cuda:N), precision (auto/fp32/fp16/bf16; auto is
@@ -136,6 +148,9 @@ class ZSSRConfig:
     bicubic_fallback: bool = True
     holdout_fraction: float = 0.2
     guard_margin_db: float = 0.0
+    transfer_check: bool = True
+    transfer_margin_db: float = 0.1
+    transfer_iterations_share: float = 0.5
 
     seed: int = 0
     device: str = "auto"
@@ -180,6 +195,8 @@ class ZSSRConfig:
             )
         _number_in("holdout_fraction", self.holdout_fraction, 0.0, 0.5)
         _number_in("guard_margin_db", self.guard_margin_db, -math.inf, math.inf)
+        _number_in("transfer_margin_db", self.transfer_margin_db, -math.inf, math.inf)
+        _number_in("transfer_iterations_share", self.transfer_iterations_share, 0.0, 1.0, low_open=True)
         if isinstance(self.kernel, str):
             if self.kernel.strip().lower() != AUTO_KERNEL:
                 raise InvalidParameterError(

@@ -31,6 +31,7 @@ from .training import (
     ReconstructionProbe,
     is_integer_factor,
     round_half_up,
+    son_size,
     training_crop,
 )
 
@@ -87,16 +88,43 @@ class StageReport:
         return self.reconstruction_psnr - self.bicubic_reconstruction_psnr
 
 
+@dataclass(frozen=True)
+class TransferCheck:
+    """The scale-transfer guard on one image (:func:`transfer_check`).
+
+    A network trained only on the image's downscale (one stage factor smaller) rebuilt the
+    image itself: ``network_psnr`` dB against the image, where the fallback (bicubic, plus
+    back-projection where the run uses it) reached ``fallback_psnr`` dB. ZSSR's upscale is
+    the same step one scale up, so a network that does not gain here is unlikely to gain there.
+    """
+
+    network_psnr: float
+    fallback_psnr: float
+    margin_db: float
+    iterations: int
+    seconds: float
+
+    @property
+    def gain_db(self) -> float:
+        return self.network_psnr - self.fallback_psnr
+
+    @property
+    def passed(self) -> bool:
+        return self.gain_db > self.margin_db
+
+
 @dataclass
 class ZSSRResult:
     """The output (1, C, H*s, W*s) float32 in [0, 1] and a report per image and stage;
-    with ``kernel="auto"`` also the estimated kernel of each image."""
+    with ``kernel="auto"`` also the estimated kernel of each image, and the scale-transfer
+    check of each image it ran on."""
 
     output: torch.Tensor
     stages: list[StageReport]
     execution: str
     seconds: float
     kernels: list[KernelEstimate] = field(default_factory=list)
+    transfer_checks: list[TransferCheck] = field(default_factory=list)
 
     @property
     def notices(self) -> list[str]:
@@ -283,10 +311,11 @@ class _Run:
         reporter: Reporter,
         kernel: np.ndarray | None = None,
         check: KernelCheck | None = None,
-        kernel_notice: str = "",
+        skip: tuple[str, str] | None = None,
     ) -> None:
         self.config = config
-        self.kernel_notice = kernel_notice
+        # (stop reason, notice) of a guard that ruled the network out before training.
+        self.skip = skip
         # Back-projection through a kernel wider than the image is sharpening too (measured:
         # -1.8 dB on an OpenCV-bicubic photo when the guard fell back to bicubic + BP).
         self.back_project = not config.estimates_kernel and not (check is not None and check.wider)
@@ -337,11 +366,11 @@ class _Run:
 
     def _train(self, stage: StagePlan, sources: list[torch.Tensor], report: StageReport) -> None:
         config = self.config
-        if self.kernel_notice:  # the kernel check failed: no training, bicubic for every stage
+        if self.skip:  # a guard ruled the network out: no training, bicubic for every stage
             self.progress.finish_training(stage.index, 0)
-            report.stop_reason = "kernel check"
+            report.stop_reason, notice = self.skip
             report.network_used = False
-            report.notice = f"ZSSR stage {stage.index + 1}/{stage.count}: {self.kernel_notice}"
+            report.notice = f"ZSSR stage {stage.index + 1}/{stage.count}: {notice}"
             if stage.index == 0:
                 logger.warning("%s", report.notice)
             return
@@ -458,13 +487,26 @@ class _Run:
         else:
             output = interpolated.clamp(0, 1)
             on_tile(1, 1)
-        # Back-projection through an estimated kernel deconvolves with every error of the
-        # estimate (measured: -10 dB with a kernel too wide for the image), so it only runs
-        # through bicubic or a kernel the user gave.
-        if config.back_projection and config.back_projection_iterations and self.back_project and not self.kernel_notice:
-            output = back_project(output, current, self.downscalers[stage.index], config.back_projection_iterations)
+        output = self._back_project(stage, output, current)
         report.inference_seconds = time.perf_counter() - start
         return output
+
+    def _back_project(self, stage: StagePlan, output: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """``output`` made consistent with ``current`` where the run back-projects.
+
+        Back-projection through an estimated kernel deconvolves with every error of the
+        estimate (measured: -10 dB with a kernel too wide for the image), so it only runs
+        through bicubic or a kernel the user gave, and not after the kernel check refused it."""
+        config = self.config
+        if not (config.back_projection and config.back_projection_iterations and self.back_project):
+            return output
+        if self.skip and self.skip[0] == "kernel check":
+            return output
+        return back_project(output, current, self.downscalers[stage.index], config.back_projection_iterations)
+
+    def fallback_output(self, stage: StagePlan, current: torch.Tensor) -> torch.Tensor:
+        """What a stage returns without its network: bicubic, back-projected where the run does."""
+        return self._back_project(stage, resize_bicubic(current, stage.output_size).clamp(0, 1), current)
 
 
 def zssr_upscale_with_report(
@@ -496,6 +538,7 @@ def zssr_upscale_with_report(
     outputs: list[torch.Tensor] = []
     reports: list[StageReport] = []
     kernels: list[KernelEstimate] = []
+    transfers: list[TransferCheck] = []
     execution = ""
     count = pixels.shape[0]
     # Callers may run under torch.inference_mode (ComfyUI runs every node so): training needs
@@ -514,11 +557,91 @@ def zssr_upscale_with_report(
                     run_config, kernel = run_config.replace(kernel=None), None
                 image_reporter = _part(image_reporter, 0.25, 1.0)
             check, notice = kernel_check(image, run_config, stages, kernels[-1] if config.estimates_kernel else None)
-            run = _Run(image, scale, run_config, image_reporter, kernel, check, notice)
+            skip = ("kernel check", notice) if notice else None
+            if skip is None and transfer_applies(image, run_config, stages[0]):
+                share = run_config.transfer_iterations_share / (1.0 + run_config.transfer_iterations_share)
+                transfer = transfer_check(image, run_config, stages[0], kernel, check, _part(image_reporter, 0.0, share))
+                transfers.append(transfer)
+                image_reporter = _part(image_reporter, share, 1.0)
+                if run_config.time_budget_s is not None:
+                    run_config = run_config.replace(time_budget_s=max(run_config.time_budget_s - transfer.seconds, 1e-3))
+                if not transfer.passed:
+                    skip = ("transfer check", transfer_notice(transfer, run_config))
+            run = _Run(image, scale, run_config, image_reporter, kernel, check, skip)
             reports.extend(run.run())
             execution = run.plan.describe()
             outputs.append(run.output.to(pixels.device, torch.float32).detach())
-    return ZSSRResult(torch.cat(outputs), reports, execution, time.perf_counter() - start, kernels)
+    return ZSSRResult(torch.cat(outputs), reports, execution, time.perf_counter() - start, kernels, transfers)
+
+
+def transfer_applies(image: torch.Tensor, config: ZSSRConfig, stage: StagePlan) -> bool:
+    """Whether the scale-transfer check runs on (1, C, H, W) ``image``: the guard is on and
+    the image's downscale is large enough to learn from (sides of at least 96 px in)."""
+    if not (config.bicubic_fallback and config.transfer_check):
+        return False
+    return min(image.shape[-2:]) >= MIN_DECISION_SIDE and min(son_size(stage.input_size, stage.factor)) >= 32
+
+
+def transfer_check(
+    image: torch.Tensor,
+    config: ZSSRConfig,
+    stage: StagePlan,
+    kernel: np.ndarray | None,
+    check: KernelCheck | None,
+    reporter: Reporter,
+) -> TransferCheck:
+    """The scale-transfer guard: ZSSR one scale down, on the image's own downscale.
+
+    ``image`` (1, C, H, W) in [0, 1] is downscaled by the first stage's factor and kernel;
+    a network trained (``transfer_iterations_share`` of the iterations, no self-ensemble, no
+    guard) on that downscale alone upscales it back, and its PSNR against ``image`` is
+    compared with the fallback's on the same pixels (the common top-left region when
+    rounding makes the sizes differ)."""
+    start = time.perf_counter()
+    factor = stage.factor
+    small = stage_downscaler(config, factor, kernel)(image, son_size(stage.input_size, factor)).clamp(0, 1)
+    probe_config = config.replace(
+        iterations=max(1, round(config.iterations * config.transfer_iterations_share)),
+        self_ensemble=False,
+        bicubic_fallback=False,
+        time_budget_s=None if config.time_budget_s is None else config.time_budget_s * config.transfer_iterations_share
+        / (1.0 + config.transfer_iterations_share),
+    )
+    run = _Run(small, factor, probe_config, reporter, kernel, check)
+    reports = run.run()
+    fallback = run.fallback_output(run.stages[0], run.image)
+    height = min(fallback.shape[-2], image.shape[-2])
+    width = min(fallback.shape[-1], image.shape[-1])
+    target = image[..., :height, :width].to(fallback.device, torch.float32)
+
+    def psnr(output: torch.Tensor) -> float:
+        return _psnr(float(torch.mean((output[..., :height, :width].float() - target) ** 2)))
+
+    result = TransferCheck(
+        network_psnr=psnr(run.output),
+        fallback_psnr=psnr(fallback),
+        margin_db=config.transfer_margin_db,
+        iterations=reports[0].iterations,
+        seconds=time.perf_counter() - start,
+    )
+    logger.info(
+        "ZSSR transfer check: trained on the x%.3g downscale (%d iterations, %.1f s), the network rebuilds "
+        "the image at %.2f dB vs %.2f dB for the fallback (%+.2f dB, needs > %+.2f)",
+        factor, result.iterations, result.seconds, result.network_psnr, result.fallback_psnr,
+        result.gain_db, result.margin_db,
+    )
+    return result
+
+
+def transfer_notice(transfer: TransferCheck, config: ZSSRConfig) -> str:
+    """The user's notice when the scale-transfer check fails."""
+    fallback = "bicubic" if config.estimates_kernel else "bicubic with back-projection"
+    return (
+        f"a network trained on this image's own downscale rebuilds the image {transfer.gain_db:+.2f} dB "
+        f"against {fallback} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns one "
+        f"scale down does not carry over to this image, so its result would likely be no better than plain "
+        f"interpolation. {fallback[0].upper() + fallback[1:]} is used instead; turn the guard off to force the network."
+    )
 
 
 def kernel_check(
@@ -664,6 +787,7 @@ def zssr_upscale_image_with_report(
 __all__ = [
     "StagePlan",
     "StageReport",
+    "TransferCheck",
     "ZSSRResult",
     "check_scale",
     "plan_stages",
