@@ -146,7 +146,7 @@ class RestoreFaces(RestoreKitNode):
 
         registry = load_registry()
         detectors = ["auto", *registry.names("face_detect")]
-        parsers = [*registry.names("face_parse"), "face_oval", "ellipse"]
+        parsers = ["auto", *registry.names("face_parse"), "face_oval", "ellipse"]
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "Images with faces (e.g. frames of a talking-head video)."}),
@@ -154,7 +154,7 @@ class RestoreFaces(RestoreKitNode):
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "How much of the restored face replaces the original: 0 = background only, 1 = fully restored."}),
                 "select": (FACE_SELECTIONS, {"default": "all", "tooltip": "Which faces: all, the largest, the one nearest the centre, or an index (0 = leftmost)."}),
                 "detector": (detectors, {"default": detectors[0], "tooltip": "Face detector (downloaded on first use). auto: RetinaFace-ResNet50 when installed, else MediaPipe BlazeFace full range with Face Mesh landmarks."}),
-                "mask_model": (parsers, {"default": parsers[0], "tooltip": "Face parser for the paste-back mask, face_oval (the Face Mesh's face oval, Apache-2.0), or a feathered ellipse (no download)."}),
+                "mask_model": (parsers, {"default": parsers[0], "tooltip": "Face parser for the paste-back mask, face_oval (the Face Mesh's face oval, Apache-2.0), or a feathered ellipse (no download). auto: parsing_parsenet when installed (non-commercial weights), else face_oval."}),
                 "outscale": ("FLOAT", {"default": 1.0, "min": 0.25, "max": 8.0, "step": 0.05, "tooltip": "Output size over input size; the background is upscaled with background_model (or resized)."}),
                 "confidence": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Detection confidence threshold; 0 = the detector's own (RetinaFace 0.97, BlazeFace 0.5)."}),
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "Precision of the detector, parser and background model."}),

@@ -373,7 +373,8 @@ def test_auto_detector_is_blazeface_until_retinaface_is_installed(isolated_home:
     from restorekit.faces.pipeline import detector_name, face_network_names
 
     assert detector_name("auto") == "blazeface_full_range"
-    assert face_network_names(FaceOptions()) == ["blazeface_full_range", "face_mesh", "parsing_parsenet"]
+    assert face_network_names(FaceOptions()) == ["blazeface_full_range", "face_mesh"]  # parser auto: face_oval
+    assert face_network_names(FaceOptions(parser="parsing_parsenet")) == ["blazeface_full_range", "face_mesh", "parsing_parsenet"]
     assert face_network_names(FaceOptions(parser="face_oval", detector="blazeface_short_range")) == ["blazeface_short_range", "face_mesh"]
     assert face_network_names(FaceOptions(detector="detection_Resnet50_Final", parser="ellipse")) == ["detection_Resnet50_Final"]
     _install_converted(isolated_home, ["blazeface_full_range", "face_mesh"])
@@ -383,6 +384,25 @@ def test_auto_detector_is_blazeface_until_retinaface_is_installed(isolated_home:
     install_models(isolated_home, tmp_path / "cache", ["detection_Resnet50_Final"])
     assert detector_name("auto") == "detection_Resnet50_Final"
     assert face_network_names(FaceOptions(parser="face_oval")) == ["detection_Resnet50_Final", "face_mesh"]
+
+
+def test_auto_parser_is_face_oval_until_parsenet_is_installed(isolated_home: Path, tmp_path: Path) -> None:
+    """The default mask needs no non-commercial download: the Face Mesh oval until ParseNet's
+    weights are installed, then ParseNet (as GFPGAN's own pipeline uses). A pipeline resolves
+    it once; a parser module given to the pipeline is used whatever is installed."""
+    from restorekit.faces.pipeline import parser_name
+
+    assert parser_name("auto") == "face_oval" and FaceOptions().uses_face_oval
+    assert parser_name("parsing_bisenet") == "parsing_bisenet" and parser_name(None) is None
+    before = FacePipeline(lambda faces: faces, device="cpu", precision="fp32", download=False)
+    assert before.options.parser == "face_oval"
+    given = FacePipeline(lambda faces: faces, parser=torch.nn.Identity(), device="cpu", precision="fp32", download=False)
+    assert given.options.parser == "parsing_parsenet" and not given.options.uses_face_oval
+    install_models(isolated_home, tmp_path / "cache", ["parsing_parsenet"])
+    assert parser_name("auto") == "parsing_parsenet" and not FaceOptions().uses_face_oval
+    assert before.options.parser == "face_oval"  # resolved when it was made
+    after = FacePipeline(lambda faces: faces, device="cpu", precision="fp32", download=False)
+    assert after.options.parser == "parsing_parsenet"
 
 
 def test_face_oval_for_faces_without_a_mesh(isolated_home: Path) -> None:

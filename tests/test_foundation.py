@@ -381,6 +381,8 @@ def test_face_defaults_follow_the_registry() -> None:
     from restorekit.faces.pipeline import FaceOptions
     from restorekit.registry import default_model_name
 
-    assert FaceOptions().parser == default_model_name("face_parse") == "parsing_parsenet"
+    # "auto" resolves to the registry's default parser when it is installed (see
+    # test_faces_mediapipe.py::test_auto_parser_is_face_oval_until_parsenet_is_installed).
+    assert FaceOptions().parser == "auto" and default_model_name("face_parse") == "parsing_parsenet"
     assert default_model_name("face_restore") == "GFPGANv1.4"
     assert default_model_name("upscale") == "RealESRGAN_x4plus"

@@ -41,10 +41,9 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
 
     ``model_flag`` names the face model option (``--face-model`` here, ``--face-restore``
     in ``restorekit upscale``, where ``restore_by_default=False`` leaves faces alone; the default is the registry's)."""
-    from ..faces.pipeline import DEFAULT_DETECTOR
+    from ..faces.pipeline import DEFAULT_DETECTOR, DEFAULT_PARSER
     from ..registry.schema import default_model_name
 
-    default_parser = default_model_name("face_parse", required=False) or "ellipse"
     model_default = default_model_name("face_restore", required=False) if restore_by_default else None
 
     group = parser.add_argument_group("face restoration")
@@ -70,9 +69,10 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, model_flag: str = "--
     group.add_argument("--face-detect-size", type=int, default=1600, metavar="PX", help="detect on a copy at most this large, 0 for full size (default: 1600)")
     group.add_argument(
         "--face-parser",
-        default=default_parser,
+        default=DEFAULT_PARSER,
         metavar="NAME",
-        help=f"paste-back mask: parsing_parsenet, parsing_bisenet (MIT licence), face_oval (Face Mesh oval, Apache-2.0) or ellipse (default: {default_parser}, non-commercial weights)",
+        help="paste-back mask: auto, parsing_parsenet (non-commercial weights), parsing_bisenet (MIT licence), face_oval "
+        f"(Face Mesh oval, Apache-2.0) or ellipse (default: {DEFAULT_PARSER}: parsing_parsenet when installed, else face_oval)",
     )
     group.add_argument("--fidelity", type=strength, default=0.5, metavar="W", help="CodeFormer only: its fidelity weight w, 0 = best quality, 1 = most faithful (default: 0.5)")
     group.add_argument(
@@ -229,7 +229,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
     work = RestoreWork(settings, fmt=args.format, quality=args.quality, save_faces=args.save_faces)
     prepare_work(work, args)
     options = settings.face_options
-    if not options.uses_ellipse and "parsenet" in str(options.parser).lower():
+    if not options.uses_ellipse and "parsenet" in str(options.resolved_parser).lower():
         print(
             "restorekit: note: parsing_parsenet's weights are CC BY-NC-SA 4.0 (non-commercial); "
             "use --face-parser parsing_bisenet or ellipse for commercial work.",

@@ -80,6 +80,10 @@ PARSER_BATCH = 4
 ELLIPSE = "ellipse"
 FACE_OVAL = "face_oval"
 """The parser choice that masks each face by its Face Mesh oval (Apache-2.0 weights)."""
+DEFAULT_PARSER = "auto"
+"""``auto`` is the registry's default face parser (ParseNet) when its weights are installed,
+else ``face_oval``: no parser download, no non-commercial weights, and free with BlazeFace,
+whose Face Mesh already gives every face's oval."""
 
 AnyDetector = FaceDetector | MediaPipeFaceDetector
 """Anything called as ``detector(image, settings=...)`` returning detections."""
@@ -101,8 +105,9 @@ class FaceOptions:
             ``blazeface_short_range``) or ``auto`` (RetinaFace-ResNet50 when installed, else
             BlazeFace full range).
         parser: a registry face parser (``parsing_parsenet``, ``parsing_bisenet``) for the
-            paste-back mask, ``face_oval`` (the Face Mesh's face oval, feathered), or
-            ``ellipse`` (or None) for a feathered ellipse.
+            paste-back mask, ``face_oval`` (the Face Mesh's face oval, feathered),
+            ``ellipse`` (or None) for a feathered ellipse, or ``auto`` (ParseNet when
+            installed, else ``face_oval``; see :func:`parser_name`).
         confidence, nms, min_size, min_eye_distance, detect_max_side: see
             :class:`~restorekit.faces.detect.DetectionSettings`.
         aligned: the inputs are already aligned faces (any square size; FFHQ-style 512x512
@@ -117,7 +122,7 @@ class FaceOptions:
     strength: float = 1.0
     select: str | int = "all"
     detector: str = DEFAULT_DETECTOR
-    parser: str | None = field(default_factory=lambda: default_model_name("face_parse", required=False))
+    parser: str | None = DEFAULT_PARSER
     confidence: float | None = None
     nms: float = 0.4
     min_size: float = 0.0
@@ -147,12 +152,19 @@ class FaceOptions:
         )
 
     @property
+    def resolved_parser(self) -> str | None:
+        """``parser`` with ``auto`` resolved (:func:`parser_name`)."""
+        return parser_name(self.parser)
+
+    @property
     def uses_ellipse(self) -> bool:
-        return self.parser is None or str(self.parser).lower() == ELLIPSE
+        parser = self.resolved_parser
+        return parser is None or str(parser).lower() == ELLIPSE
 
     @property
     def uses_face_oval(self) -> bool:
-        return self.parser is not None and str(self.parser).lower() == FACE_OVAL
+        parser = self.resolved_parser
+        return parser is not None and str(parser).lower() == FACE_OVAL
 
 
 @dataclass(frozen=True)
@@ -242,7 +254,11 @@ class FacePipeline:
         allow_paths: bool = True,
         download: bool = True,
     ) -> None:
-        self.options = options or FaceOptions()
+        options = options or FaceOptions()
+        if parser is not None and str(options.parser).lower() == DEFAULT_PARSER:
+            options = replace(options, parser=default_model_name("face_parse", required=False))  # the given module
+        # Resolved once, so a parser installed while the pipeline runs does not switch masks.
+        self.options = replace(options, parser=options.resolved_parser)
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
@@ -317,7 +333,7 @@ class FacePipeline:
             if module is None:
                 if self.options.uses_ellipse or self.options.uses_face_oval:
                     return None
-                module = _load_aux(str(self.options.parser), "face_parse", self.download)
+                module = _load_aux(str(self.options.resolved_parser), "face_parse", self.download)
             from ..models import prepared_network
 
             network, spec = inference_parser(module)
@@ -634,6 +650,20 @@ def detector_name(name: str) -> str:
     return FALLBACK_DETECTOR
 
 
+def parser_name(name: str | None) -> str | None:
+    """A parser choice with ``auto`` resolved: the registry's default face parser (ParseNet)
+    when its weights are installed, else ``face_oval``. Other names are returned as given."""
+    if name is None or str(name).lower() != DEFAULT_PARSER:
+        return name
+    from ..registry.download import installed_path
+    from ..registry.schema import load_registry
+
+    default = default_model_name("face_parse", required=False)
+    if default is not None and installed_path(load_registry().get(default)) is not None:
+        return default
+    return FACE_OVAL
+
+
 def face_network_names(options: FaceOptions) -> list[str]:
     """The registry networks (detector, landmarks, parser) that ``options`` will load, with
     ``auto`` resolved, so front ends can download them with progress beforehand."""
@@ -648,7 +678,7 @@ def face_network_names(options: FaceOptions) -> list[str]:
     if options.uses_face_oval:
         names.append(MESH_MODEL)
     elif not options.uses_ellipse:
-        names.append(str(options.parser))
+        names.append(str(options.resolved_parser))
     return list(dict.fromkeys(names))
 
 
