@@ -89,11 +89,15 @@ _RADIUS: dict[str, Callable[[Any], int | None]] = {
 
 _ACTIVATION_VALUES_PER_PIXEL: dict[str, Callable[[int], float]] = {
     # Peak live activations per input pixel, in values (multiply by the dtype size), from the
-    # peak RSS of channels_last CPU runs at 192-384 px. RRDB runs its upsampling tail in
-    # strips (StripTailForward), leaving its dense blocks (about 600 values/px); without
-    # strips it would hold two 64-channel maps at the output size (x4plus: 2121 values/px).
-    # Compact: its 64-channel body plus the output (animevideov3: 254 values/px measured).
-    "ESRGAN": lambda scale: 600.0 + 8.0 * scale * scale,
+    # peak RSS of channels_last CPU runs at 192-512 px. RRDB runs its upsampling tail in
+    # strips (StripTailForward), leaving its dense blocks as the peak: about 600 values/px
+    # (measured 606 for x4plus bf16 between 272x512 and 512x512 windows, the 4x output
+    # included). The output (3 values a pixel at the output size, and its float32 copy)
+    # lives only after the trunk's buffers are freed, so it counts only where it is larger.
+    # Without strips the tail would hold two 64-channel maps at the output size (x4plus:
+    # 2121 values/px). Compact: its 64-channel body plus the output (animevideov3: 254
+    # values/px measured).
+    "ESRGAN": lambda scale: max(600.0, 64.0 + 9.0 * scale * scale),
     "Compact": lambda scale: 200.0 + 4.0 * scale * scale,
 }
 _GENERIC_VALUES_PER_PIXEL = 384.0 * 3.0
