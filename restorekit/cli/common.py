@@ -24,12 +24,15 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
-MMAP_THRESHOLD = 32 << 20
+MMAP_THRESHOLD = 64 << 20
 """Blocks of at least this size get their own mapping (returned to the OS when freed): the
-dense-block buffer and the canvas of a tile. x4plus's 32-channel conv outputs (276 a window:
-12 MB at 363x528, 16.8 MB at 512x512) stay in the heap and are reused: mapped anew each time
-(at 16 MB), a 512x512 window ran 8-10% slower (28.7-29.9 s against 26.3-26.9 s), and a
-1024² -> 4096² job peaks 62 MiB lower (1223 against 1285 MiB; ``bench/RESULTS_upscale.md``)."""
+dense-block buffer of an x4plus tile, the canvas, whole-image maps of big inputs. What a
+tile allocates hundreds of times stays in the heap and is reused: x4plus's 32-channel conv
+outputs (12 MB at 363x528, 16.8 MB at 512x512) and animevideov3's 64-channel maps (33.5 MB
+at 512x512). Mapped anew each time, a 512x512 window ran 8-10% slower with x4plus (16 MB
+threshold) and about 35% slower with animevideov3 (32 MB). The cost is memory: a 1024² ->
+4096² x4plus job peaked at 1223, 1285 and 1310 MiB with 16, 32 and 64 MB
+(``bench/RESULTS_upscale.md``)."""
 
 
 def tune_process_memory() -> bool:
