@@ -76,3 +76,21 @@ def test_a_worker_without_a_shipped_file_says_which_model_is_missing(isolated_ho
     _worker_home(tmp_path, {}, monkeypatch)
     with pytest.raises(ModelNotFoundError, match=r"GFPGANv1\.4"):
         Restorer(shipped)
+
+
+def test_the_head_resolves_auto_detector_and_mask_for_every_worker(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers get the head's resolved choices, so no chunk of a job uses another mask because
+    a worker's home differs (the files themselves are stubbed: this checks the settings)."""
+    import restorekit.cluster.models as cluster_models
+    import restorekit.faces.pipeline as pipeline
+
+    monkeypatch.setattr(cluster_models, "_model_reference", lambda name, purpose, files: name)
+    shipped_names: list[str] = []
+    monkeypatch.setattr(cluster_models, "_registry_file", lambda name, files: shipped_names.append(name))
+    settings = RestoreSettings(model="resize", face_model="GFPGANv1.4", face_options=FaceOptions())
+    _, shipped = ship_settings(settings)
+    assert shipped.face_options.detector == "blazeface_full_range"  # nothing installed here
+    assert shipped.face_options.parser == "face_oval" and shipped_names == ["blazeface_full_range", "face_mesh"]
+    monkeypatch.setattr(pipeline, "parser_name", lambda name: "parsing_parsenet" if name == "auto" else name)
+    _, shipped = ship_settings(settings)
+    assert shipped.face_options.parser == "parsing_parsenet"

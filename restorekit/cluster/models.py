@@ -92,7 +92,10 @@ def ship_settings(settings: Any) -> tuple[dict[str, Path | bytes], Any]:
         for name in face_network_names(options):  # detector, landmarks, parser, 'auto' resolved here
             _registry_file(name, files)
         if not options.aligned:
-            changes["face_options"] = dataclasses.replace(options, detector=detector_name(options.detector))
+            # The head's choices, so every worker uses the same detector and mask.
+            changes["face_options"] = dataclasses.replace(
+                options, detector=detector_name(options.detector), parser=options.resolved_parser
+            )
     return files, dataclasses.replace(settings, **changes)
 
 
