@@ -395,6 +395,20 @@ def test_transfer_check_passes_a_real_photo(coffee: np.ndarray) -> None:
     assert psnr(result.output, high) - psnr(_bicubic_x2(low), high) > 0.5
 
 
+def test_transfer_check_takes_odd_sizes_with_a_user_kernel_and_fractional_scales(coffee: np.ndarray) -> None:
+    """A kernel downscale needs whole multiples of the factor: an odd-sized image is cropped
+    for the check (it was an error), and fractional scales check the first step."""
+    gauss = np.exp(-((np.arange(7) - 3.0) ** 2) / 2.0)
+    kernel = np.outer(gauss, gauss)
+    # 97x98, made with the kernel (so the kernel check accepts it)
+    low = kernel_downscaler(kernel, 2)(to_tensor(coffee[100:294, 200:396]), (97, 98)).clamp(0, 1)
+    config = TINY.replace(bicubic_fallback=True, iterations=4)
+    with_kernel = zssr_upscale_with_report(low, 2, config.replace(kernel=kernel))
+    assert with_kernel.output.shape == (1, 3, 194, 196) and len(with_kernel.transfer_checks) == 1
+    fractional = zssr_upscale_with_report(low, 3, config)
+    assert fractional.output.shape == (1, 3, 291, 294) and len(fractional.transfer_checks) == 1
+
+
 def test_transfer_check_runs_only_with_the_guard_on_large_enough_images() -> None:
     noise = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     off = TINY.replace(bicubic_fallback=True, transfer_check=False)

@@ -595,11 +595,16 @@ def transfer_check(
     ``image`` (1, C, H, W) in [0, 1] is downscaled by the first stage's factor and kernel;
     a network trained (``transfer_iterations_share`` of the iterations, no self-ensemble, no
     guard) on that downscale alone upscales it back, and its PSNR against ``image`` is
-    compared with the fallback's on the same pixels (the common top-left region when
-    rounding makes the sizes differ)."""
+    compared with the fallback's on the same pixels (for an integer factor the image is first
+    cropped to whole multiples of it; otherwise the common top-left region when rounding makes
+    the sizes differ)."""
     start = time.perf_counter()
     factor = stage.factor
-    small = stage_downscaler(config, factor, kernel)(image, son_size(stage.input_size, factor)).clamp(0, 1)
+    if is_integer_factor(factor):  # kernel downscales need whole multiples of the factor
+        step = round(factor)
+        image = image[..., : image.shape[-2] // step * step, : image.shape[-1] // step * step]
+    size = (image.shape[-2], image.shape[-1])
+    small = stage_downscaler(config, factor, kernel)(image, son_size(size, factor)).clamp(0, 1)
     probe_config = config.replace(
         iterations=max(1, round(config.iterations * config.transfer_iterations_share)),
         self_ensemble=False,
