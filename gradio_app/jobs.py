@@ -34,7 +34,7 @@ from restorekit.registry.schema import default_model_name
 logger = logging.getLogger(__name__)
 
 ZSSR_CHOICE = "zssr"
-ZSSR_KERNELS = ("bicubic", "auto")
+ZSSR_KERNELS = ("bicubic", "auto", "opencv-cubic")
 """Zero-shot kernel choices: bicubic, or estimated per image (across-scale consistency fit)."""
 RESIZE_CHOICE = "resize"
 OUTPUT_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpeg", "WebP": "webp"}
@@ -235,6 +235,7 @@ def restore_settings(options: RestoreOptions) -> Any:
     zssr = None
     if model.lower() == ZSSR_CHOICE:
         from restorekit.zssr import ZSSRConfig
+        from restorekit.zssr.config import kernel_setting
 
         changes: dict[str, Any] = {"precision": options.precision}
         if options.zssr_iterations:
@@ -242,7 +243,7 @@ def restore_settings(options: RestoreOptions) -> Any:
         kernel = str(options.zssr_kernel or "bicubic").strip().lower()
         if kernel not in ZSSR_KERNELS:
             raise InvalidParameterError(f"Zero-shot kernel must be one of {', '.join(ZSSR_KERNELS)}, got {options.zssr_kernel!r}.")
-        changes["kernel"] = "auto" if kernel == "auto" else None
+        changes["kernel"] = kernel_setting(kernel)
         zssr = ZSSRConfig(**changes)
     return RestoreSettings(
         model=model,

@@ -20,7 +20,7 @@ from .convert import (
 )
 
 SEED_MAX = 2**63 - 1
-ZSSR_KERNELS = ("bicubic", "auto")
+ZSSR_KERNELS = ("bicubic", "auto", "opencv-cubic")
 """Zero-shot kernel choices: bicubic, or estimated per image (across-scale consistency fit)."""
 
 
@@ -179,7 +179,7 @@ class ZeroShotUpscale(RestoreKitNode):
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 training where it is fast, else fp32."}),
             },
             "optional": {
-                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image (bicubic unless a Gaussian blur clearly fits better; scales 2, 4 and 8; a few seconds). The guard also refuses a kernel clearly too wide for the image."}),
+                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image (bicubic unless a Gaussian blur clearly fits better; scales 2, 4 and 8; a few seconds). opencv-cubic: the image was made by OpenCV's cubic resize without antialiasing (integer scales). The guard also refuses a kernel clearly too wide for the image."}),
                 "guard": ("BOOLEAN", {"default": True, "tooltip": "Fall back to bicubic where a network trained one scale down does not beat it on the image itself (transfer check), or the network does not beat it on a held-out strip of the image."}),
             },
         }  # fmt: skip
@@ -189,6 +189,7 @@ class ZeroShotUpscale(RestoreKitNode):
         kernel: str = "bicubic", guard: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, str]:
         from restorekit.zssr import ZSSRConfig, kernel_picture, zssr_upscale_with_report
+        from restorekit.zssr.config import kernel_setting
 
         if kernel not in ZSSR_KERNELS:
             raise NodeInputError(f"kernel must be one of {', '.join(ZSSR_KERNELS)}, got {kernel!r}.")
@@ -198,7 +199,7 @@ class ZeroShotUpscale(RestoreKitNode):
             config = ZSSRConfig(
                 iterations=iterations, time_budget_s=seconds or None, seed=seed,
                 device=comfy.torch_device(), precision=precision,
-                kernel="auto" if kernel == "auto" else None, bicubic_fallback=bool(guard),
+                kernel=kernel_setting(kernel), bicubic_fallback=bool(guard),
             )  # fmt: skip
             for index in range(pixels.shape[0]):  # one network per image
                 result = zssr_upscale_with_report(pixels[index : index + 1], scale, config, progress=engine_progress(), cancel=comfy.interrupted)

@@ -406,7 +406,8 @@ def test_cli_kernel_writes_npy_and_picture_and_zssr_uses_auto(chelsea: np.ndarra
 
 def test_front_ends_offer_the_estimated_kernel() -> None:
     """The upscale CLI's --zssr-kernel, the app's zero-shot kernel choice and the node's
-    optional kernel input all reach ZSSRConfig(kernel="auto"); bad values are clear errors."""
+    optional kernel input all reach ZSSRConfig(kernel="auto") and the named opencv-cubic
+    kernel; bad values are clear errors."""
     pytest.importorskip("gradio")
     from gradio_app import jobs
     from nodes.convert import NodeInputError
@@ -424,6 +425,10 @@ def test_front_ends_offer_the_estimated_kernel() -> None:
     with pytest.raises(InvalidParameterError, match="Zero-shot kernel"):
         jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_kernel="gaussian"))
     optional = ZeroShotUpscale.INPUT_TYPES()["optional"]
-    assert optional["kernel"][0] == ["bicubic", "auto"] and optional["guard"][0] == "BOOLEAN"
+    assert optional["kernel"][0] == ["bicubic", "auto", "opencv-cubic"] and optional["guard"][0] == "BOOLEAN"
+    cubic = jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_kernel="opencv-cubic")).zssr.kernel
+    assert cubic.shape == (4, 4) and abs(float(cubic.sum()) - 1.0) < 1e-12
+    args = build_parser().parse_args(["upscale", "in.png", "-o", "out", "--model", "zssr", "--zssr-kernel", "opencv-cubic"])
+    assert settings_from_args(args).zssr.kernel.shape == (4, 4)
     with pytest.raises(NodeInputError, match="kernel must be one of"):
         ZeroShotUpscale().upscale(torch.rand(1, 40, 40, 3), 2.0, 10, 0.0, 0, "fp32", kernel="gaussian")

@@ -133,9 +133,9 @@ def add_zssr_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--zssr-seconds", type=positive_float, default=None, metavar="T", help="time budget per image in seconds")
     group.add_argument("--seed", type=int, default=0, help="random seed of zero-shot training (default: 0)")
     group.add_argument(
-        "--zssr-kernel", "--kernel", dest="zssr_kernel", default=None, metavar="FILE|auto",
-        help="downscaling kernel: a kernel file, or 'auto' to estimate it per image with "
-        "KernelGAN (default bicubic)",
+        "--zssr-kernel", "--kernel", dest="zssr_kernel", default=None, metavar="FILE|auto|opencv-cubic",
+        help="downscaling kernel: a kernel file, 'auto' to estimate it per image, or "
+        "'opencv-cubic' for images made by cv2.resize's cubic without antialiasing (default bicubic)",
     )
 
 
@@ -161,9 +161,9 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
             changes["time_budget_s"] = args.zssr_seconds
         kernel = getattr(args, "zssr_kernel", None)
         if kernel:
-            from ..zssr import load_kernel
+            from ..zssr.config import kernel_setting
 
-            changes["kernel"] = "auto" if kernel.strip().lower() == "auto" else load_kernel(kernel)
+            changes["kernel"] = kernel_setting(kernel)
         zssr = ZSSRConfig(**changes)
     values: dict[str, Any] = {
         "model": args.model,

@@ -55,10 +55,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--no-ensemble", action="store_true", help="skip the 8-transform self-ensemble (8x faster inference)")
     parser.add_argument("--no-back-projection", action="store_true", help="skip back-projection (for noisy inputs)")
     parser.add_argument(
-        "--kernel", metavar="FILE|auto",
-        help="blur kernel of one downscaling step (.npy, .txt/.csv or KernelGAN .mat), or "
+        "--kernel", metavar="FILE|auto|opencv-cubic",
+        help="blur kernel of one downscaling step (.npy, .txt/.csv or KernelGAN .mat), "
         "'auto' to estimate it from the image (bicubic unless a Gaussian clearly explains "
-        "the image better; see --kernel-method); default bicubic",
+        "the image better; see --kernel-method), or 'opencv-cubic' for images made by "
+        "cv2.resize(..., INTER_CUBIC) without antialiasing; default bicubic",
     )
     parser.add_argument(
         "--kernel-method", choices=["consistency", "kernelgan"],
@@ -128,7 +129,8 @@ def _output_path(args: argparse.Namespace, source: Path) -> Path:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The :class:`~restorekit.zssr.ZSSRConfig` the command line asks for."""
-    from ..zssr import KernelGANConfig, ZSSRConfig, load_kernel
+    from ..zssr import KernelGANConfig, ZSSRConfig
+    from ..zssr.config import kernel_setting
 
     changes: dict[str, Any] = {
         "seed": args.seed,
@@ -147,7 +149,7 @@ def build_config(args: argparse.Namespace) -> Any:
         changes["time_budget_s"] = args.budget_seconds
         changes["iterations"] = DEFAULT_TIME_CAP_ITERATIONS
     if args.kernel:
-        changes["kernel"] = "auto" if args.kernel.strip().lower() == "auto" else load_kernel(args.kernel)
+        changes["kernel"] = kernel_setting(args.kernel)
     estimation: dict[str, Any] = {}
     if getattr(args, "kernel_iterations", None) is not None:
         estimation["iterations"] = args.kernel_iterations

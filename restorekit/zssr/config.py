@@ -23,6 +23,23 @@ AUTO_KERNEL = "auto"
 """``ZSSRConfig.kernel`` value that estimates the kernel from the image (consistency fit or KernelGAN)."""
 
 
+BICUBIC_KERNEL = "bicubic"
+
+
+def kernel_setting(choice: str | None) -> Any:
+    """The :attr:`ZSSRConfig.kernel` for a user's kernel choice: None for ``bicubic`` (or
+    nothing), ``"auto"`` to estimate it, else a named kernel (``opencv-cubic``) or a kernel
+    file, loaded and normalized (:func:`~restorekit.zssr.resize.load_kernel`)."""
+    name = str(choice or BICUBIC_KERNEL).strip()
+    if name.lower() == BICUBIC_KERNEL:
+        return None
+    if name.lower() == AUTO_KERNEL:
+        return AUTO_KERNEL
+    from .resize import load_kernel
+
+    return load_kernel(name)
+
+
 @dataclass(frozen=True)
 class ZSSRConfig:
     """How ZSSR learns from the input image and how it infers the result.
