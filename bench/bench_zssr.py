@@ -51,8 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from restorekit.zssr import ZSSRConfig, zssr_upscale_with_report  # noqa: E402
+from restorekit.zssr.engine import KERNEL_CHECK, TRANSFER_CHECK  # noqa: E402
 from restorekit.zssr.inference import back_project  # noqa: E402
-from restorekit.zssr.resize import resize_bicubic  # noqa: E402
+from restorekit.zssr.resize import opencv_cubic_x2_kernel, resize_bicubic  # noqa: E402
 
 # (photo, top, left, height, width) of the high-resolution crops.
 FULL_IMAGES = [
@@ -196,14 +197,6 @@ def div2krk_kernel(rng: np.random.Generator, side: int = 11, noise: float = 0.25
     return kernel / kernel.sum()
 
 
-def opencv_cubic_kernel() -> np.ndarray:
-    """The exact x2 kernel of OpenCV's ``INTER_CUBIC`` downscale: its cubic (a = -0.75)
-    sampled half a pixel from each of the 4 nearest source pixels, with no antialiasing
-    (reproduces ``cv2.resize`` to about 146 dB through ``kernel_downscaler``)."""
-    taps = np.array([-0.09375, 0.59375, 0.59375, -0.09375])
-    return np.outer(taps, taps)
-
-
 def degrade(high: torch.Tensor, how: str, kernel: np.ndarray) -> torch.Tensor:
     import cv2
 
@@ -246,7 +239,7 @@ def _guard(result: object) -> str:
     prefix = "".join(f"T{t.gain_db:+.2f} " for t in transfers)
     stages = result.stages  # type: ignore[attr-defined]
     return prefix + " ".join(
-        {"kernel check": "KERNEL CHECK", "transfer check": "TRANSFER CHECK"}.get(s.stop_reason)
+        {KERNEL_CHECK: "KERNEL CHECK", TRANSFER_CHECK: "TRANSFER CHECK"}.get(s.stop_reason)
         or ("net" if s.network_used else "FALLBACK") + f"({s.guard_gain_db:+.2f})"
         for s in stages
     )
@@ -291,11 +284,11 @@ def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
             low = degrade(high, how, kernel)
             bicubic = psnr_rgb(resize_bicubic(low, tuple(high.shape[-2:])).clamp(0, 1), high)
             exact = args.exact_opencv_kernel and how == "OpenCV bicubic"
-            auto = zssr_upscale_with_report(low, 2, base.replace(kernel=opencv_cubic_kernel()) if exact else estimated_config)
+            auto = zssr_upscale_with_report(low, 2, base.replace(kernel=opencv_cubic_x2_kernel()) if exact else estimated_config)
             plain = auto if args.estimated_only else zssr_upscale_with_report(low, 2, base)
             p_plain, p_auto = (math.nan if args.estimated_only else psnr_rgb(plain.output, high)), psnr_rgb(auto.output, high)
             estimate = auto.kernels[0] if auto.kernels else KernelEstimate(
-                opencv_cubic_kernel(), opencv_cubic_kernel(), 0, "given", 0.0, math.nan, source="OpenCV cubic"
+                opencv_cubic_x2_kernel(), opencv_cubic_x2_kernel(), 0, "given", 0.0, math.nan, source="OpenCV cubic"
             )
             row = BlindRow(
                 name, how, bicubic, p_plain, p_auto, p_plain - bicubic, p_auto - bicubic,

@@ -30,12 +30,13 @@ from restorekit.errors import (
 from restorekit.imageio import DecodedImage, encode_image, read_image, read_image_size
 from restorekit.progress import CancelCheck, ProgressCallback, Reporter
 from restorekit.registry.schema import default_model_name
+from restorekit.zssr.config import KERNEL_CHOICES
 
 logger = logging.getLogger(__name__)
 
 ZSSR_CHOICE = "zssr"
-ZSSR_KERNELS = ("bicubic", "auto", "opencv-cubic")
-"""Zero-shot kernel choices: bicubic, or estimated per image (across-scale consistency fit)."""
+ZSSR_KERNELS = KERNEL_CHOICES
+"""Zero-shot kernel choices: bicubic, estimated per image (across-scale consistency fit), or named."""
 RESIZE_CHOICE = "resize"
 OUTPUT_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpeg", "WebP": "webp"}
 """Output format label -> :func:`restorekit.imageio.encode_image` format."""

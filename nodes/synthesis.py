@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from restorekit.device import PRECISIONS
+from restorekit.zssr.config import KERNEL_CHOICES
 
 from . import comfy
 from .base import RestoreKitNode
@@ -20,8 +21,8 @@ from .convert import (
 )
 
 SEED_MAX = 2**63 - 1
-ZSSR_KERNELS = ("bicubic", "auto", "opencv-cubic")
-"""Zero-shot kernel choices: bicubic, or estimated per image (across-scale consistency fit)."""
+ZSSR_KERNELS = KERNEL_CHOICES
+"""Zero-shot kernel choices: bicubic, estimated per image (across-scale consistency fit), or named."""
 
 
 class DegradeImage(RestoreKitNode):

@@ -14,13 +14,6 @@ DEFAULT_TIME_CAP_ITERATIONS = 100_000
 """With --budget-seconds the iteration cap is this high, so the time budget decides."""
 
 
-FALLBACK_REASONS = {
-    "kernel check": ": kernel too wide for the image, bicubic used",
-    "transfer check": ": what the network learns one scale down does not carry over, bicubic used",
-}
-"""Summary wording of the guards that rule the network out before training (by stop reason)."""
-
-
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from ..zssr import ZSSRConfig
 
@@ -208,11 +201,18 @@ def cmd_zssr(args: argparse.Namespace) -> int:
         np.save(buffer, result.kernels[0].kernel, allow_pickle=False)
         atomic_write_bytes(kernel_path, buffer.getvalue())
     last = result.stages[-1]
+    from ..zssr.engine import KERNEL_CHECK, TRANSFER_CHECK
+
+    # the guards that rule the network out before training, by stop reason
+    fallback_reasons = {
+        KERNEL_CHECK: ": kernel too wide for the image, bicubic used",
+        TRANSFER_CHECK: ": what the network learns one scale down does not carry over, bicubic used",
+    }
     gains = ", ".join(
         f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason})"
         + (
-            FALLBACK_REASONS[s.stop_reason]
-            if s.stop_reason in FALLBACK_REASONS
+            fallback_reasons[s.stop_reason]
+            if s.stop_reason in fallback_reasons
             else f", {'held-out ' if s.held_out else ''}self-reconstruction {s.guard_gain_db:+.2f} dB vs bicubic"
             + ("" if s.network_used else ": network not better, bicubic used")
         )

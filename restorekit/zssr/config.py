@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError
 from .kernelgan import KernelGANConfig
+from .resize import NAMED_KERNELS, load_kernel
 
 MAX_SCALE = 16.0
 """The largest total upscaling factor accepted."""
@@ -24,6 +25,9 @@ AUTO_KERNEL = "auto"
 
 
 BICUBIC_KERNEL = "bicubic"
+
+KERNEL_CHOICES: tuple[str, ...] = (BICUBIC_KERNEL, AUTO_KERNEL, *NAMED_KERNELS)
+"""The kernel choices the node and the app offer (the CLI also takes a kernel file)."""
 
 
 def kernel_setting(choice: str | None) -> Any:
@@ -35,8 +39,6 @@ def kernel_setting(choice: str | None) -> Any:
         return None
     if name.lower() == AUTO_KERNEL:
         return AUTO_KERNEL
-    from .resize import load_kernel
-
     return load_kernel(name)
 
 

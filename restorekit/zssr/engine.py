@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 MIN_SON_SIDE = 4
 """The downscaled copy of the input must keep at least this many pixels per side."""
 
+KERNEL_CHECK = "kernel check"
+TRANSFER_CHECK = "transfer check"
+"""``StageReport.stop_reason`` of the guards that rule the network out before training."""
+
 
 @dataclass(frozen=True)
 class StagePlan:
@@ -500,7 +504,7 @@ class _Run:
         config = self.config
         if not (config.back_projection and config.back_projection_iterations and self.back_project):
             return output
-        if self.skip and self.skip[0] == "kernel check":
+        if self.skip and self.skip[0] == KERNEL_CHECK:
             return output
         return back_project(output, current, self.downscalers[stage.index], config.back_projection_iterations)
 
@@ -557,7 +561,7 @@ def zssr_upscale_with_report(
                     run_config, kernel = run_config.replace(kernel=None), None
                 image_reporter = _part(image_reporter, 0.25, 1.0)
             check, notice = kernel_check(image, run_config, stages, kernels[-1] if config.estimates_kernel else None)
-            skip = ("kernel check", notice) if notice else None
+            skip = (KERNEL_CHECK, notice) if notice else None
             if skip is None and transfer_applies(image, run_config, stages[0]):
                 share = run_config.transfer_iterations_share / (1.0 + run_config.transfer_iterations_share)
                 transfer = transfer_check(image, run_config, stages[0], kernel, check, _part(image_reporter, 0.0, share))
@@ -566,7 +570,7 @@ def zssr_upscale_with_report(
                 if run_config.time_budget_s is not None:
                     run_config = run_config.replace(time_budget_s=max(run_config.time_budget_s - transfer.seconds, 1e-3))
                 if not transfer.passed:
-                    skip = ("transfer check", transfer_notice(transfer, run_config))
+                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config))
             run = _Run(image, scale, run_config, image_reporter, kernel, check, skip)
             reports.extend(run.run())
             execution = run.plan.describe()
@@ -790,6 +794,8 @@ def zssr_upscale_image_with_report(
 
 
 __all__ = [
+    "KERNEL_CHECK",
+    "TRANSFER_CHECK",
     "StagePlan",
     "StageReport",
     "TransferCheck",
