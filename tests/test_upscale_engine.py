@@ -373,3 +373,22 @@ def test_parse_tile_refuses_with_the_accepted_forms(given: object) -> None:
 
     with pytest.raises(InvalidParameterError, match=r"auto|16 px"):
         parse_tile(given)  # type: ignore[arg-type]
+
+
+def test_auto_windows_for_x4plus_bf16_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU budget and the ESRGAN activation estimate (max(600, 64 + 9 s²) values a pixel,
+    measured 606) run a 512² photo as one window, and split 1024² into six 363x528 windows
+    that keep the 1024² -> 4096² job under 1.5 GB (bench/RESULTS_upscale.md)."""
+    import spandrel
+
+    import restorekit.upscale.engine as engine
+    from restorekit.architectures import random_state_dict
+
+    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 64 << 30)  # the budget, not the host, decides
+    descriptor = spandrel.ModelLoader().load_from_state_dict(random_state_dict("RRDBNet"))
+    upscaler = Upscaler(descriptor, precision="bf16", device="cpu", tile="auto")
+    if upscaler.plan.dtype != torch.bfloat16:
+        pytest.skip(f"this CPU runs bf16 as {upscaler.plan.dtype}")
+    assert upscaler.traits.architecture == "ESRGAN" and upscaler.scale == 4
+    assert upscaler._tile_side(512, 512) == (512, 512)
+    assert upscaler._tile_side(1024, 1024) == (363, 528)
