@@ -16,6 +16,9 @@ them per test. Front ends take the same settings as options (``--models-dir``,
 ``WORLD_SIZE``            set by ``torchrun``: the number of data-parallel training processes
 ========================  ==================================================================
 
+``RESTOREKIT_WINDOW_TUNING=0`` chooses ``tile='auto'`` windows without measuring the machine's
+cost per pixel (:mod:`restorekit.upscale.window_cost`); the test suite sets it.
+
 PyTorch's own ``TORCHINDUCTOR_CACHE_DIR`` (the compile cache folder) is read and set here too:
 compiled execution (:mod:`restorekit.compiled`) uses the user's folder when one is set, else
 ``<home>/.restorekit/compile``.
@@ -38,6 +41,11 @@ def _text(name: str) -> str:
 
 def _flag(name: str) -> bool:
     return _text(name).lower() in _TRUE
+
+
+def window_tuning() -> bool:
+    """False when ``RESTOREKIT_WINDOW_TUNING`` is ``0``, ``off``, ``false`` or ``no``."""
+    return _text("RESTOREKIT_WINDOW_TUNING").lower() not in ("0", "off", "false", "no")
 
 
 def home_override() -> Path | None:

@@ -32,6 +32,7 @@ from .alpha import check_alpha_mode, fill_transparent, is_opaque
 from .network import ModelTraits, NetworkRunner, padding_for, reflect_pad
 from .resize import FILTERS, resize
 from .tiling import LAYOUTS, TilePlan, Tiler, canvas_dtype, choose_window, plan_tiles
+from .window_cost import MIN_TUNED_PIXELS, WindowCosts
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +305,12 @@ class Upscaler:
         pad_h, pad_w = padding_for(dataclasses.replace(self.traits, square=False), h, w)
         return h + pad_h, w + pad_w
 
+    def window_for(self, height: int, width: int) -> tuple[int, int]:
+        """The window limit (height, width) this upscaler's model pass uses for a (height,
+        width) input: the image's own size when it runs whole. With ``tile='auto'`` this may
+        measure the network's window costs first (once per machine)."""
+        return self._tile_side(*self._padded_size(height, width))
+
     def _tile_side(self, height: int, width: int) -> tuple[int, int]:
         """Window (height, width) limit for a padded image of (height, width)."""
         whole = (height, width)
@@ -314,16 +321,33 @@ class Upscaler:
             side = max(align, self.tile // align * align)
             return side, side
         budget = self._activation_budget(discouraged=self.traits.tiling == "discouraged")
-        if self.traits.activation_bytes(height * width, self.plan.dtype) <= budget:
-            return whole
         fixed = self.traits.activation_bytes(0, self.plan.dtype)
         per_pixel = max(self.traits.activation_bytes(1, self.plan.dtype) - fixed, 1)
         max_pixels = max(budget - fixed, 0) // per_pixel
+        costs = self._window_costs(height, width, max_pixels)
+        if costs is None and self.traits.activation_bytes(height * width, self.plan.dtype) <= budget:
+            return whole
         min_side = max(64, 4 * self.overlap) // align * align + align
         if self.layout != "feather":  # the official grid takes square cores
             side = max(int(math.sqrt(max_pixels)) // align * align, min_side)
             return side, side
-        return choose_window(height, width, max_pixels, overlap=self.overlap, align=align, min_side=min_side)
+        return choose_window(
+            height,
+            width,
+            max_pixels,
+            overlap=self.overlap,
+            align=align,
+            min_side=min_side,
+            cost_per_pixel=costs.per_pixel if costs is not None else None,
+        )
+
+    def _window_costs(self, height: int, width: int, max_pixels: int) -> WindowCosts | None:
+        """The network's measured cost per pixel against window size, for ``feather`` jobs on
+        images big enough to be worth splitting for speed (:mod:`~restorekit.upscale.window_cost`);
+        None otherwise, and then windows are chosen by memory and pixel count alone."""
+        if self.layout != "feather" or height * width <= MIN_TUNED_PIXELS:
+            return None
+        return self.runner.window_costs(max_pixels)
 
     def _activation_budget(self, *, discouraged: bool = False) -> int:
         free = free_memory_bytes(self.plan.device)

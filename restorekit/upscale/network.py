@@ -37,6 +37,7 @@ from ..device import ExecutionPlan, plan_execution
 from ..errors import ModelIncompatibleError
 from ..models import prepared_network
 from .rrdb import FusedRRDBTrunk
+from .window_cost import CANDIDATE_SIDES, WindowCosts, machine_key, tuning_enabled, window_costs
 
 logger = logging.getLogger(__name__)
 
@@ -386,6 +387,7 @@ class NetworkRunner:
         strips = StripTailForward.of(self._network, fused=plan.fused) if use_strips else None
         self.fused = strips is not None and isinstance(strips.head[0], FusedRRDBTrunk)
         """Whether the network runs through a fused execution form."""
+        self._trunk: FusedRRDBTrunk | None = strips.head[0] if strips is not None and self.fused else None
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
             strips if strips is not None else functools.partial(self._call, self._network)
         )  # neither refers back to the descriptor: compiled forwards are cached by its module
@@ -409,6 +411,7 @@ class NetworkRunner:
         self._network = self.descriptor.model
         self._forward = int8_forward(self.descriptor.model, self.plan, name, self._call, enforce=gate)
         self.fused = False
+        self._trunk = None
         self.compiled = None  # int8 networks run as quantized, never compiled
         self._fp32 = None
         self.fallbacks = 0
@@ -437,6 +440,17 @@ class NetworkRunner:
             self.compiled.expect(self.network_input_shape(batch, *window), full)
             if rest:
                 self.compiled.expect(self.network_input_shape(rest, *window), 1)
+
+    def window_costs(self, max_pixels: int) -> WindowCosts | None:
+        """This network's cost per pixel against window size on this machine, measured once
+        (:mod:`restorekit.upscale.window_cost`) at the candidate sides that fit ``max_pixels``;
+        None where windows are taken to cost the same per pixel: networks without a probe
+        (the fused RRDB trunk has one), other devices than the CPU, or tuning turned off."""
+        if self._trunk is None or self.plan.device.type != "cpu" or not tuning_enabled():
+            return None
+        sides = [side for side in CANDIDATE_SIDES if side * side <= max_pixels] or [CANDIDATE_SIDES[0]]
+        key = machine_key(network_key(self._network, self.plan.device, self.plan.dtype))
+        return window_costs(key, self._trunk.probe, sides)
 
     def _fp32_runner(self) -> NetworkRunner:
         if self._fp32 is None:

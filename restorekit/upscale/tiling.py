@@ -118,8 +118,10 @@ def choose_window(
     overlap: int,
     align: int = 1,
     min_side: int = 1,
+    cost_per_pixel: Callable[[int], float] | None = None,
 ) -> tuple[int, int]:
-    """The ``feather`` window (height, width) that computes the fewest pixels in all.
+    """The ``feather`` window (height, width) that computes the fewest pixels in all, or
+    with ``cost_per_pixel`` the one that takes the least time.
 
     Windows may hold at most ``max_pixels`` input pixels each (the memory budget) and are
     not made narrower than ``min_side``. Every window of a row-by-column split has the same
@@ -128,11 +130,16 @@ def choose_window(
     532x282 windows, 6% more pixels than the image, where 491 px squares made four windows
     of 282x282, 12% more). Among equal work, fewer windows win.
 
+    ``cost_per_pixel(window pixels)`` (seconds per pixel measured on this machine,
+    :class:`~restorekit.upscale.window_cost.WindowCosts`) weighs each split's pixels by what
+    a pixel costs in windows of that size, so smaller windows win where they are enough
+    faster per pixel to pay for their seams, even on an image that fits whole.
+
     Returns:
         (height, width) window limits for :func:`plan_tiles`; the image's own size when it
         fits ``max_pixels`` whole.
     """
-    if height * width <= max_pixels:
+    if height * width <= max_pixels and cost_per_pixel is None:
         return height, width
     band = shared_band(overlap, align)
     best: tuple[int, int, int, int] | None = None  # (work, windows, h, w)
@@ -145,9 +152,13 @@ def choose_window(
             if cols > 1 and (w - band < align or w < min_side):
                 break
             if h * w <= max_pixels:
-                candidate = (rows * cols * h * w, rows * cols, h, w)
+                work = rows * cols * h * w
+                if cost_per_pixel is not None:
+                    work = round(work * cost_per_pixel(h * w) * 1e9)  # nanoseconds
+                candidate = (work, rows * cols, h, w)
                 best = candidate if best is None else min(best, candidate)
-                break  # more columns only add overlap
+                if cost_per_pixel is None:
+                    break  # more columns only add overlap
     if best is None:  # not even min_side windows fit: the smallest square the caller allows
         side = max(align, min_side // align * align)
         return min(side, height), min(side, width)
