@@ -102,6 +102,11 @@ def shared_band(overlap: int, align: int) -> int:
     return -(-2 * overlap // align) * align
 
 
+def round_up(value: int, multiple: int) -> int:
+    """``value`` rounded up to a multiple of ``multiple`` (>= 1)."""
+    return -(-value // multiple) * multiple
+
+
 def window_length(length: int, count: int, band: int, align: int) -> int:
     """Length of each of ``count`` equal windows that cover ``length`` pixels with ``band``
     pixels shared between neighbours, rounded up to ``align`` (``length`` for one window)."""
@@ -119,6 +124,7 @@ def choose_window(
     align: int = 1,
     min_side: int = 1,
     cost_per_pixel: Callable[[int], float] | None = None,
+    width_multiple: int = 1,
 ) -> tuple[int, int]:
     """The ``feather`` window (height, width) that computes the fewest pixels in all, or
     with ``cost_per_pixel`` the one that takes the least time.
@@ -134,6 +140,8 @@ def choose_window(
     :class:`~restorekit.upscale.window_cost.WindowCosts`) weighs each split's pixels by what
     a pixel costs in windows of that size, so smaller windows win where they are enough
     faster per pixel to pay for their seams, even on an image that fits whole.
+    ``width_multiple``: split windows are made this much wider, as :func:`feather_axis` makes
+    them (see :data:`restorekit.upscale.engine.CPU_WINDOW_WIDTH_MULTIPLE`).
 
     Returns:
         (height, width) window limits for :func:`plan_tiles`; the image's own size when it
@@ -149,6 +157,8 @@ def choose_window(
             break
         for cols in range(1, max(1, width // max(min_side, 1)) + 1):
             w = window_length(width, cols, band, align)
+            if cols > 1:
+                w = min(round_up(w, width_multiple), width)
             if cols > 1 and (w - band < align or w < min_side):
                 break
             if h * w <= max_pixels:
@@ -173,10 +183,13 @@ def feather_axis(
     scale: int = 1,
     align: int = 1,
     radius: int | None = None,
+    multiple: int = 1,
 ) -> list[AxisWindow]:
     """Evenly spread windows of one size with feathered (or exact) seams; see the module doc.
 
-    ``length`` and ``tile`` must be multiples of ``align`` (the caller pads the image).
+    ``length`` and ``tile`` must be multiples of ``align`` (the caller pads the image). When
+    the axis is split, the windows' size is rounded up to a multiple of ``multiple`` (within
+    ``tile``): neighbours then share a few more pixels.
     """
     if length <= tile:
         return _whole_axis(length, scale)
@@ -187,7 +200,7 @@ def feather_axis(
             f"larger than twice the overlap). Use a larger tile or a smaller overlap."
         )
     count = math.ceil((length - band) / (tile - band))
-    size = min(window_length(length, count, band, align), tile, length)
+    size = min(round_up(window_length(length, count, band, align), multiple), tile, length)
     steps = (length - size) // align
     starts = [align * math.floor(i * steps / (count - 1) + 0.5) for i in range(count)]
     starts[-1] = length - size  # differs from the aligned grid only for unaligned lengths
@@ -219,8 +232,10 @@ def official_axis(
     scale: int = 1,
     align: int = 1,
     radius: int | None = None,
+    multiple: int = 1,
 ) -> list[AxisWindow]:
-    """RealESRGANer's grid: cores of ``tile`` px, ``overlap`` px of context, hard paste."""
+    """RealESRGANer's grid: cores of ``tile`` px, ``overlap`` px of context, hard paste
+    (``multiple`` is ignored: the grid is RealESRGANer's)."""
     if length <= tile:
         return _whole_axis(length, scale)
     windows = []
@@ -269,8 +284,10 @@ def plan_tiles(
     align: int = 1,
     radius: int | None = None,
     layout: str = "feather",
+    width_multiple: int = 1,
 ) -> TilePlan:
-    """Plan the windows for a (height, width) image with windows of at most ``tile`` (h, w)."""
+    """Plan the windows for a (height, width) image with windows of at most ``tile`` (h, w);
+    split columns are ``width_multiple`` wide (``feather`` layout)."""
     try:
         axis = LAYOUTS[layout]
     except KeyError:
@@ -278,7 +295,7 @@ def plan_tiles(
             f"Unknown tile layout {layout!r}; use one of: {', '.join(LAYOUTS)}."
         ) from None
     rows = axis(height, tile[0], overlap, scale=scale, align=align, radius=radius)
-    cols = axis(width, tile[1], overlap, scale=scale, align=align, radius=radius)
+    cols = axis(width, tile[1], overlap, scale=scale, align=align, radius=radius, multiple=width_multiple)
     return TilePlan(rows, cols, scale)
 
 
@@ -321,6 +338,8 @@ class Tiler:
     """Largest window (height, width) the network has run."""
     canvas_dtype: torch.dtype = torch.float32
     """Accumulation dtype of the output canvas (see :func:`canvas_dtype`); results are float32."""
+    width_multiple: int = 1
+    """Split windows' width is a multiple of this (see :func:`feather_axis`)."""
 
     def plan(self, height: int, width: int, tile: tuple[int, int], layout: str | None = None) -> TilePlan:
         if self.limit is not None:
@@ -334,6 +353,7 @@ class Tiler:
             align=self.align,
             radius=self.radius,
             layout=layout or self.layout,
+            width_multiple=self.width_multiple,
         )
 
     def run(self, image: torch.Tensor, plan: TilePlan) -> torch.Tensor:
