@@ -187,3 +187,18 @@ def test_real_weights_int8_is_measured_refused_with_its_numbers_and_within_toler
     quality = psnr(expected, got)
     print(f"animevideov3 int8 on an unseen photo: {quality:.2f} dB, {lowpass_lab_difference(got, expected):.3f} ΔE against fp32")
     assert quality >= UNGATED_MIN_PSNR_DB
+
+
+@pytest.mark.parametrize(("amx", "first"), [(True, "onednn"), (False, "fbgemm")])
+def test_the_quantized_engine_follows_the_cpu(monkeypatch, amx, first):
+    """AMX-INT8 is used only by oneDNN (fbgemm ran x4plus int8 at 0.37x bf16 on the AMX Xeon,
+    oneDNN at 0.98x), so AMX CPUs prefer it; others keep fbgemm's VNNI kernels first."""
+    from restorekit.upscale import int8
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert int8.preferred_engines()[0] == first
+    before = torch.backends.quantized.engine
+    if first in torch.backends.quantized.supported_engines:
+        with int8.quantized_engine() as engine:
+            assert engine == first == torch.backends.quantized.engine
+    assert torch.backends.quantized.engine == before
