@@ -169,3 +169,56 @@ def test_networks_without_a_probe_and_int8_measure_nothing(animevideov3, monkeyp
     upscaler = Upscaler(animevideov3, precision="fp32", device="cpu", tile="auto")
     assert upscaler.runner.window_costs(max_pixels=1 << 20) is None
     assert torch.get_num_threads() >= 1
+
+
+def test_slow_widths_are_timed_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A width whose conv costs 3.2x per pixel what the next multiple of 16 costs (363 px on
+    the AMX Xeon) is slow; the answer is kept, fp32 and multiples of 16 are never timed."""
+    monkeypatch.setenv("RESTOREKIT_WINDOW_TUNING", "1")
+    monkeypatch.setattr(window_cost, "_slow_widths", {})
+    timed: list[int] = []
+
+    def fake_seconds(rows: int, width: int, dtype: torch.dtype) -> float:
+        timed.append(width)
+        return width * (3.2e-6 if width == 363 else 1e-6)
+
+    monkeypatch.setattr(window_cost, "_conv_seconds", fake_seconds)
+    assert window_cost.is_slow_width(300, 363, torch.bfloat16)
+    assert window_cost.is_slow_width(300, 363, torch.bfloat16) and timed == [363, 368]
+    assert not window_cost.is_slow_width(300, 365, torch.bfloat16) and timed[-2:] == [365, 368]
+    timed.clear()
+    assert not window_cost.is_slow_width(300, 363, torch.float32)
+    assert not window_cost.is_slow_width(300, 368, torch.bfloat16)
+    monkeypatch.setenv("RESTOREKIT_WINDOW_TUNING", "0")
+    assert not window_cost.is_slow_width(300, 371, torch.bfloat16)
+    assert timed == []
+
+
+def test_a_slow_width_is_mirrored_to_16_and_cropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image that runs whole at a slow width gets mirrored columns up to the next multiple
+    of 16 (what the network sees; the output keeps its size): columns further from the right
+    edge than the receptive field are unchanged, the band within it changes only a little."""
+    from restorekit.device import plan_execution
+    from restorekit.upscale.network import NetworkRunner
+
+    from conftest import random_model
+
+    model = random_model("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 2})
+    runner = NetworkRunner(model, plan_execution("cpu", "fp32"))
+    image = torch.rand(1, 3, 40, 70, generator=torch.Generator().manual_seed(0))
+    seen: list[int] = []
+    forward = runner._forward
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[-1])
+        return forward(x)
+
+    runner._forward = recording
+    monkeypatch.setattr("restorekit.upscale.network.is_slow_width", lambda h, w, dtype: False)
+    plain = runner(image)
+    monkeypatch.setattr("restorekit.upscale.network.is_slow_width", lambda h, w, dtype: True)
+    padded = runner(image)
+    assert seen == [70, 80] and padded.shape == plain.shape == (1, 3, 80, 140)
+    radius = 4  # 4 convs of 3x3
+    assert torch.equal(padded[..., : 2 * (70 - radius)], plain[..., : 2 * (70 - radius)])
+    assert not torch.equal(padded, plain) and (padded - plain).abs().max() < 0.2

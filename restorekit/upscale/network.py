@@ -37,7 +37,15 @@ from ..device import ExecutionPlan, plan_execution
 from ..errors import ModelIncompatibleError
 from ..models import prepared_network
 from .rrdb import FusedRRDBTrunk
-from .window_cost import CANDIDATE_SIDES, WindowCosts, machine_key, tuning_enabled, window_costs
+from .window_cost import (
+    CANDIDATE_SIDES,
+    WIDTH_MULTIPLE,
+    WindowCosts,
+    is_slow_width,
+    machine_key,
+    tuning_enabled,
+    window_costs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -461,6 +469,7 @@ class NetworkRunner:
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         n, _, h, w = batch.shape
         pad_h, pad_w = padding_for(self.traits, h, w)
+        pad_w += self._speed_padding(h + pad_h, w + pad_w)
         x = batch
         if self.traits.input_channels == 1:
             from ..imageio import to_gray
@@ -483,6 +492,20 @@ class NetworkRunner:
                 f"of {tuple(batch.shape)}; expected scale {s}."
             )
         return out
+
+    def _speed_padding(self, height: int, width: int) -> int:
+        """Extra columns (mirrored, cropped from the output) that bring a (height, width)
+        network input to the next multiple of 16 px, where the CPU's bf16 convs are measured
+        to be slow at ``width`` (:func:`~restorekit.upscale.window_cost.is_slow_width`); 0
+        elsewhere. Tiled windows already are a multiple of 16 wide on the CPU: this is for
+        images that run whole. Only the band of columns the network sees the mirror from
+        (its receptive field, from the right edge) differs from the unpadded result."""
+        if self.plan.device.type != "cpu" or self.plan.int8 or width < WIDTH_MULTIPLE:
+            return 0
+        if not is_slow_width(height, width, self.plan.dtype):
+            return 0
+        multiple = math.lcm(WIDTH_MULTIPLE, self.traits.multiple_of)
+        return min(-(-width // multiple) * multiple - width, width - 1)
 
     def _bad_outputs(self, batch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """(N,) bool: outputs with NaN/inf, or black where the input is not black."""

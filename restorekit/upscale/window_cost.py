@@ -190,11 +190,68 @@ def window_costs(key: str, probe: Probe, sides: Sequence[int] = CANDIDATE_SIDES)
         return costs
 
 
+# --------------------------------------------------------------------------- slow widths
+
+WIDTH_MULTIPLE = 16
+"""Widths that are a multiple of this ran at full speed everywhere they were measured."""
+SLOW_WIDTH_RATIO = 1.25
+"""A width is slow when a conv costs this much more per pixel at it than at the next
+multiple of :data:`WIDTH_MULTIPLE`."""
+_PROBE_ROWS = 128
+
+_slow_widths: dict[tuple[int, int, torch.dtype, int], bool] = {}
+
+
+def _conv_seconds(rows: int, width: int, dtype: torch.dtype) -> float:
+    """Fastest of two timed 64->64 3x3 channels_last convs over (rows, width), after a warm-up."""
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand((1, 64, rows, width), generator=generator).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = (torch.rand((64, 64, 3, 3), generator=generator) - 0.5).to(dtype)
+    best = float("inf")
+    with torch.no_grad():
+        for index in range(3):
+            started = time.perf_counter()
+            F.conv2d(x, weight, padding=1)
+            if index:
+                best = min(best, time.perf_counter() - started)
+    return best
+
+
+def is_slow_width(height: int, width: int, dtype: torch.dtype) -> bool:
+    """Whether bf16 convolutions over a (height, width) input run at least
+    :data:`SLOW_WIDTH_RATIO` times slower per pixel than at the next multiple of 16 px wide.
+
+    oneDNN's AMX bf16 convolutions do, at some widths (363 px: 3-5x; fp32 and other widths
+    do not; see :data:`restorekit.upscale.engine.CPU_WINDOW_WIDTH_MULTIPLE`). Timed once per
+    shape and process with a 64->64 conv over up to 128 rows (a few milliseconds); False for
+    other dtypes, for multiples of 16 and with tuning turned off.
+    """
+    if dtype != torch.bfloat16 or width % WIDTH_MULTIPLE == 0 or width < WIDTH_MULTIPLE or not tuning_enabled():
+        return False
+    rows = max(1, min(height, _PROBE_ROWS))
+    key = (rows, width, dtype, torch.get_num_threads())
+    with _lock:
+        known = _slow_widths.get(key)
+    if known is not None:
+        return known
+    wider = -(-width // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+    ratio = (_conv_seconds(rows, width, dtype) / width) / (_conv_seconds(rows, wider, dtype) / wider)
+    slow = ratio >= SLOW_WIDTH_RATIO
+    if slow:
+        logger.info("a %d px wide input runs %.1fx slower per pixel than %d px: padding it to %d", width, ratio, wider, wider)
+    with _lock:
+        _slow_widths[key] = slow
+    return slow
+
+
 __all__ = [
     "CANDIDATE_SIDES",
     "MIN_TUNED_PIXELS",
     "WindowCosts",
     "cpu_name",
+    "is_slow_width",
     "machine_key",
     "measure_window_costs",
     "tuning_enabled",
