@@ -8,6 +8,10 @@ measured bf16 conv peak. The int8 network is measured even where the gate refuse
 (marked "not offered"). The first run per model calibrates int8 (cached in the model home).
 
     python bench/bench_int8.py --models x4plus,animevideov3 --size 96 --rounds 3
+    python bench/bench_int8.py --models x4plus --size 192 --engines onednn,x86,fbgemm
+
+``--engines`` runs int8 once per quantized engine (each packs its own weights) instead of
+the one :func:`restorekit.upscale.int8.preferred_engines` picks.
 """
 
 from __future__ import annotations
@@ -33,8 +37,6 @@ from bench_upscale import (  # noqa: E402
 )
 from machine import conv_peaks, describe_cpu  # noqa: E402
 
-PRECISIONS = ("fp32", "bf16", "int8")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--engines", default="", help="comma-separated quantized engines to compare (default: the preferred one)")
     args = parser.parse_args()
     import numpy as np
     import torch
@@ -64,14 +67,21 @@ def main() -> None:
         runners = {
             "fp32": NetworkRunner(descriptor, plan_execution("cpu", "fp32")),
             "bf16": NetworkRunner(descriptor, plan_execution("cpu", "bf16")),
-            "int8": NetworkRunner(descriptor, plan, int8_gate=False),
         }
+        preferred = int8_module.preferred_engines
+        for engine in args.engines.split(",") if args.engines else [""]:
+            if engine:
+                int8_module.preferred_engines = lambda engine=engine: (engine,)
+                int8_module._built.clear()  # pack the weights for this engine
+            runners[f"int8-{engine}" if engine else "int8"] = NetworkRunner(descriptor, plan, int8_gate=False)
+        int8_module.preferred_engines = preferred
+        names = list(runners)
         for runner in runners.values():
             runner(image[:, :, :32, :32])  # warm-up
-        wall: dict[str, list[float]] = {name: [] for name in PRECISIONS}
-        cpu: dict[str, list[float]] = {name: [] for name in PRECISIONS}
+        wall: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(args.rounds):
-            for name in PRECISIONS:
+            for name in names:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 runners[name](image)
                 wall[name].append(time.perf_counter() - start)
@@ -81,7 +91,7 @@ def main() -> None:
         print(f"\n{MODELS[model][0]} {args.size}², {args.rounds} interleaved rounds; int8 gate: {offered} ({gate.describe()})")
         print("| precision | best wall (s) | median CPU (s) | vs bf16 (wall) | vs bf16 (CPU) | efficiency vs bf16 peak |")
         print("|---|---|---|---|---|---|")
-        for name in PRECISIONS:
+        for name in names:
             best, median = min(wall[name]), statistics.median(cpu[name])
             efficiency = flops / best / (peaks["bf16"] * 1e9)
             print(f"| {name} | {best:.2f} | {median:.2f} | {min(wall['bf16']) / best:.2f}x | "

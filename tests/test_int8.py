@@ -191,8 +191,8 @@ def test_real_weights_int8_is_measured_refused_with_its_numbers_and_within_toler
 
 @pytest.mark.parametrize(("amx", "first"), [(True, "onednn"), (False, "fbgemm")])
 def test_the_quantized_engine_follows_the_cpu(monkeypatch, amx, first):
-    """AMX-INT8 is used only by oneDNN (fbgemm ran x4plus int8 at 0.37x bf16 on the AMX Xeon,
-    oneDNN at 0.98x), so AMX CPUs prefer it; others keep fbgemm's VNNI kernels first."""
+    """AMX-INT8 is used only by oneDNN (fbgemm ran x4plus int8 at 0.36x bf16 on the AMX Xeon,
+    oneDNN at 0.92x), so AMX CPUs prefer it; others keep fbgemm's VNNI kernels first."""
     from restorekit.upscale import int8
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)

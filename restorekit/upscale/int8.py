@@ -352,8 +352,9 @@ fbgemm (AVX512-VNNI kernels) is preferred there; ``bench/bench_upscale.py --conf
 
 AMX_ENGINES = ("onednn", "x86", "fbgemm")
 """The order on CPUs with AMX-INT8, which only oneDNN uses: on the 2-core AMX Xeon a quantized
-64->64 conv ran at 4160 GOP/s with oneDNN and 690 with fbgemm, and x4plus int8 at 0.98x
-bf16's speed with oneDNN against 0.37x with fbgemm (192² window)."""
+64->64 conv ran at 4246 GOP/s with oneDNN and 692 with fbgemm, and x4plus int8 at 0.92x
+bf16's speed with oneDNN against 0.36x with fbgemm (192² window, ``bench/bench_int8.py
+--engines``)."""
 
 
 def preferred_engines() -> tuple[str, ...]:
