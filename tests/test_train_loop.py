@@ -417,9 +417,13 @@ def _compare(ours: torch.nn.Module, theirs: torch.nn.Module, what: str) -> None:
     """Whole-network relative difference ||ours - theirs|| / ||theirs|| within 1e-5, and each
     tensor within 1e-4 of its largest value (a bias that starts at zero holds only the step,
     where channels_last's different summation order shows at ~1e-5 of it)."""
-    reference = dict(theirs.state_dict())
+    _compare_states(dict(ours.state_dict()), dict(theirs.state_dict()), what)
+
+
+def _compare_states(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], what: str) -> None:
+    """:func:`_compare` on state dicts (the same keys)."""
     diff = norm = 0.0
-    for key, value in ours.state_dict().items():
+    for key, value in ours.items():
         expected = reference[key]
         diff += float(((value - expected) ** 2).sum())
         norm += float((expected**2).sum())
@@ -506,12 +510,15 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path, phot
     assert two.returncode == 0, two.stderr[-3000:]
     a = load_file(str(tmp_path / "one" / "realesrgan.safetensors"))
     b = load_file(str(tmp_path / "two" / "realesrgan.safetensors"))
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+    # Two processes sum the gradients in another order (each half batch, then gloo's
+    # all-reduce): on the AMX Xeon one discriminator weight of 18432 moved 3.3e-6 (1.6e-4 of
+    # its own near-zero value), so the check is the suite's parity bound, not per element.
+    _compare_states(b, a, "generator")
     d_one = ckpt.latest_checkpoint(tmp_path / "one").load()[0]
     d_two = ckpt.latest_checkpoint(tmp_path / "two").load()[0]
-    for key in (k for k in d_one if k.startswith("d.")):
-        torch.testing.assert_close(d_two[key], d_one[key], rtol=1e-5, atol=1e-6)
+    discriminator = [k for k in d_one if k.startswith("d.")]
+    assert discriminator
+    _compare_states({k: d_two[k] for k in discriminator}, {k: d_one[k] for k in discriminator}, "discriminator")
 
 
 @pytest.mark.slow
