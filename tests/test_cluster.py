@@ -6,6 +6,7 @@ what is done and finish the rest."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,7 +125,13 @@ def test_a_rerun_after_a_killed_driver_skips_what_is_done(cluster, photos, model
     second = _cli(env, *args)
     stdout, stderr = second.communicate(timeout=180)
     assert second.returncode == 1, stderr
-    assert f"{len(done_before)} skipped" in stdout
+    # A task already running on a worker when the driver died may still finish its (atomically
+    # written) file before the rerun looks: the rerun skips every file that exists by then,
+    # and upscales the rest.
+    counts = re.search(r"(\d+) upscaled, (\d+) skipped", stdout)
+    assert counts, stdout
+    upscaled, skipped = int(counts.group(1)), int(counts.group(2))
+    assert len(done_before) <= skipped < 10 and upscaled + skipped == 10, stdout
     finished = {name: data for name, data in _files(out).items() if not Path(name).name.startswith(".")}
     assert finished == local_upscale
 
