@@ -32,7 +32,7 @@ from .alpha import check_alpha_mode, fill_transparent, is_opaque
 from .network import ModelTraits, NetworkRunner, padding_for, reflect_pad
 from .resize import FILTERS, resize
 from .tiling import LAYOUTS, TilePlan, Tiler, canvas_dtype, choose_window, plan_tiles
-from .window_cost import MIN_TUNED_PIXELS, WindowCosts
+from .window_cost import MIN_TUNED_PIXELS, WindowCosts, width_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +65,6 @@ the weights and the output canvas. With it x4plus bf16 runs a 512² photo as one
 (no seam, 6% less work than two 272x512 windows, and 4-10% faster), and a 1024² -> 4096²
 CLI job as six 363x528 windows that peak at about 1.45 GiB RSS; four 528² windows would
 need about 90 MB more (``bench/RESULTS_upscale.md``)."""
-
-CPU_WINDOW_WIDTH_MULTIPLE = 16
-"""On the CPU, split windows are a multiple of this many pixels wide. oneDNN's AMX bf16
-convolutions slow down 2-5x at some widths: a 3x3 192->64 conv over 64 rows measured 4.8x
-its median time per pixel at 363 px wide, 4.7x at 359 and 383, and more than 1.5x at 47
-of the widths from 300 to 519, but at none of the multiples of 16 from 64 to 1024 (AMX
-Xeon, torch 2.14.1; the height does not matter). x4plus bf16 on 1024² ran nine 363x363
-windows in 112 s and runs 368 px wide ones in about a third of that."""
 
 CUDA_MEMORY_FRACTION = 0.6
 """``tile='auto'`` on a GPU: this fraction of the free memory goes to activations."""
@@ -352,11 +344,8 @@ class Upscaler:
 
     @property
     def _width_multiple(self) -> int:
-        """Split windows' width is a multiple of this: :data:`CPU_WINDOW_WIDTH_MULTIPLE` on the
-        CPU (and of the model's own ``multiple_of``), 1 elsewhere."""
-        if self.plan.device.type != "cpu":
-            return 1
-        return math.lcm(CPU_WINDOW_WIDTH_MULTIPLE, self.traits.multiple_of)
+        """Split windows' width is a multiple of this (:func:`~restorekit.upscale.window_cost.width_multiple`)."""
+        return width_multiple(self.plan.device, self.traits.multiple_of)
 
     def _window_costs(self, height: int, width: int, max_pixels: int) -> WindowCosts | None:
         """The network's measured cost per pixel against window size, for ``feather`` jobs on

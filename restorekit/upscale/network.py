@@ -34,6 +34,7 @@ from torch import nn
 
 from ..compiled import CompiledForward, count_layers, network_key
 from ..device import ExecutionPlan, plan_execution
+from ..environment import window_tuning
 from ..errors import ModelIncompatibleError
 from ..models import prepared_network
 from .rrdb import FusedRRDBTrunk
@@ -43,7 +44,8 @@ from .window_cost import (
     WindowCosts,
     is_slow_width,
     machine_key,
-    tuning_enabled,
+    round_up,
+    width_multiple,
     window_costs,
 )
 
@@ -454,11 +456,16 @@ class NetworkRunner:
         (:mod:`restorekit.upscale.window_cost`) at the candidate sides that fit ``max_pixels``;
         None where windows are taken to cost the same per pixel: networks without a probe
         (the fused RRDB trunk has one), other devices than the CPU, or tuning turned off."""
-        if self._trunk is None or self.plan.device.type != "cpu" or not tuning_enabled():
+        if self._trunk is None or self.plan.device.type != "cpu" or not window_tuning():
             return None
         sides = [side for side in CANDIDATE_SIDES if side * side <= max_pixels] or [CANDIDATE_SIDES[0]]
-        key = machine_key(network_key(self._network, self.plan.device, self.plan.dtype))
-        return window_costs(key, self._trunk.probe, sides)
+        return window_costs(self._window_key, self._trunk.probe, sides)
+
+    @functools.cached_property
+    def _window_key(self) -> str:
+        """The window-cost cache key of this network on this machine (computed once: a video
+        asks for it every frame)."""
+        return machine_key(network_key(self._network, self.plan.device, self.plan.dtype))
 
     def _fp32_runner(self) -> NetworkRunner:
         if self._fp32 is None:
@@ -504,8 +511,7 @@ class NetworkRunner:
             return 0
         if not is_slow_width(height, width, self.plan.dtype):
             return 0
-        multiple = math.lcm(WIDTH_MULTIPLE, self.traits.multiple_of)
-        return min(-(-width // multiple) * multiple - width, width - 1)
+        return min(round_up(width, width_multiple(self.plan.device, self.traits.multiple_of)) - width, width - 1)
 
     def _bad_outputs(self, batch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """(N,) bool: outputs with NaN/inf, or black where the input is not black."""

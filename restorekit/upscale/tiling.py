@@ -48,6 +48,7 @@ import torch
 from ..device import empty_cache, is_out_of_memory, release_freed_memory
 from ..errors import InsufficientMemoryError, InvalidParameterError
 from .network import Forward
+from .window_cost import round_up
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +103,6 @@ def shared_band(overlap: int, align: int) -> int:
     return -(-2 * overlap // align) * align
 
 
-def round_up(value: int, multiple: int) -> int:
-    """``value`` rounded up to a multiple of ``multiple`` (>= 1)."""
-    return -(-value // multiple) * multiple
-
-
 def window_length(length: int, count: int, band: int, align: int) -> int:
     """Length of each of ``count`` equal windows that cover ``length`` pixels with ``band``
     pixels shared between neighbours, rounded up to ``align`` (``length`` for one window)."""
@@ -141,7 +137,7 @@ def choose_window(
     a pixel costs in windows of that size, so smaller windows win where they are enough
     faster per pixel to pay for their seams, even on an image that fits whole.
     ``width_multiple``: split windows are made this much wider, as :func:`feather_axis` makes
-    them (see :data:`restorekit.upscale.engine.CPU_WINDOW_WIDTH_MULTIPLE`).
+    them (see :data:`restorekit.upscale.window_cost.WIDTH_MULTIPLE`).
 
     Returns:
         (height, width) window limits for :func:`plan_tiles`; the image's own size when it

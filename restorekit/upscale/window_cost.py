@@ -27,11 +27,11 @@ every machine.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import logging
-import os
+import math
 import platform
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..environment import window_tuning
+from ..files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +98,6 @@ class WindowCosts:
         return cls(tuple(s for s, _ in pairs), tuple(c for _, c in pairs))
 
 
-def tuning_enabled() -> bool:
-    """False when ``RESTOREKIT_WINDOW_TUNING`` is ``0``/``off``/``false``/``no``."""
-    from .. import environment
-
-    return environment.window_tuning()
-
-
 def measure_window_costs(probe: Probe, sides: Sequence[int] = CANDIDATE_SIDES, repeats: int = REPEATS) -> WindowCosts:
     """Time ``probe`` at each side: a warm-up round over every side (the largest first, so the
     process's heap grows once), then ``repeats`` timed rounds; the fastest call per side counts.
@@ -119,6 +115,7 @@ def measure_window_costs(probe: Probe, sides: Sequence[int] = CANDIDATE_SIDES, r
     return WindowCosts(tuple(ascending), tuple(max(best[s], 1e-9) / (s * s) for s in ascending))
 
 
+@functools.cache
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
     try:
@@ -157,14 +154,10 @@ def _read(path: Path) -> dict[str, object]:
 
 def _write(path: Path, key: str, costs: WindowCosts) -> None:
     """Add ``key`` to the cache file (atomically; a read-only home only logs)."""
+    data = _read(path)
+    data[key] = costs.to_json()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read(path)
-        data[key] = costs.to_json()
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".window-costs-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-        os.replace(temp, path)
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError as exc:
         logger.debug("could not record window costs in %s: %s", path, exc)
 
@@ -193,7 +186,24 @@ def window_costs(key: str, probe: Probe, sides: Sequence[int] = CANDIDATE_SIDES)
 # --------------------------------------------------------------------------- slow widths
 
 WIDTH_MULTIPLE = 16
-"""Widths that are a multiple of this ran at full speed everywhere they were measured."""
+"""On the CPU, split windows are a multiple of this many pixels wide, and images that run
+whole at a slow width are padded to one (:func:`is_slow_width`). oneDNN's AMX bf16
+convolutions slow down 2-5x at some widths: a 3x3 192->64 conv over 64 rows measured 4.8x
+its median time per pixel at 363 px wide, 4.7x at 359 and 383, and more than 1.5x at 47
+of the widths from 300 to 519, but at none of the multiples of 16 from 64 to 1024 (AMX
+Xeon, torch 2.14.1; the height does not matter). x4plus bf16 on 1024² ran nine 363x363
+windows in 112 s and runs 368 px wide ones in about a third of that."""
+
+
+def round_up(value: int, multiple: int) -> int:
+    """``value`` rounded up to a multiple of ``multiple`` (>= 1)."""
+    return -(-value // multiple) * multiple
+
+
+def width_multiple(device: torch.device, multiple_of: int = 1) -> int:
+    """What window and input widths are rounded to on ``device``: :data:`WIDTH_MULTIPLE` (and
+    a multiple of the model's own ``multiple_of``) on the CPU, ``multiple_of`` elsewhere."""
+    return math.lcm(WIDTH_MULTIPLE, multiple_of) if device.type == "cpu" else multiple_of
 SLOW_WIDTH_RATIO = 1.25
 """A width is slow when a conv costs this much more per pixel at it than at the next
 multiple of :data:`WIDTH_MULTIPLE`."""
@@ -224,11 +234,11 @@ def is_slow_width(height: int, width: int, dtype: torch.dtype) -> bool:
     :data:`SLOW_WIDTH_RATIO` times slower per pixel than at the next multiple of 16 px wide.
 
     oneDNN's AMX bf16 convolutions do, at some widths (363 px: 3-5x; fp32 and other widths
-    do not; see :data:`restorekit.upscale.engine.CPU_WINDOW_WIDTH_MULTIPLE`). Timed once per
+    do not; see :data:`WIDTH_MULTIPLE`). Timed once per
     shape and process with a 64->64 conv over up to 128 rows (a few milliseconds); False for
     other dtypes, for multiples of 16 and with tuning turned off.
     """
-    if dtype != torch.bfloat16 or width % WIDTH_MULTIPLE == 0 or width < WIDTH_MULTIPLE or not tuning_enabled():
+    if dtype != torch.bfloat16 or width % WIDTH_MULTIPLE == 0 or width < WIDTH_MULTIPLE or not window_tuning():
         return False
     rows = max(1, min(height, _PROBE_ROWS))
     key = (rows, width, dtype, torch.get_num_threads())
@@ -236,7 +246,7 @@ def is_slow_width(height: int, width: int, dtype: torch.dtype) -> bool:
         known = _slow_widths.get(key)
     if known is not None:
         return known
-    wider = -(-width // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+    wider = round_up(width, WIDTH_MULTIPLE)
     ratio = (_conv_seconds(rows, width, dtype) / width) / (_conv_seconds(rows, wider, dtype) / wider)
     slow = ratio >= SLOW_WIDTH_RATIO
     if slow:
@@ -249,11 +259,13 @@ def is_slow_width(height: int, width: int, dtype: torch.dtype) -> bool:
 __all__ = [
     "CANDIDATE_SIDES",
     "MIN_TUNED_PIXELS",
+    "WIDTH_MULTIPLE",
     "WindowCosts",
     "cpu_name",
     "is_slow_width",
     "machine_key",
     "measure_window_costs",
-    "tuning_enabled",
+    "round_up",
+    "width_multiple",
     "window_costs",
 ]
