@@ -220,5 +220,8 @@ def test_a_slow_width_is_mirrored_to_16_and_cropped(monkeypatch: pytest.MonkeyPa
     padded = runner(image)
     assert seen == [70, 80] and padded.shape == plain.shape == (1, 3, 80, 140)
     radius = 4  # 4 convs of 3x3
-    assert torch.equal(padded[..., : 2 * (70 - radius)], plain[..., : 2 * (70 - radius)])
+    # unchanged in exact arithmetic; the conv kernels may block a wider row differently (AVX2
+    # oneDNN does), so the far columns are compared to float rounding, not bit for bit
+    far = (..., slice(0, 2 * (70 - radius)))
+    assert (padded[far] - plain[far]).abs().max() < 1e-5
     assert not torch.equal(padded, plain) and (padded - plain).abs().max() < 0.2
