@@ -226,6 +226,20 @@ def test_device_and_precision_resolution() -> None:
     assert not dev.is_out_of_memory(RuntimeError("shape mismatch"))
 
 
+def test_bf16_on_a_cpu_without_bf16_convolutions_warns_once(monkeypatch, caplog) -> None:
+    """An explicit bf16 on an AVX2-only CPU runs (emulated, ~7x slower than fp32), with one
+    warning that says so and names the fix; auto picks fp32 there."""
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: False)
+    dev._warn_emulated_bf16.cache_clear()
+    with caplog.at_level("WARNING", logger="restorekit.device"):
+        assert dev.plan_execution("cpu", "bf16").dtype == torch.bfloat16
+        dev.plan_execution("cpu", "bf16")
+        assert dev.plan_execution("cpu", "auto").dtype == torch.float32
+    warnings = [r.getMessage() for r in caplog.records if "emulates" in r.getMessage()]
+    assert len(warnings) == 1 and "use precision auto (fp32 here) or fp32" in warnings[0]
+    dev._warn_emulated_bf16.cache_clear()
+
+
 def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")

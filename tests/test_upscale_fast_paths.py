@@ -67,6 +67,26 @@ def test_fused_rrdb_bf16_keeps_quality(x4plus, chelsea):
     assert psnr(fused(image), fp32) >= 45.0
 
 
+def test_bf16_trunk_uses_plain_convs_where_onednn_has_no_bf16(monkeypatch):
+    """oneDNN's fused bf16 conv raises on AVX2-only CPUs ("bf16 path needs the cpu support
+    avx_ne_convert or avx512bw..."): there the trunk runs PyTorch's own bf16 convs, and fp32
+    keeps the fused ops."""
+    from spandrel.architectures.ESRGAN.__arch.RRDB import RRDBNet
+
+    import restorekit.upscale.rrdb as rrdb
+
+    monkeypatch.setattr(rrdb, "cpu_has_fast_bf16", lambda: False)
+    network = RRDBNet(num_blocks=1, scale=2).eval()
+    assert FusedRRDBTrunk.of(network).fused
+    trunk = FusedRRDBTrunk.of(network.to(torch.bfloat16))
+    assert not trunk.fused and trunk.conv_leaky is _plain_conv_leaky
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    with torch.no_grad():
+        expected = network.model[1](network.model[0](x)).float()
+        got = trunk(x).float()
+    assert (got - expected).abs().max().item() <= 0.02 * float(expected.abs().max())
+
+
 @pytest.mark.slow
 def test_fused_rrdb_upscaler_tiled_equals_eager(coffee):
     """Through the whole engine (pre-pad, tiles, strip tail): fused == eager in fp32."""

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import cpu_has_fast_bf16
+
 logger = logging.getLogger(__name__)
 
 _POINTWISE_DTYPES = (torch.float32, torch.bfloat16)
@@ -79,10 +81,14 @@ def _plain_conv_add_into(out: torch.Tensor, x: torch.Tensor, conv: _Conv) -> Non
 
 
 def onednn_fusion_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """True when oneDNN's fused conv ops run here (CPU, fp32 or bf16, oneDNN built in)."""
+    """True when oneDNN's fused conv ops run here: CPU, oneDNN built in, fp32, or bf16 on a CPU
+    whose oneDNN runs bf16 convolutions (AVX512 or AMX; on an AVX2-only CPU the op raises
+    "bf16 path needs the cpu support avx_ne_convert or avx512bw...", and the plain schedule,
+    PyTorch's own bf16 kernels, runs instead)."""
     return (
         device.type == "cpu"
         and dtype in _POINTWISE_DTYPES
+        and (dtype != torch.bfloat16 or cpu_has_fast_bf16())
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
     )
