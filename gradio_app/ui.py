@@ -419,7 +419,7 @@ class RestoreKitApp:
                             )
                             zssr_kernel = gr.Radio(
                                 list(jobs.ZSSR_KERNELS), value="bicubic", elem_id="zssr-kernel",
-                                label="Zero-shot kernel: bicubic, or auto = estimate the blur from the image (bicubic unless a blur clearly fits better)",
+                                label="Zero-shot kernel: bicubic, or auto = estimate it from the image (a blur where one clearly fits, else area or opencv-cubic), area = halved by an area/bilinear resize",
                             )
                         with gr.Row():
                             run = gr.Button("Restore", variant="primary", elem_id="restore-button")

@@ -180,7 +180,7 @@ class ZeroShotUpscale(RestoreKitNode):
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 training where it is fast, else fp32."}),
             },
             "optional": {
-                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image (bicubic unless a Gaussian blur clearly fits better; scales 2, 4 and 8; a few seconds). opencv-cubic: the image was made by OpenCV's cubic resize without antialiasing (integer scales). The guard also refuses a kernel clearly too wide for the image."}),
+                "kernel": (list(ZSSR_KERNELS), {"default": ZSSR_KERNELS[0], "tooltip": "bicubic: the image was made by an antialiased bicubic resize. auto: estimate the kernel from each image (a Gaussian blur where one clearly fits, else the widest common resizer that is not too wide for the image: area, then opencv-cubic; scales 2, 4 and 8; a second). area: the image was halved by an area or bilinear resize (OpenCV's default). opencv-cubic: the image was made by OpenCV's cubic resize without antialiasing (integer scales). The guard also refuses a kernel clearly too wide for the image."}),
                 "guard": ("BOOLEAN", {"default": True, "tooltip": "Fall back to bicubic where a network trained one scale down does not beat it on the image itself (transfer check), or the network does not beat it on a held-out strip of the image."}),
             },
         }  # fmt: skip

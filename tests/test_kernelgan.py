@@ -26,6 +26,7 @@ from restorekit.zssr import (
     kernel_picture,
     zssr_upscale_with_report,
 )
+from restorekit.zssr.config import kernel_setting
 from restorekit.zssr.inference import back_project
 from restorekit.zssr.kernelgan import (
     LinearGenerator,
@@ -227,37 +228,50 @@ def test_consistency_fit_follows_the_blur_width(photo: str, request: pytest.Fixt
     assert widths == sorted(widths)
 
 
-def _opencv_bicubic(high: torch.Tensor) -> torch.Tensor:
+def _opencv_bicubic(high: torch.Tensor, interpolation: int | None = None) -> torch.Tensor:
+    """``high`` halved by ``cv2.resize`` (``INTER_CUBIC`` unless another interpolation is given)."""
     import cv2
 
     array = high[0].permute(1, 2, 0).numpy()
     size = (high.shape[-1] // 2, high.shape[-2] // 2)
-    return torch.from_numpy(np.clip(cv2.resize(array, size, interpolation=cv2.INTER_CUBIC), 0, 1)).permute(2, 0, 1)[None].contiguous()
+    interpolation = cv2.INTER_CUBIC if interpolation is None else interpolation
+    return torch.from_numpy(np.clip(cv2.resize(array, size, interpolation=interpolation), 0, 1)).permute(2, 0, 1)[None].contiguous()
 
 
 @pytest.mark.parametrize("photo", ["chelsea", "coffee"])
 def test_sharp_and_bicubic_downscales_are_told_apart(photo: str, request: pytest.FixtureRequest) -> None:
-    """An antialiased bicubic downscale keeps the bicubic kernel and passes the kernel
-    check; OpenCV's bicubic without antialiasing (sharper, aliased) gets a narrow kernel
-    and fails the check for bicubic (ZSSR through bicubic lost ~2 dB on such inputs)."""
-    from restorekit.zssr.consistency import check_kernel, choose_kernel
+    """An antialiased bicubic downscale gets the 2x2 average (the widest common resizer not
+    too wide for it) and passes the kernel check for bicubic; an area downscale (and
+    OpenCV's default bilinear, the same at x2) gets the 2x2 average too; OpenCV's bicubic
+    without antialiasing (sharper, aliased) gets OpenCV's exact cubic kernel, not the narrow
+    Gaussian it fits at the floor of the search, and fails the check for bicubic (ZSSR
+    through bicubic lost ~2 dB on such inputs)."""
+    import cv2
+
+    from restorekit.zssr.consistency import MIN_SIGMA, check_kernel, choose_kernel
+    from restorekit.zssr.resize import area_x2_kernel, opencv_cubic_x2_kernel
 
     array = request.getfixturevalue(photo)
     crops = {"chelsea": np.s_[40:296, 100:356], "coffee": np.s_[100:356, 150:406]}
     high = to_tensor(np.ascontiguousarray(array[crops[photo]]))
     smooth = resize_bicubic(high, (128, 128)).clamp(0, 1)
-    assert choose_kernel(smooth).source == "bicubic"
+    choice = choose_kernel(smooth)
+    assert choice.source == "area" and np.array_equal(choice.kernel, area_x2_kernel()) and choice.is_resampler
     assert not check_kernel(smooth, None).too_wide
+    for interpolation in (cv2.INTER_AREA, cv2.INTER_LINEAR):
+        assert choose_kernel(_opencv_bicubic(high, interpolation)).source == "area"
     sharp = _opencv_bicubic(high)
     choice = choose_kernel(sharp)
-    assert choice.source == "gaussian fit" and choice.fit.sigma_major < 0.8
+    assert choice.source == "opencv-cubic" and np.array_equal(choice.kernel, opencv_cubic_x2_kernel())
+    assert choice.fit.sigma_major < 0.8 and choice.fit.sigma_minor < MIN_SIGMA * 1.05
     assert check_kernel(sharp, None).too_wide
 
 
 def test_a_sharp_periodic_texture_is_not_taken_for_a_blur() -> None:
     """skimage's brick, downscaled with antialiased bicubic: its texture sits near the
     sampling limit, so wide Gaussians explain it across scales, yet the image is sharp;
-    the estimate stays bicubic (through a 1.7 px kernel ZSSR lost 13 dB here)."""
+    the estimate is the 2x2 average, the narrowest fitting resizer (through a 1.7 px kernel
+    ZSSR lost 13 dB here, through bicubic 4.4 dB, through the 2x2 average 0.02 dB)."""
     from skimage import data
 
     from restorekit.zssr.consistency import MAX_SIGMA_SHARP_IMAGE, choose_kernel
@@ -266,7 +280,7 @@ def test_a_sharp_periodic_texture_is_not_taken_for_a_blur() -> None:
     high = to_tensor(np.ascontiguousarray(np.stack([gray] * 3, axis=-1)))
     choice = choose_kernel(resize_bicubic(high, (128, 128)).clamp(0, 1))
     assert choice.fit.sigma_major > MAX_SIGMA_SHARP_IMAGE  # the fit alone would say "blurred"
-    assert choice.source == "bicubic"
+    assert choice.source == "area"
 
 
 # --------------------------------------------------------------------------- ZSSR with kernel="auto", and the guard
@@ -354,16 +368,33 @@ def test_kernel_guard_refuses_a_kernel_too_wide_for_the_image(coffee: np.ndarray
 
 
 @pytest.mark.slow
-def test_auto_kernel_on_an_opencv_downscale_uses_the_fitted_kernel(chelsea: np.ndarray) -> None:
-    """kernel="auto" fits a narrow kernel for an OpenCV-bicubic input, while the default
-    bicubic kernel is refused by the kernel check on the same input, with a notice."""
+def test_auto_kernel_on_an_opencv_downscale_uses_opencvs_kernel(chelsea: np.ndarray) -> None:
+    """kernel="auto" takes OpenCV's exact cubic kernel for an OpenCV-bicubic input, while the
+    default bicubic kernel is refused by the kernel check on the same input, with a notice."""
     high = to_tensor(chelsea[40:296, 100:356])
     low = _opencv_bicubic(high)
     auto = zssr_upscale_with_report(low, 2, QUICK_ZSSR.replace(kernel="auto"))
-    assert auto.kernels[0].source == "gaussian fit" and auto.kernels[0].iterations == 0
+    assert auto.kernels[0].source == "opencv-cubic" and auto.kernels[0].is_resampler and auto.kernels[0].iterations == 0
     assert all(s.stop_reason != "kernel check" for s in auto.stages)
     plain = zssr_upscale_with_report(low, 2, QUICK_ZSSR)
     assert plain.stages[0].stop_reason == "kernel check" and "--kernel auto" in plain.notices[0]
+
+
+def test_a_resizer_estimate_runs_as_the_named_kernel(chelsea: np.ndarray) -> None:
+    """When ``auto`` picks a common resizer's kernel, ZSSR runs exactly as with that kernel
+    named by the user, back-projection through it included (an estimated Gaussian is not
+    back-projected through)."""
+    import cv2
+
+    high = to_tensor(chelsea[40:296, 100:356])
+    low = _opencv_bicubic(high, cv2.INTER_AREA)
+    config = QUICK_ZSSR.replace(iterations=20, bicubic_fallback=False)
+    auto = zssr_upscale_with_report(low, 2, config.replace(kernel="auto"))
+    assert auto.kernels[0].source == "area"
+    named = zssr_upscale_with_report(low, 2, config.replace(kernel=kernel_setting("area")))
+    assert torch.equal(auto.output, named.output)
+    unprojected = zssr_upscale_with_report(low, 2, config.replace(kernel=kernel_setting("area"), back_projection=False))
+    assert not torch.equal(auto.output, unprojected.output)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -425,7 +456,7 @@ def test_front_ends_offer_the_estimated_kernel() -> None:
     with pytest.raises(InvalidParameterError, match="Zero-shot kernel"):
         jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_kernel="gaussian"))
     optional = ZeroShotUpscale.INPUT_TYPES()["optional"]
-    assert optional["kernel"][0] == ["bicubic", "auto", "opencv-cubic"] and optional["guard"][0] == "BOOLEAN"
+    assert optional["kernel"][0] == ["bicubic", "auto", "area", "opencv-cubic"] and optional["guard"][0] == "BOOLEAN"
     cubic = jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_kernel="opencv-cubic")).zssr.kernel
     assert cubic.shape == (4, 4) and abs(float(cubic.sum()) - 1.0) < 1e-12
     args = build_parser().parse_args(["upscale", "in.png", "-o", "out", "--model", "zssr", "--zssr-kernel", "opencv-cubic"])

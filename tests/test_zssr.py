@@ -621,3 +621,17 @@ def test_named_opencv_cubic_kernel_reproduces_cv2_resize(coffee: np.ndarray) -> 
     assert kernel_setting(None) is None and kernel_setting("bicubic") is None and kernel_setting("AUTO") == "auto"
     with pytest.raises(InvalidParameterError, match="does not exist"):
         kernel_setting("opencv-lanczos")
+
+
+@pytest.mark.parametrize("interpolation", ["INTER_AREA", "INTER_LINEAR"])
+def test_named_area_kernel_reproduces_cv2_resize(coffee: np.ndarray, interpolation: str) -> None:
+    """``area`` is the exact x2 kernel of cv2.resize's INTER_AREA and of its default
+    INTER_LINEAR (which samples half-way between two pixels at x2)."""
+    import cv2
+
+    from restorekit.zssr.config import kernel_setting
+
+    high = coffee[50:306, 150:406].astype(np.float32) / 255.0
+    expected = cv2.resize(high, (128, 128), interpolation=getattr(cv2, interpolation))
+    ours = kernel_downscaler(kernel_setting("area"), 2)(to_tensor((high * 255).round().astype(np.uint8)), (128, 128))
+    assert np.abs(ours[0].permute(1, 2, 0).numpy() - expected).max() < 1e-5

@@ -27,8 +27,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
         help="estimate an image's blur kernel (for zssr --kernel)",
         description="Estimate the kernel an image was downscaled with, from the image alone. "
         "The default method fits the Gaussian that makes the image's own downscale as sharp "
-        "as the image (across-scale consistency; bicubic unless a Gaussian is clearly "
-        "better; about a second); --method kernelgan trains KernelGAN (Bell-Kligler et al., "
+        "as the image (across-scale consistency): the Gaussian where it clearly explains the "
+        "image, else the widest common resizer not too wide for it (area, then opencv-cubic; "
+        "about a second); --method kernelgan trains KernelGAN (Bell-Kligler et al., "
         "NeurIPS 2019), which on small CPU-sized inputs does not recover kernels (see "
         "bench/RESULTS_zssr.md). Writes the kernel of one x2 (or x4) step as .npy and a PNG "
         "picture of it. Deterministic for a given --seed and --iterations on the same machine.",

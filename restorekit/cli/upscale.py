@@ -133,9 +133,10 @@ def add_zssr_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--zssr-seconds", type=positive_float, default=None, metavar="T", help="time budget per image in seconds")
     group.add_argument("--seed", type=int, default=0, help="random seed of zero-shot training (default: 0)")
     group.add_argument(
-        "--zssr-kernel", "--kernel", dest="zssr_kernel", default=None, metavar="FILE|auto|opencv-cubic",
-        help="downscaling kernel: a kernel file, 'auto' to estimate it per image, or "
-        "'opencv-cubic' for images made by cv2.resize's cubic without antialiasing (default bicubic)",
+        "--zssr-kernel", "--kernel", dest="zssr_kernel", default=None, metavar="FILE|auto|area|opencv-cubic",
+        help="downscaling kernel: a kernel file, 'auto' to estimate it per image, 'area' for images "
+        "halved by an area or bilinear resize (cv2's default), or 'opencv-cubic' for images made by "
+        "cv2.resize's cubic without antialiasing (default bicubic)",
     )
 
 

@@ -48,10 +48,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--no-ensemble", action="store_true", help="skip the 8-transform self-ensemble (8x faster inference)")
     parser.add_argument("--no-back-projection", action="store_true", help="skip back-projection (for noisy inputs)")
     parser.add_argument(
-        "--kernel", metavar="FILE|auto|opencv-cubic",
+        "--kernel", metavar="FILE|auto|area|opencv-cubic",
         help="blur kernel of one downscaling step (.npy, .txt/.csv or KernelGAN .mat), "
-        "'auto' to estimate it from the image (bicubic unless a Gaussian clearly explains "
-        "the image better; see --kernel-method), or 'opencv-cubic' for images made by "
+        "'auto' to estimate it from the image (a Gaussian blur where one clearly explains the "
+        "image, else the widest common resizer not too wide for it: area, then opencv-cubic; "
+        "see --kernel-method), 'area' for images halved by an area or bilinear resize "
+        "(cv2.resize's default), or 'opencv-cubic' for images made by "
         "cv2.resize(..., INTER_CUBIC) without antialiasing; default bicubic",
     )
     parser.add_argument(

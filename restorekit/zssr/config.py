@@ -32,7 +32,7 @@ KERNEL_CHOICES: tuple[str, ...] = (BICUBIC_KERNEL, AUTO_KERNEL, *NAMED_KERNELS)
 
 def kernel_setting(choice: str | None) -> Any:
     """The :attr:`ZSSRConfig.kernel` for a user's kernel choice: None for ``bicubic`` (or
-    nothing), ``"auto"`` to estimate it, else a named kernel (``opencv-cubic``) or a kernel
+    nothing), ``"auto"`` to estimate it, else a named kernel (``area``, ``opencv-cubic``) or a kernel
     file, loaded and normalized (:func:`~restorekit.zssr.resize.load_kernel`)."""
     name = str(choice or BICUBIC_KERNEL).strip()
     if name.lower() == BICUBIC_KERNEL:

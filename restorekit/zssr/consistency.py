@@ -19,6 +19,10 @@ contrast and brightness and rises with fine detail. A kernel too wide for the im
   a 128x128 image. On Gaussian-blurred photos it recovers the width within ~15%, and sharp
   downscales (area, OpenCV bicubic) come out at the narrow end of the family, where the
   kernel is the 2x2 average (bench/diag_kernelgan.py).
+- :func:`choose_kernel` takes that Gaussian only where it is a blur and clearly better than
+  bicubic and than the resizers of :data:`RESAMPLERS`; else the widest resizer whose
+  downscale is not blurrier than the image (:func:`choose_resampler`): a kernel a little too
+  narrow costs ZSSR little, one too wide costs it several dB.
 
 Kernels are on the image's own grid, like KernelGAN's (one x2 step: the kernel the image was
 made with, in high-resolution pixels), centred by :func:`~restorekit.zssr.resize.kernel_downscaler`.
@@ -27,12 +31,13 @@ made with, in high-resolution pixels), centred by :func:`~restorekit.zssr.resize
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .resize import kernel_downscaler, resize_bicubic
+from .resize import area_x2_kernel, kernel_downscaler, opencv_cubic_x2_kernel, resize_bicubic
 
 DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
 """(row, column) steps of the four directions the sharpness is measured along."""
@@ -237,29 +242,75 @@ def clearly_better(best: Mismatch, other: Mismatch) -> bool:
     return other.rms > CLEARLY_BETTER_RATIO * best.rms and other.rms - best.rms > CLEARLY_BETTER_MARGIN
 
 
+RESAMPLERS: tuple[tuple[str, Callable[[], np.ndarray]], ...] = (
+    ("area", area_x2_kernel),
+    ("opencv-cubic", opencv_cubic_x2_kernel),
+)
+"""The exact x2 kernels of the common resizers that make sharp images, widest first: the 2x2
+average (``cv2.INTER_AREA``, and ``INTER_LINEAR`` at x2) and OpenCV's cubic without
+antialiasing. Where no Gaussian explains an image clearly better, ``auto`` takes the widest
+of these whose downscale is not blurrier than the image (the narrowest when each is): a kernel
+a little too narrow costs ZSSR a fraction of a dB, one too wide makes it sharpen a blur that is
+not there (bench/RESULTS_zssr.md: with the 2x2 average, skimage's brick lost 0.02 dB where
+the antialiased bicubic kernel lost 4.4 dB)."""
+
+
+FLOOR_TOLERANCE = 0.05
+"""A fitted Gaussian whose narrow width is within 5% of :data:`MIN_SIGMA` (the floor of the
+search) is not taken for a blur: the image is sharper along that axis than any Gaussian of the
+family explains, which is what a resizer without antialiasing leaves (OpenCV-bicubic
+downscales fit 0.50-0.68 x 0.25 px; through such a fit ZSSR lost 0.4-0.9 dB against bicubic,
+through OpenCV's exact cubic kernel it gained 0.0-0.1 dB at 100 iterations)."""
+
+
 @dataclass(frozen=True)
 class KernelChoice:
     """The kernel chosen for an image: the fitted Gaussian (``source`` "gaussian fit") when
-    it clearly explains the image better than bicubic, else bicubic (``kernel`` None)."""
+    it clearly explains the image better than bicubic and than the resizers of
+    :data:`RESAMPLERS`, else the widest resizer not too wide for the image (``source`` its
+    name), or bicubic (``kernel`` None) where the image is too small or no kernel fits it
+    reliably."""
 
     kernel: np.ndarray | None
     source: str
     fit: GaussianFit
+    resampler: Mismatch | None = None
 
     @property
     def mismatch(self) -> Mismatch:
-        return self.fit.mismatch if self.kernel is not None else self.fit.bicubic
+        if self.kernel is None:
+            return self.fit.bicubic
+        return self.resampler if self.resampler is not None else self.fit.mismatch
+
+    @property
+    def is_resampler(self) -> bool:
+        """Whether the kernel is the exact kernel of a common resizer (:data:`RESAMPLERS`)."""
+        return self.resampler is not None
+
+
+def choose_resampler(image: torch.Tensor) -> tuple[str, np.ndarray, Mismatch]:
+    """The widest of :data:`RESAMPLERS` whose x2 downscale of ``image`` is not blurrier than
+    ``image`` itself (mean log sharpness ratio >= 0), else the narrowest: its name, kernel
+    and mismatch."""
+    score = _Scorer(image)
+    scored = [(name, make(), score(make())) for name, make in RESAMPLERS]
+    return next((choice for choice in scored if choice[2].signed >= 0.0), scored[-1])
 
 
 def choose_kernel(image: torch.Tensor, fit: GaussianFit | None = None) -> KernelChoice:
-    """Bicubic unless a Gaussian explains ``image`` clearly better across scales."""
+    """The fitted Gaussian where it is a blur (both widths above the search floor, see
+    :data:`FLOOR_TOLERANCE`) and explains ``image`` clearly better across scales than both
+    bicubic and the chosen resizer (:func:`choose_resampler`), else that resizer; bicubic for
+    images under :data:`MIN_DECISION_SIDE` or when no Gaussian fits reliably."""
     fit = fit or fit_gaussian_kernel(image)
-    if min(image.shape[-2:]) < MIN_DECISION_SIDE:
+    if min(image.shape[-2:]) < MIN_DECISION_SIDE or fit.mismatch.rms > RELIABLE_FIT:
         return KernelChoice(None, "bicubic", fit)
+    name, kernel, mismatch = choose_resampler(image)
     plausible = not (fit.image_sharpness > SHARP_IMAGE and fit.sigma_major > MAX_SIGMA_SHARP_IMAGE)
-    if fit.mismatch.rms <= RELIABLE_FIT and plausible and clearly_better(fit.mismatch, fit.bicubic):
+    blur = fit.sigma_minor > MIN_SIGMA * (1.0 + FLOOR_TOLERANCE)
+    if plausible and blur and clearly_better(fit.mismatch, fit.bicubic) and clearly_better(fit.mismatch, mismatch):
         return KernelChoice(fit.kernel, "gaussian fit", fit)
-    return KernelChoice(None, "bicubic", fit)
+    return KernelChoice(kernel, name, fit, mismatch)
 
 
 @dataclass(frozen=True)
@@ -293,6 +344,7 @@ def check_kernel(image: torch.Tensor, kernel: np.ndarray | None) -> KernelCheck:
 
 __all__ = [
     "MIN_DECISION_SIDE",
+    "RESAMPLERS",
     "GaussianFit",
     "KernelCheck",
     "KernelChoice",
@@ -300,6 +352,7 @@ __all__ = [
     "bicubic_x2_kernel",
     "check_kernel",
     "choose_kernel",
+    "choose_resampler",
     "clearly_better",
     "consistency_mismatch",
     "directional_sharpness",

@@ -316,13 +316,15 @@ class _Run:
         kernel: np.ndarray | None = None,
         check: KernelCheck | None = None,
         skip: tuple[str, str] | None = None,
+        exact_kernel: bool = False,
     ) -> None:
         self.config = config
         # (stop reason, notice) of a guard that ruled the network out before training.
         self.skip = skip
         # Back-projection through a kernel wider than the image is sharpening too (measured:
         # -1.8 dB on an OpenCV-bicubic photo when the guard fell back to bicubic + BP).
-        self.back_project = not config.estimates_kernel and not (check is not None and check.wider)
+        # An estimated kernel is back-projected through only when it is a resizer's exact kernel.
+        self.back_project = (not config.estimates_kernel or exact_kernel) and not (check is not None and check.wider)
         self.plan: ExecutionPlan = plan_execution(config.device, config.precision)
         self.image = image.to(self.plan.device, torch.float32).clamp(0, 1)
         self.stages = plan_stages(tuple(self.image.shape[-2:]), scale, config.max_stage_scale)
@@ -552,11 +554,11 @@ def zssr_upscale_with_report(
         for index in range(count):
             image_reporter = reporter.stage(index, count) if count > 1 else reporter
             image = pixels[index : index + 1]
-            run_config, kernel = config, None
+            run_config, kernel, exact_kernel = config, None, False
             if config.estimates_kernel:
                 estimate, run_config = _estimate(image, config, _part(image_reporter, 0.0, 0.25))
                 kernels.append(estimate)
-                kernel = estimate.kernel
+                kernel, exact_kernel = estimate.kernel, estimate.is_resampler
                 if estimate.is_bicubic:  # exactly the bicubic-kernel run (back-projection included)
                     run_config, kernel = run_config.replace(kernel=None), None
                 image_reporter = _part(image_reporter, 0.25, 1.0)
@@ -564,14 +566,16 @@ def zssr_upscale_with_report(
             skip = (KERNEL_CHECK, notice) if notice else None
             if skip is None and transfer_applies(image, run_config, stages[0]):
                 share = run_config.transfer_iterations_share / (1.0 + run_config.transfer_iterations_share)
-                transfer = transfer_check(image, run_config, stages[0], kernel, check, _part(image_reporter, 0.0, share))
+                transfer = transfer_check(
+                    image, run_config, stages[0], kernel, check, _part(image_reporter, 0.0, share), exact_kernel
+                )
                 transfers.append(transfer)
                 image_reporter = _part(image_reporter, share, 1.0)
                 if run_config.time_budget_s is not None:
                     run_config = run_config.replace(time_budget_s=max(run_config.time_budget_s - transfer.seconds, 1e-3))
                 if not transfer.passed:
                     skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config))
-            run = _Run(image, scale, run_config, image_reporter, kernel, check, skip)
+            run = _Run(image, scale, run_config, image_reporter, kernel, check, skip, exact_kernel)
             reports.extend(run.run())
             execution = run.plan.describe()
             outputs.append(run.output.to(pixels.device, torch.float32).detach())
@@ -593,6 +597,7 @@ def transfer_check(
     kernel: np.ndarray | None,
     check: KernelCheck | None,
     reporter: Reporter,
+    exact_kernel: bool = False,
 ) -> TransferCheck:
     """The scale-transfer guard: ZSSR one scale down, on the image's own downscale.
 
@@ -616,7 +621,7 @@ def transfer_check(
         time_budget_s=None if config.time_budget_s is None else config.time_budget_s * config.transfer_iterations_share
         / (1.0 + config.transfer_iterations_share),
     )
-    run = _Run(small, factor, probe_config, reporter, kernel, check)
+    run = _Run(small, factor, probe_config, reporter, kernel, check, exact_kernel=exact_kernel)
     reports = run.run()
     fallback = run.fallback_output(run.stages[0], run.image)
     height = min(fallback.shape[-2], image.shape[-2])
@@ -666,7 +671,7 @@ def kernel_check(
     notice for the user ("" when the kernel passes). Bicubic is checked as an x2 step."""
     if not config.bicubic_fallback or min(image.shape[-2:]) < MIN_DECISION_SIDE:
         return None, ""
-    if estimate is not None and estimate.source == "gaussian fit":
+    if estimate is not None and (estimate.source == "gaussian fit" or estimate.is_resampler):
         return None, ""  # chosen by this very criterion
     if estimate is not None and not estimate.is_bicubic:
         kernel, name = estimate.kernel, "the KernelGAN kernel"

@@ -174,8 +174,17 @@ class KernelEstimate:
 
     @property
     def is_bicubic(self) -> bool:
-        """Whether the estimate is "bicubic" (no kernel explains the image clearly better)."""
+        """Whether the estimate is "bicubic" (the image is too small or no kernel fits it reliably)."""
         return self.source == "bicubic"
+
+    @property
+    def is_resampler(self) -> bool:
+        """Whether the estimate is the exact kernel of a common resizer (``area``,
+        ``opencv-cubic``: :data:`~restorekit.zssr.consistency.RESAMPLERS`), through which
+        back-projection is as safe as through a kernel the user gives."""
+        from .consistency import RESAMPLERS
+
+        return any(self.source == name for name, _ in RESAMPLERS)
 
     def kernel_for_factor(self, factor: int) -> np.ndarray:
         """The kernel of one downscaling step by ``factor`` (2 or 4; see :func:`kernel_for_factor`)."""

@@ -91,7 +91,15 @@ def opencv_cubic_x2_kernel() -> np.ndarray:
     return np.outer(taps, taps)
 
 
-NAMED_KERNELS: dict[str, Callable[[], np.ndarray]] = {"opencv-cubic": opencv_cubic_x2_kernel}
+def area_x2_kernel() -> np.ndarray:
+    """(2, 2) the exact x2 kernel of an area (box) downscale: each output pixel is the mean of
+    its 2x2 source pixels. At x2 this is what ``cv2.resize`` does with ``INTER_AREA`` and with
+    its default ``INTER_LINEAR`` (which samples half-way between two pixels), and Pillow's
+    ``Image.BOX``."""
+    return np.full((2, 2), 0.25)
+
+
+NAMED_KERNELS: dict[str, Callable[[], np.ndarray]] = {"area": area_x2_kernel, "opencv-cubic": opencv_cubic_x2_kernel}
 """Kernels of common downscalers, by the name the CLI, node and app accept."""
 
 
