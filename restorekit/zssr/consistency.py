@@ -19,10 +19,11 @@ contrast and brightness and rises with fine detail. A kernel too wide for the im
   a 128x128 image. On Gaussian-blurred photos it recovers the width within ~15%, and sharp
   downscales (area, OpenCV bicubic) come out at the narrow end of the family, where the
   kernel is the 2x2 average (bench/diag_kernelgan.py).
-- :func:`choose_kernel` takes that Gaussian only where it is a blur and clearly better than
-  bicubic and than the resizers of :data:`RESAMPLERS`; else the widest resizer whose
-  downscale is not blurrier than the image (:func:`choose_resampler`): a kernel a little too
-  narrow costs ZSSR little, one too wide costs it several dB.
+- :func:`choose_kernel` takes that Gaussian only where it is a plausible blur and clearly
+  better than bicubic and than the common resizers; else the widest of bicubic and the
+  resizers of :data:`RESAMPLERS` whose downscale is not blurrier than the image
+  (:func:`choose_resampler`): a kernel a little too narrow costs ZSSR little, one too wide
+  costs it several dB.
 
 Kernels are on the image's own grid, like KernelGAN's (one x2 step: the kernel the image was
 made with, in high-resolution pixels), centred by :func:`~restorekit.zssr.resize.kernel_downscaler`.
@@ -246,13 +247,15 @@ RESAMPLERS: tuple[tuple[str, Callable[[], np.ndarray]], ...] = (
     ("area", area_x2_kernel),
     ("opencv-cubic", opencv_cubic_x2_kernel),
 )
-"""The exact x2 kernels of the common resizers that make sharp images, widest first: the 2x2
-average (``cv2.INTER_AREA``, and ``INTER_LINEAR`` at x2) and OpenCV's cubic without
-antialiasing. Where no Gaussian explains an image clearly better, ``auto`` takes the widest
-of these whose downscale is not blurrier than the image (the narrowest when each is): a kernel
-a little too narrow costs ZSSR a fraction of a dB, one too wide makes it sharpen a blur that is
-not there (bench/RESULTS_zssr.md: with the 2x2 average, skimage's brick lost 0.02 dB where
-the antialiased bicubic kernel lost 4.4 dB)."""
+"""The exact x2 kernels of the common resizers that make sharper images than antialiased
+bicubic, widest first: the 2x2 average (``cv2.INTER_AREA``, and ``INTER_LINEAR`` at x2) and
+OpenCV's cubic without antialiasing. Where no Gaussian explains an image clearly better,
+``auto`` takes the widest of bicubic and these whose downscale is not blurrier than the image
+(the narrowest when each is): a kernel a little too narrow costs ZSSR a fraction of a dB, one
+too wide makes it sharpen a blur that is not there. Bicubic is left out for a sharp image that
+fits an implausibly wide blur (:data:`SHARP_IMAGE`: skimage's brick), whose statistic
+overstates the width: there ZSSR through bicubic lost 5.1 dB, through the 2x2 average 1.0 dB
+(bench/RESULTS_zssr.md)."""
 
 
 FLOOR_TOLERANCE = 0.05
@@ -265,11 +268,9 @@ through OpenCV's exact cubic kernel it gained 0.0-0.1 dB at 100 iterations)."""
 
 @dataclass(frozen=True)
 class KernelChoice:
-    """The kernel chosen for an image: the fitted Gaussian (``source`` "gaussian fit") when
-    it clearly explains the image better than bicubic and than the resizers of
-    :data:`RESAMPLERS`, else the widest resizer not too wide for the image (``source`` its
-    name), or bicubic (``kernel`` None) where the image is too small or no kernel fits it
-    reliably."""
+    """The kernel chosen for an image (:func:`choose_kernel`): the fitted Gaussian
+    (``source`` "gaussian fit"), a resizer of :data:`RESAMPLERS` (``source`` its name,
+    ``resampler`` its mismatch), or bicubic (``kernel`` None)."""
 
     kernel: np.ndarray | None
     source: str
@@ -288,28 +289,34 @@ class KernelChoice:
         return self.resampler is not None
 
 
-def choose_resampler(image: torch.Tensor) -> tuple[str, np.ndarray, Mismatch]:
-    """The widest of :data:`RESAMPLERS` whose x2 downscale of ``image`` is not blurrier than
-    ``image`` itself (mean log sharpness ratio >= 0), else the narrowest: its name, kernel
-    and mismatch."""
+def choose_resampler(image: torch.Tensor, *, with_bicubic: bool = True) -> tuple[str, np.ndarray | None, Mismatch]:
+    """The widest of bicubic (``with_bicubic``; kernel None) and :data:`RESAMPLERS` whose x2
+    downscale of ``image`` is not blurrier than ``image`` itself (mean log sharpness ratio
+    >= 0), else the narrowest: its name, kernel and mismatch."""
     score = _Scorer(image)
-    scored = [(name, make(), score(make())) for name, make in RESAMPLERS]
+    named: list[tuple[str, np.ndarray | None]] = [("bicubic", None)] if with_bicubic else []
+    named += [(name, make()) for name, make in RESAMPLERS]
+    scored = [(name, kernel, score(kernel)) for name, kernel in named]
     return next((choice for choice in scored if choice[2].signed >= 0.0), scored[-1])
 
 
 def choose_kernel(image: torch.Tensor, fit: GaussianFit | None = None) -> KernelChoice:
-    """The fitted Gaussian where it is a blur (both widths above the search floor, see
-    :data:`FLOOR_TOLERANCE`) and explains ``image`` clearly better across scales than both
-    bicubic and the chosen resizer (:func:`choose_resampler`), else that resizer; bicubic for
-    images under :data:`MIN_DECISION_SIDE` or when no Gaussian fits reliably."""
+    """The fitted Gaussian where it is a plausible blur (both widths above the search floor,
+    see :data:`FLOOR_TOLERANCE`; not a sharp image fitting a wide blur) and explains ``image``
+    clearly better across scales than both bicubic and the chosen resizer
+    (:func:`choose_resampler`), else that resizer (bicubic among them unless the fit is
+    implausible); bicubic for images under :data:`MIN_DECISION_SIDE` or when no Gaussian fits
+    reliably."""
     fit = fit or fit_gaussian_kernel(image)
     if min(image.shape[-2:]) < MIN_DECISION_SIDE or fit.mismatch.rms > RELIABLE_FIT:
         return KernelChoice(None, "bicubic", fit)
-    name, kernel, mismatch = choose_resampler(image)
     plausible = not (fit.image_sharpness > SHARP_IMAGE and fit.sigma_major > MAX_SIGMA_SHARP_IMAGE)
+    name, kernel, mismatch = choose_resampler(image, with_bicubic=plausible)
     blur = fit.sigma_minor > MIN_SIGMA * (1.0 + FLOOR_TOLERANCE)
     if plausible and blur and clearly_better(fit.mismatch, fit.bicubic) and clearly_better(fit.mismatch, mismatch):
         return KernelChoice(fit.kernel, "gaussian fit", fit)
+    if kernel is None:
+        return KernelChoice(None, "bicubic", fit)
     return KernelChoice(kernel, name, fit, mismatch)
 
 

@@ -574,7 +574,7 @@ def zssr_upscale_with_report(
                 if run_config.time_budget_s is not None:
                     run_config = run_config.replace(time_budget_s=max(run_config.time_budget_s - transfer.seconds, 1e-3))
                 if not transfer.passed:
-                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config))
+                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config, exact_kernel))
             run = _Run(image, scale, run_config, image_reporter, kernel, check, skip, exact_kernel)
             reports.extend(run.run())
             execution = run.plan.describe()
@@ -647,9 +647,11 @@ def transfer_check(
     return result
 
 
-def transfer_notice(transfer: TransferCheck, config: ZSSRConfig) -> str:
-    """The user's notice when the scale-transfer check fails."""
-    fallback = "bicubic" if config.estimates_kernel else "bicubic with back-projection"
+def transfer_notice(transfer: TransferCheck, config: ZSSRConfig, exact_kernel: bool = False) -> str:
+    """The user's notice when the scale-transfer check fails (``exact_kernel``: the estimate
+    is a resizer's exact kernel, back-projected through like a given one)."""
+    back_projected = (not config.estimates_kernel or exact_kernel) and config.back_projection
+    fallback = "bicubic with back-projection" if back_projected else "bicubic"
     return (
         f"a network trained on this image's own downscale rebuilds the image {transfer.gain_db:+.2f} dB "
         f"against {fallback} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns one "
