@@ -370,6 +370,46 @@ def octave_check(names: list[str], iterations: int, crop: int) -> list[str]:
     return lines
 
 
+def kernel_candidates(args: argparse.Namespace) -> list[str]:
+    """ZSSR x2 (guards off, the blind settings) through each candidate kernel on the
+    non-Gaussian inputs: bicubic, the 2x2 average (area), OpenCV's cubic and the fitted
+    Gaussian; the gain over bicubic interpolation, and what the transfer check (one scale
+    down, guards on) measured for the same kernel. Which kernel should ``auto`` pick?"""
+    from restorekit.progress import Reporter
+    from restorekit.zssr.consistency import fit_gaussian_kernel
+    from restorekit.zssr.engine import plan_stages, transfer_check
+    from restorekit.zssr.resize import area_x2_kernel
+
+    base = ZSSRConfig(
+        iterations=args.zssr_iterations, crop_size=args.crop_size, seed=0, self_ensemble=not args.no_ensemble,
+        bicubic_fallback=False,
+    )
+    images = [BLIND_IMAGES[i] for i in args.images] if args.images else BLIND_IMAGES
+    degradations = [DEGRADATIONS[i] for i in args.degradations] if args.degradations else list(DEGRADATIONS[:3])
+    lines = []
+    for name, top, left in images:
+        high = blind_photo(name, top, left, args.hr_size)
+        kernel = div2krk_kernel(np.random.default_rng(1000 + BLIND_IMAGES.index((name, top, left))))
+        for how in degradations:
+            low = degrade(high, how, kernel)
+            bicubic = psnr_rgb(resize_bicubic(low, tuple(high.shape[-2:])).clamp(0, 1), high)
+            stage = plan_stages(tuple(low.shape[-2:]), 2, base.max_stage_scale)[0]
+            candidates = {
+                "bicubic": None, "area": area_x2_kernel(), "opencv-cubic": opencv_cubic_x2_kernel(),
+                "fitted Gaussian": fit_gaussian_kernel(low).kernel,
+            }
+            for label, candidate in candidates.items():
+                config = base.replace(kernel=candidate)
+                check = transfer_check(low, config.replace(bicubic_fallback=True), stage, None, None, Reporter.of(None, None))
+                gain = psnr_rgb(zssr_upscale_with_report(low, 2, config).output, high) - bicubic
+                line = (
+                    f"{name} | {how} | {label} | {gain:+.2f} | {check.network_psnr:.2f} | {check.gain_db:+.2f}"
+                )
+                print(line, flush=True)
+                lines.append(line)
+    return lines
+
+
 def kernel_timing(iterations: int, method: str) -> list[str]:
     """Kernel estimation on a 128x128 input: the consistency fit, or KernelGAN's full run
     and a 60 s budget."""
@@ -412,6 +452,7 @@ def main() -> int:
     parser.add_argument("--kernel-timing", action="store_true", help="time KernelGAN on a 128x128 input (full run and a 60 s budget)")
     parser.add_argument("--kernel-timing-iterations", type=int, default=3000, help="iterations of the timed full run (default %(default)s, the paper's)")
     parser.add_argument("--octave-check", nargs="*", metavar="PHOTO", help="ZSSR on a native crop vs the photo at half size (e.g. brick): is the finest octave as sharp as the rest?")
+    parser.add_argument("--kernel-candidates", action="store_true", help="blind mode's non-Gaussian inputs through each candidate kernel (bicubic, area, opencv-cubic, the fit), guards off, with the transfer check's numbers")
     parser.add_argument("--save-kernels", type=Path, help="blind mode: write the estimated (and true) kernels here")
     parser.add_argument("--quick", action="store_true", help=f"one 64x64 crop, {QUICK_ITERATIONS} iterations and 10 and 20 s budgets (about a minute)")
     parser.add_argument("--budgets", type=float, nargs="*", help="time budgets in seconds (default 30 60 120)")
@@ -429,6 +470,10 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     if args.octave_check:
         octave_check(args.octave_check, args.zssr_iterations, args.crop_size)
+        return 0
+    if args.kernel_candidates:
+        print("image | input | kernel | ZSSR gain over bicubic (guards off) | transfer check: network PSNR | its gain")
+        kernel_candidates(args)
         return 0
     if args.blind or args.kernel_timing:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", flush=True)
