@@ -415,15 +415,25 @@ def significant_kernel(kernel: np.ndarray, keep_values: int = 40) -> np.ndarray:
     return filtered / filtered.sum()
 
 
+NEGLIGIBLE_TAIL = 1e-3
+"""The x4 composition drops a border only while what it drops is at most this share of the
+kernel's absolute mass."""
+
+
 def analytic_x4_kernel(kernel: np.ndarray) -> np.ndarray:
     """The x4 kernel equal to two x2 steps through ``kernel`` (blur, subsample, blur,
-    subsample), cropped by half the kernel side and normalised to sum 1."""
+    subsample), its negligible border cropped (at most half the kernel side, and only what
+    holds under :data:`NEGLIGIBLE_TAIL` of the mass: a compact kernel such as the 2x2 average
+    keeps its whole 4x4 composition), normalised to sum 1."""
     side = kernel.shape[0]
     big = np.zeros((3 * side - 2, 3 * side - 2))
     for r in range(side):
         for c in range(side):
             big[2 * r : 2 * r + side, 2 * c : 2 * c + side] += kernel[r, c] * kernel
+    total = np.abs(big).sum()
     crop = side // 2
+    while crop and total - np.abs(big[crop:-crop, crop:-crop]).sum() > NEGLIGIBLE_TAIL * total:
+        crop -= 1
     cropped = big[crop:-crop, crop:-crop] if crop else big
     return cropped / cropped.sum()
 
