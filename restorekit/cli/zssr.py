@@ -208,7 +208,7 @@ def cmd_zssr(args: argparse.Namespace) -> int:
     # the guards that rule the network out before training, by stop reason
     fallback_reasons = {
         KERNEL_CHECK: ": kernel too wide for the image, bicubic used",
-        TRANSFER_CHECK: ": what the network learns one scale down does not carry over, bicubic used",
+        TRANSFER_CHECK: ": what the network learns one scale down does not carry over, interpolation used (see the notice)",
     }
     gains = ", ".join(
         f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason})"
