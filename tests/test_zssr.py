@@ -339,7 +339,7 @@ def test_batches_are_processed_image_by_image(astronaut: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- the transfer check
 
-# QUICK without the ensemble: the check itself never uses it, and the photo runs stay short.
+# QUICK without the ensemble, so the photo runs stay short (the check takes the run's setting).
 CHECKED = QUICK.replace(self_ensemble=False)
 
 
@@ -407,6 +407,29 @@ def test_transfer_check_takes_odd_sizes_with_a_user_kernel_and_fractional_scales
     assert with_kernel.output.shape == (1, 3, 194, 196) and len(with_kernel.transfer_checks) == 1
     fractional = zssr_upscale_with_report(low, 3, config)
     assert fractional.output.shape == (1, 3, 291, 294) and len(fractional.transfer_checks) == 1
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_transfer_check_measures_the_run_s_self_ensemble(ensemble: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check rebuilds the image as the run will upscale it: with the self-ensemble when
+    the run uses it (worth 0.3-0.8 dB to the network on OpenCV-bicubic photos; without it
+    the check refused networks that then gained over 1 dB)."""
+    from restorekit.zssr import engine
+
+    transforms: list[int] = []
+    real = engine.ensemble_forward
+
+    def recording(*args: object, **kwargs: object) -> torch.Tensor:
+        transforms.append(len(kwargs["transforms"]))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "ensemble_forward", recording)
+    noise = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    config = TINY.replace(bicubic_fallback=True, iterations=4, self_ensemble=ensemble)
+    result = zssr_upscale_with_report(noise, 2, config)
+    (check,) = result.transfer_checks
+    assert transforms[0] == (8 if ensemble else 1)  # the check's own inference comes first
+    assert len(transforms) == (2 if check.passed else 1)
 
 
 def test_transfer_check_runs_only_with_the_guard_on_large_enough_images() -> None:

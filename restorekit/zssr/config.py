@@ -115,7 +115,8 @@ class ZSSRConfig:
         guard_margin_db: how much better than bicubic the network must be on the strip.
         transfer_check: the scale-transfer guard (only with ``bicubic_fallback``). Before
             training, a network of the same kind learns from the image's own downscale
-            (one stage factor smaller) and rebuilds the image itself from it, the step
+            (one stage factor smaller) and rebuilds the image itself from it (with the
+            run's ``self_ensemble``), the step
             ZSSR then takes one scale up. When it does not beat bicubic there by
             ``transfer_margin_db`` (the image is not self-similar across scales as ZSSR
             assumes, or the kernel does not fit), every stage falls back to bicubic with
