@@ -376,9 +376,8 @@ def kernel_candidates(args: argparse.Namespace) -> list[str]:
     Gaussian; the gain over bicubic interpolation, and what the transfer check (one scale
     down, guards on) measured for the same kernel. Which kernel should ``auto`` pick?"""
     from restorekit.progress import Reporter
-    from restorekit.zssr.consistency import fit_gaussian_kernel
+    from restorekit.zssr.consistency import RESAMPLERS, fit_gaussian_kernel
     from restorekit.zssr.engine import plan_stages, transfer_check
-    from restorekit.zssr.resize import area_x2_kernel
 
     base = ZSSRConfig(
         iterations=args.zssr_iterations, crop_size=args.crop_size, seed=0, self_ensemble=not args.no_ensemble,
@@ -395,7 +394,7 @@ def kernel_candidates(args: argparse.Namespace) -> list[str]:
             bicubic = psnr_rgb(resize_bicubic(low, tuple(high.shape[-2:])).clamp(0, 1), high)
             stage = plan_stages(tuple(low.shape[-2:]), 2, base.max_stage_scale)[0]
             candidates = {
-                "bicubic": None, "area": area_x2_kernel(), "opencv-cubic": opencv_cubic_x2_kernel(),
+                "bicubic": None, **{label: make() for label, make in RESAMPLERS},
                 "fitted Gaussian": fit_gaussian_kernel(low).kernel,
             }
             for label, candidate in candidates.items():

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .resize import area_x2_kernel, kernel_downscaler, opencv_cubic_x2_kernel, resize_bicubic
+from .resize import NAMED_KERNELS, kernel_downscaler, resize_bicubic
 
 DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
 """(row, column) steps of the four directions the sharpness is measured along."""
@@ -243,9 +243,8 @@ def clearly_better(best: Mismatch, other: Mismatch) -> bool:
     return other.rms > CLEARLY_BETTER_RATIO * best.rms and other.rms - best.rms > CLEARLY_BETTER_MARGIN
 
 
-RESAMPLERS: tuple[tuple[str, Callable[[], np.ndarray]], ...] = (
-    ("area", area_x2_kernel),
-    ("opencv-cubic", opencv_cubic_x2_kernel),
+RESAMPLERS: tuple[tuple[str, Callable[[], np.ndarray]], ...] = tuple(
+    (name, NAMED_KERNELS[name]) for name in ("area", "opencv-cubic")
 )
 """The exact x2 kernels of the common resizers that make sharper images than antialiased
 bicubic, widest first: the 2x2 average (``cv2.INTER_AREA``, and ``INTER_LINEAR`` at x2) and

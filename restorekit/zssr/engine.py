@@ -304,6 +304,13 @@ def guard_holdout(stage: StagePlan, config: ZSSRConfig) -> Holdout:
     return holdout
 
 
+def _trusts_kernel(config: ZSSRConfig, exact_kernel: bool) -> bool:
+    """Whether back-projection may run through the run's kernel: bicubic or a kernel the user
+    gave, or an estimate that is a resizer's exact kernel (``exact_kernel``); not through a
+    fitted or KernelGAN kernel, whose every error it would deconvolve."""
+    return not config.estimates_kernel or exact_kernel
+
+
 class _Run:
     """One image through every stage (training state carries over between stages)."""
 
@@ -323,8 +330,7 @@ class _Run:
         self.skip = skip
         # Back-projection through a kernel wider than the image is sharpening too (measured:
         # -1.8 dB on an OpenCV-bicubic photo when the guard fell back to bicubic + BP).
-        # An estimated kernel is back-projected through only when it is a resizer's exact kernel.
-        self.back_project = (not config.estimates_kernel or exact_kernel) and not (check is not None and check.wider)
+        self.back_project = _trusts_kernel(config, exact_kernel) and not (check is not None and check.wider)
         self.plan: ExecutionPlan = plan_execution(config.device, config.precision)
         self.image = image.to(self.plan.device, torch.float32).clamp(0, 1)
         self.stages = plan_stages(tuple(self.image.shape[-2:]), scale, config.max_stage_scale)
@@ -652,7 +658,7 @@ def transfer_check(
 def transfer_notice(transfer: TransferCheck, config: ZSSRConfig, exact_kernel: bool = False) -> str:
     """The user's notice when the scale-transfer check fails (``exact_kernel``: the estimate
     is a resizer's exact kernel, back-projected through like a given one)."""
-    back_projected = (not config.estimates_kernel or exact_kernel) and config.back_projection
+    back_projected = _trusts_kernel(config, exact_kernel) and config.back_projection
     fallback = "bicubic with back-projection" if back_projected else "bicubic"
     return (
         f"a network trained on this image's own downscale rebuilds the image {transfer.gain_db:+.2f} dB "

@@ -47,6 +47,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..progress import CancelCheck, ProgressCallback, Reporter
+from .consistency import RESAMPLERS
 from .resize import normalize_kernel, resize_bicubic
 
 logger = logging.getLogger(__name__)
@@ -182,8 +183,6 @@ class KernelEstimate:
         """Whether the estimate is the exact kernel of a common resizer (``area``,
         ``opencv-cubic``: :data:`~restorekit.zssr.consistency.RESAMPLERS`), through which
         back-projection is as safe as through a kernel the user gives."""
-        from .consistency import RESAMPLERS
-
         return any(self.source == name for name, _ in RESAMPLERS)
 
     def kernel_for_factor(self, factor: int) -> np.ndarray:
