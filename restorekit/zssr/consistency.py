@@ -257,6 +257,22 @@ overstates the width: there ZSSR through bicubic lost 5.1 dB, through the 2x2 av
 (bench/RESULTS_zssr.md)."""
 
 
+RESAMPLER_EXPLAINS = 0.12
+"""A resizer's kernel chosen for an image is back-projected through (like a kernel the user
+gives) only where it explains the image across scales this well (mismatch). The chosen resizer
+measured 0.020-0.067 on the OpenCV-bicubic and area inputs of five photos. On skimage's brick,
+whose finest octave is softer than the rest, every candidate's downscale is far sharper than
+the image (0.20-0.27), the 2x2 average is chosen for any input, and back-projection through it
+lost 0.68 dB on the OpenCV-bicubic input (bench/RESULTS_zssr.md, "Back-projection only through
+a kernel that explains the image")."""
+
+
+def explains_image(mismatch: float) -> bool:
+    """Whether a resizer's kernel with this mismatch explains the image well enough to
+    back-project through (:data:`RESAMPLER_EXPLAINS`; NaN: not measured, no)."""
+    return mismatch <= RESAMPLER_EXPLAINS
+
+
 FLOOR_TOLERANCE = 0.05
 """A fitted Gaussian whose narrow width is within 5% of :data:`MIN_SIGMA` (the floor of the
 search) is not taken for a blur: the image is sharper along that axis than any Gaussian of the
@@ -351,6 +367,7 @@ def check_kernel(image: torch.Tensor, kernel: np.ndarray | None) -> KernelCheck:
 __all__ = [
     "MIN_DECISION_SIDE",
     "RESAMPLERS",
+    "RESAMPLER_EXPLAINS",
     "GaussianFit",
     "KernelCheck",
     "KernelChoice",
@@ -362,6 +379,7 @@ __all__ = [
     "clearly_better",
     "consistency_mismatch",
     "directional_sharpness",
+    "explains_image",
     "fit_gaussian_kernel",
     "gaussian_kernel",
 ]

@@ -306,8 +306,10 @@ def guard_holdout(stage: StagePlan, config: ZSSRConfig) -> Holdout:
 
 def _trusts_kernel(config: ZSSRConfig, exact_kernel: bool) -> bool:
     """Whether back-projection may run through the run's kernel: bicubic or a kernel the user
-    gave, or an estimate that is a resizer's exact kernel (``exact_kernel``); not through a
-    fitted or KernelGAN kernel, whose every error it would deconvolve."""
+    gave, or an estimate that is a resizer's exact kernel (``exact_kernel``: at the image's
+    own scale only where it explains the image, see
+    :attr:`~restorekit.zssr.kernelgan.KernelEstimate.back_projectable`); not through a fitted
+    or KernelGAN kernel, whose every error it would deconvolve."""
     return not config.estimates_kernel or exact_kernel
 
 
@@ -560,11 +562,18 @@ def zssr_upscale_with_report(
         for index in range(count):
             image_reporter = reporter.stage(index, count) if count > 1 else reporter
             image = pixels[index : index + 1]
-            run_config, kernel, exact_kernel = config, None, False
+            # exact_kernel: back-projection may run through the estimate one scale down (the
+            # transfer check makes that downscale with it); back_projects: at the image's scale too.
+            run_config, kernel, exact_kernel, back_projects = config, None, False, False
             if config.estimates_kernel:
                 estimate, run_config = _estimate(image, config, _part(image_reporter, 0.0, 0.25))
                 kernels.append(estimate)
-                kernel, exact_kernel = estimate.kernel, estimate.is_resampler
+                kernel, exact_kernel, back_projects = estimate.kernel, estimate.is_resampler, estimate.back_projectable
+                if exact_kernel and not back_projects:
+                    logger.info(
+                        "ZSSR: the %s kernel explains this image poorly across scales (mismatch %.3f), so the "
+                        "result is not back-projected through it", estimate.source, estimate.mismatch,
+                    )
                 if estimate.is_bicubic:  # exactly the bicubic-kernel run (back-projection included)
                     run_config, kernel = run_config.replace(kernel=None), None
                 image_reporter = _part(image_reporter, 0.25, 1.0)
@@ -580,8 +589,8 @@ def zssr_upscale_with_report(
                 if run_config.time_budget_s is not None:
                     run_config = run_config.replace(time_budget_s=max(run_config.time_budget_s - transfer.seconds, 1e-3))
                 if not transfer.passed:
-                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config, exact_kernel))
-            run = _Run(image, scale, run_config, image_reporter, kernel, check, skip, exact_kernel)
+                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config, exact_kernel, back_projects))
+            run = _Run(image, scale, run_config, image_reporter, kernel, check, skip, back_projects)
             reports.extend(run.run())
             execution = run.plan.describe()
             outputs.append(run.output.to(pixels.device, torch.float32).detach())
@@ -612,7 +621,12 @@ def transfer_check(
     downscale alone upscales it back, with the run's own self-ensemble setting, and its PSNR
     against ``image`` is compared with the fallback's on the same pixels (for an integer factor the image is first
     cropped to whole multiples of it; otherwise the common top-left region when rounding makes
-    the sizes differ)."""
+    the sizes differ).
+
+    ``exact_kernel``: the estimate is a resizer's exact kernel. One scale down it made the
+    downscale, so the fallback there is back-projected through it even where the run, at the
+    image's own scale, does not back-project (the kernel explains the image poorly): the bar
+    the network must clear is never lowered by an estimate that fits the image badly."""
     start = time.perf_counter()
     factor = stage.factor
     if is_integer_factor(factor):  # kernel downscales need whole multiples of the factor
@@ -655,16 +669,23 @@ def transfer_check(
     return result
 
 
-def transfer_notice(transfer: TransferCheck, config: ZSSRConfig, exact_kernel: bool = False) -> str:
+def transfer_notice(
+    transfer: TransferCheck, config: ZSSRConfig, exact_kernel: bool = False, back_projects: bool | None = None
+) -> str:
     """The user's notice when the scale-transfer check fails (``exact_kernel``: the estimate
-    is a resizer's exact kernel, back-projected through like a given one)."""
-    back_projected = _trusts_kernel(config, exact_kernel) and config.back_projection
-    fallback = "bicubic with back-projection" if back_projected else "bicubic"
+    is a resizer's exact kernel, back-projected through like a given one in the check;
+    ``back_projects``: also at the image's own scale, the default ``exact_kernel``)."""
+    back_projects = exact_kernel if back_projects is None else back_projects
+
+    def fallback(exact: bool) -> str:
+        return "bicubic with back-projection" if _trusts_kernel(config, exact) and config.back_projection else "bicubic"
+
+    used = fallback(back_projects)
     return (
         f"a network trained on this image's own downscale rebuilds the image {transfer.gain_db:+.2f} dB "
-        f"against {fallback} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns one "
-        f"scale down does not carry over to this image, so its result would likely be no better than plain "
-        f"interpolation. {fallback[0].upper() + fallback[1:]} is used instead; turn the guard off to force the network."
+        f"against {fallback(exact_kernel)} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns "
+        f"one scale down does not carry over to this image, so its result would likely be no better than plain "
+        f"interpolation. {used[0].upper() + used[1:]} is used instead; turn the guard off to force the network."
     )
 
 

@@ -47,7 +47,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..progress import CancelCheck, ProgressCallback, Reporter
-from .consistency import RESAMPLERS
+from .consistency import RESAMPLERS, explains_image
 from .resize import normalize_kernel, resize_bicubic
 
 logger = logging.getLogger(__name__)
@@ -182,8 +182,18 @@ class KernelEstimate:
     def is_resampler(self) -> bool:
         """Whether the estimate is the exact kernel of a common resizer (``area``,
         ``opencv-cubic``: :data:`~restorekit.zssr.consistency.RESAMPLERS`), through which
-        back-projection is as safe as through a kernel the user gives."""
+        back-projection is as safe as through a kernel the user gives where it explains the
+        image (:attr:`back_projectable`)."""
         return any(self.source == name for name, _ in RESAMPLERS)
+
+    @property
+    def back_projectable(self) -> bool:
+        """Whether ZSSR may back-project through the estimate at the image's own scale: a
+        resizer's exact kernel that explains the image across scales (``mismatch`` at most
+        :data:`~restorekit.zssr.consistency.RESAMPLER_EXPLAINS`). One scale down, where the
+        transfer check makes the downscale with the kernel itself, every resizer estimate is
+        exact."""
+        return self.is_resampler and explains_image(self.mismatch)
 
     def kernel_for_factor(self, factor: int) -> np.ndarray:
         """The kernel of one downscaling step by ``factor`` (2 or 4; see :func:`kernel_for_factor`)."""
