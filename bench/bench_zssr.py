@@ -197,6 +197,15 @@ def div2krk_kernel(rng: np.random.Generator, side: int = 11, noise: float = 0.25
     return kernel / kernel.sum()
 
 
+def gaussian_for(index: int) -> np.ndarray:
+    """The DIV2KRK-style kernel of photo ``index`` of :data:`BLIND_IMAGES`, seeded by that
+    index, so a photo gets the same kernel whichever photos a run selects. (Until 2026-12-07
+    ``--blind`` seeded by the position within the selection; the tables before then ran the
+    photos as ``0 1 2`` and ``3 4 5``, so rocket, camera and brick had the kernels of seeds
+    1000-1002.)"""
+    return div2krk_kernel(np.random.default_rng(1000 + index))
+
+
 def degrade(high: torch.Tensor, how: str, kernel: np.ndarray) -> torch.Tensor:
     import cv2
 
@@ -273,11 +282,12 @@ def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
         kernel="auto", kernel_estimation=KernelGANConfig(iterations=args.kernel_iterations, method=args.kernel_method)
     )
     rows: list[BlindRow] = []
-    images = [BLIND_IMAGES[i] for i in args.images] if args.images else BLIND_IMAGES
+    indices = args.images or list(range(len(BLIND_IMAGES)))
     degradations = [DEGRADATIONS[i] for i in args.degradations] if args.degradations else list(DEGRADATIONS)
-    for index, (name, top, left) in enumerate(images):
+    for index in indices:
+        name, top, left = BLIND_IMAGES[index]
         high = blind_photo(name, top, left, args.hr_size)
-        kernel = div2krk_kernel(np.random.default_rng(1000 + index))
+        kernel = gaussian_for(index)
         for how in degradations:
             load = os.getloadavg()[0]
             start = time.perf_counter()
@@ -388,7 +398,7 @@ def kernel_candidates(args: argparse.Namespace) -> list[str]:
     lines = []
     for name, top, left in images:
         high = blind_photo(name, top, left, args.hr_size)
-        kernel = div2krk_kernel(np.random.default_rng(1000 + BLIND_IMAGES.index((name, top, left))))
+        kernel = gaussian_for(BLIND_IMAGES.index((name, top, left)))
         for how in degradations:
             low = degrade(high, how, kernel)
             bicubic = psnr_rgb(resize_bicubic(low, tuple(high.shape[-2:])).clamp(0, 1), high)
