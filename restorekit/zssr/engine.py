@@ -325,14 +325,15 @@ class _Run:
         kernel: np.ndarray | None = None,
         check: KernelCheck | None = None,
         skip: tuple[str, str] | None = None,
-        exact_kernel: bool = False,
+        trusted_estimate: bool = False,
     ) -> None:
         self.config = config
         # (stop reason, notice) of a guard that ruled the network out before training.
         self.skip = skip
         # Back-projection through a kernel wider than the image is sharpening too (measured:
         # -1.8 dB on an OpenCV-bicubic photo when the guard fell back to bicubic + BP).
-        self.back_project = _trusts_kernel(config, exact_kernel) and not (check is not None and check.wider)
+        # trusted_estimate: the run may back-project through an estimated kernel (_trusts_kernel).
+        self.back_project = _trusts_kernel(config, trusted_estimate) and not (check is not None and check.wider)
         self.plan: ExecutionPlan = plan_execution(config.device, config.precision)
         self.image = image.to(self.plan.device, torch.float32).clamp(0, 1)
         self.stages = plan_stages(tuple(self.image.shape[-2:]), scale, config.max_stage_scale)
@@ -643,7 +644,7 @@ def transfer_check(
         time_budget_s=None if config.time_budget_s is None else config.time_budget_s * config.transfer_iterations_share
         / (1.0 + config.transfer_iterations_share),
     )
-    run = _Run(small, factor, probe_config, reporter, kernel, check, exact_kernel=exact_kernel)
+    run = _Run(small, factor, probe_config, reporter, kernel, check, trusted_estimate=exact_kernel)
     reports = run.run()
     fallback = run.fallback_output(run.stages[0], run.image)
     height = min(fallback.shape[-2], image.shape[-2])
