@@ -207,7 +207,7 @@ def cmd_zssr(args: argparse.Namespace) -> int:
 
     # the guards that rule the network out before training, by stop reason
     fallback_reasons = {
-        KERNEL_CHECK: ": kernel too wide for the image, bicubic used",
+        KERNEL_CHECK: ": the kernel does not suit the image, bicubic used (see the notice)",
         TRANSFER_CHECK: ": what the network learns one scale down does not carry over, interpolation used (see the notice)",
     }
     gains = ", ".join(

@@ -18,7 +18,7 @@ from ..imageio import DecodedImage, check_pixel_count
 from ..layout import check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .config import MAX_SCALE, ZSSRConfig
-from .consistency import MIN_DECISION_SIDE, KernelCheck, check_kernel
+from .consistency import MIN_DECISION_SIDE, RESAMPLER_EXPLAINS, KernelCheck, check_kernel
 from .geometry import DIHEDRAL_COUNT
 from .inference import back_project, ensemble_forward
 from .kernelgan import MIN_IMAGE_SIDE, KernelEstimate, estimate_kernel, kernel_for_factor
@@ -698,11 +698,16 @@ def kernel_check(
     which needs no kernel of its own). Such a kernel makes ZSSR undo a blur that is not there
     (measured: -1.5 to -2.3 dB against bicubic on OpenCV-bicubic downscales).
 
+    A resizer kernel that ``auto`` picked but that does not explain the image
+    (:func:`unexplained_notice`) is refused without a check.
+
     Returns the check (None when not run: the guard is off, the image is under 96 px, the
     kernel is the consistency estimate itself, or a given kernel is not an x2 kernel) and the
     notice for the user ("" when the kernel passes). Bicubic is checked as an x2 step."""
     if not config.bicubic_fallback or min(image.shape[-2:]) < MIN_DECISION_SIDE:
         return None, ""
+    if estimate is not None and estimate.is_resampler and not estimate.back_projectable:
+        return None, unexplained_notice(estimate)
     if estimate is not None and (estimate.source == "gaussian fit" or estimate.is_resampler):
         return None, ""  # chosen by this very criterion
     if estimate is not None and not estimate.is_bicubic:
@@ -721,6 +726,22 @@ def kernel_check(
     return check, (
         f"{check.describe(name)}, so ZSSR would sharpen a blur that is not there; bicubic interpolation is "
         f"used instead. For a better result {hint}, or turn the guard off to force it."
+    )
+
+
+def unexplained_notice(estimate: KernelEstimate) -> str:
+    """The kernel guard's notice when ``auto``'s best resizer kernel does not explain the
+    image (:attr:`~restorekit.zssr.kernelgan.KernelEstimate.back_projectable` is False).
+
+    ZSSR learns the step from the image's own downscale through that kernel, and the guards
+    cannot judge it: on skimage's brick (the 2x2 average, mismatch 0.20) the transfer check
+    measured +0.03 dB on a float input and +1.68 dB on the same input saved as 8-bit, where
+    the network then lost 6.2 dB to bicubic (bench/RESULTS_zssr.md)."""
+    return (
+        f"no kernel explains this image across scales (the closest, {estimate.source}, leaves a mismatch of "
+        f"{estimate.mismatch:.3f}; up to {RESAMPLER_EXPLAINS:g} explains an image), so what ZSSR would learn from "
+        f"its own downscale cannot be trusted; bicubic interpolation is used instead. Give the kernel if you know "
+        f"it (--kernel), or turn the guard off to force it."
     )
 
 
