@@ -264,7 +264,8 @@ measured 0.020-0.067 on the OpenCV-bicubic and area inputs of five photos. On sk
 whose finest octave is softer than the rest, every candidate's downscale is far sharper than
 the image (0.20-0.27), the 2x2 average is chosen for any input, and back-projection through it
 lost 0.68 dB on the OpenCV-bicubic input (bench/RESULTS_zssr.md, "Back-projection only through
-a kernel that explains the image")."""
+a kernel that explains the image"). With the guard on, ZSSR does not train through such a
+kernel at all (:func:`restorekit.zssr.engine.unexplained_notice`)."""
 
 
 def explains_image(mismatch: float) -> bool:
