@@ -292,6 +292,8 @@ def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
             load = os.getloadavg()[0]
             start = time.perf_counter()
             low = degrade(high, how, kernel)
+            if args.eight_bit:  # as a user's file holds it
+                low = torch.round(low * 255.0) / 255.0
             bicubic = psnr_rgb(resize_bicubic(low, tuple(high.shape[-2:])).clamp(0, 1), high)
             exact = args.exact_opencv_kernel and how == "OpenCV bicubic"
             auto = zssr_upscale_with_report(low, 2, base.replace(kernel=opencv_cubic_x2_kernel()) if exact else estimated_config)
@@ -457,6 +459,10 @@ def main() -> int:
     parser.add_argument("--degradations", type=int, nargs="*", help="blind mode: indices into the degradations (default all)")
     parser.add_argument("--exact-opencv-kernel", action="store_true", help="blind mode: on OpenCV bicubic inputs the 'estimated' column uses the exact OpenCV cubic kernel instead")
     parser.add_argument("--estimated-only", action="store_true", help="blind mode: skip ZSSR with the bicubic kernel (its column is nan)")
+    parser.add_argument(
+        "--eight-bit", action="store_true",
+        help="blind mode: round each low-resolution input to 8 bits, as an image file holds it (default: float)",
+    )
     parser.add_argument("--no-ensemble", action="store_true", help="blind mode: skip ZSSR's 8-transform self-ensemble (faster)")
     parser.add_argument("--kernel-timing", action="store_true", help="time KernelGAN on a 128x128 input (full run and a 60 s budget)")
     parser.add_argument("--kernel-timing-iterations", type=int, default=3000, help="iterations of the timed full run (default %(default)s, the paper's)")
