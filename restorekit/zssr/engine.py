@@ -570,16 +570,16 @@ def zssr_upscale_with_report(
                 estimate, run_config = _estimate(image, config, _part(image_reporter, 0.0, 0.25))
                 kernels.append(estimate)
                 kernel, exact_kernel, back_projects = estimate.kernel, estimate.is_resampler, estimate.back_projectable
-                if exact_kernel and not back_projects:
-                    logger.info(
-                        "ZSSR: the %s kernel explains this image poorly across scales (mismatch %.3f), so the "
-                        "result is not back-projected through it", estimate.source, estimate.mismatch,
-                    )
                 if estimate.is_bicubic:  # exactly the bicubic-kernel run (back-projection included)
                     run_config, kernel = run_config.replace(kernel=None), None
                 image_reporter = _part(image_reporter, 0.25, 1.0)
             check, notice = kernel_check(image, run_config, stages, kernels[-1] if config.estimates_kernel else None)
             skip = (KERNEL_CHECK, notice) if notice else None
+            if exact_kernel and not back_projects and not notice:  # the guard is off: say it here
+                logger.info(
+                    "ZSSR: the %s kernel explains this image poorly across scales (mismatch %.3f), so the "
+                    "result is not back-projected through it", kernels[-1].source, kernels[-1].mismatch,
+                )
             if skip is None and transfer_applies(image, run_config, stages[0]):
                 share = run_config.transfer_iterations_share / (1.0 + run_config.transfer_iterations_share)
                 transfer = transfer_check(
@@ -590,7 +590,7 @@ def zssr_upscale_with_report(
                 if run_config.time_budget_s is not None:
                     run_config = run_config.replace(time_budget_s=max(run_config.time_budget_s - transfer.seconds, 1e-3))
                 if not transfer.passed:
-                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config, exact_kernel, back_projects))
+                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config, exact_kernel))
             run = _Run(image, scale, run_config, image_reporter, kernel, check, skip, back_projects)
             reports.extend(run.run())
             execution = run.plan.describe()
@@ -670,21 +670,18 @@ def transfer_check(
     return result
 
 
-def transfer_notice(
-    transfer: TransferCheck, config: ZSSRConfig, exact_kernel: bool = False, back_projects: bool | None = None
-) -> str:
+def transfer_notice(transfer: TransferCheck, config: ZSSRConfig, exact_kernel: bool = False) -> str:
     """The user's notice when the scale-transfer check fails (``exact_kernel``: the estimate
-    is a resizer's exact kernel, back-projected through like a given one in the check;
-    ``back_projects``: also at the image's own scale, the default ``exact_kernel``)."""
-    back_projects = exact_kernel if back_projects is None else back_projects
+    is a resizer's exact kernel, back-projected through like a given one, in the check and
+    in the fallback the run returns).
 
-    def fallback(exact: bool) -> str:
-        return "bicubic with back-projection" if _trusts_kernel(config, exact) and config.back_projection else "bicubic"
-
-    used = fallback(back_projects)
+    The check never runs on a resizer estimate that does not explain the image: the kernel
+    guard refuses that first (:func:`unexplained_notice`), so the check's fallback and the
+    run's are the same one."""
+    used = "bicubic with back-projection" if _trusts_kernel(config, exact_kernel) and config.back_projection else "bicubic"
     return (
         f"a network trained on this image's own downscale rebuilds the image {transfer.gain_db:+.2f} dB "
-        f"against {fallback(exact_kernel)} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns "
+        f"against {used} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns "
         f"one scale down does not carry over to this image, so its result would likely be no better than plain "
         f"interpolation. {used[0].upper() + used[1:]} is used instead; turn the guard off to force the network."
     )
