@@ -10,7 +10,7 @@ executing pickled code, into ``<home>/.restorekit/converted/`` and loaded from t
 
 Loaded descriptors are float32 on the CPU, exactly like ComfyUI's core loader produces, and
 cached in-process. Engines cast a working copy to the device and dtype of their
-:class:`~restorekit.device.ExecutionPlan` (see :func:`prepared_network`).
+:class:`~restorekit.device.ExecutionPlan` where those differ (see :func:`prepared_network`).
 """
 
 from __future__ import annotations
@@ -311,8 +311,13 @@ def prepared_network(module: nn.Module, plan: ExecutionPlan) -> nn.Module:
     """``module`` on ``plan``'s device, dtype and memory format, in eval mode (cached).
 
     The original module is never modified (ComfyUI may share it); a converted copy is made
-    once per (device, dtype, layout) and kept as long as the original lives. A float32 CPU
-    plan on a float32 CPU module returns the module itself (put into eval mode).
+    once per (device, dtype, layout) and kept as long as the original lives.
+
+    A CPU plan in the module's own dtype returns the module itself (put into eval mode), even
+    for a channels_last plan: oneDNN picks its channels_last kernels from the activations'
+    layout and reorders the weights itself, so channels_last weights gave bit-identical
+    outputs at the same speed, and the copy only held a second set of weights (67 MB for
+    x4plus in fp32, kept for the whole job; ``bench/RESULTS_upscale.md``).
     """
     first = next(iter(module.parameters()), None)
     if first is None:
@@ -320,7 +325,7 @@ def prepared_network(module: nn.Module, plan: ExecutionPlan) -> nn.Module:
     if (
         first.device == plan.device
         and first.dtype == plan.dtype
-        and not plan.channels_last
+        and (plan.device.type == "cpu" or not plan.channels_last)
     ):
         return module.eval()
     key = (str(plan.device), str(plan.dtype), plan.channels_last)

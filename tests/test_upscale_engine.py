@@ -392,3 +392,35 @@ def test_auto_windows_for_x4plus_bf16_on_the_cpu(monkeypatch: pytest.MonkeyPatch
     assert upscaler.traits.architecture == "ESRGAN" and upscaler.scale == 4
     assert upscaler._tile_side(512, 512) == (512, 512)
     assert upscaler._tile_side(1024, 1024) == (363, 528)
+
+
+def test_auto_windows_for_x4plus_fp32_leave_room_for_the_float32_canvas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An fp32 job blends into a float32 canvas, twice the bytes of a half-precision job's
+    float16 one: the excess (96 MiB for a 4096² result) comes out of the CPU budget, so the
+    1024² -> 4096² job needs what the bf16 one does (with the whole budget it peaked at
+    1460-1490 MiB, bench/RESULTS_upscale.md). 512² keeps its windows, and a huge canvas never
+    takes the budget below half."""
+    import dataclasses
+
+    import spandrel
+
+    import restorekit.upscale.engine as engine
+    from restorekit.architectures import random_state_dict
+
+    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 64 << 30)  # the budget, not the host, decides
+    descriptor = spandrel.ModelLoader().load_from_state_dict(random_state_dict("RRDBNet"))
+    upscaler = Upscaler(descriptor, precision="fp32", device="cpu", tile="auto")
+    assert upscaler.plan.dtype == torch.float32 and upscaler.scale == 4
+    excess = upscaler._canvas_excess(1024, 1024)
+    assert excess == 3 * 4096 * 4096 * 2
+    height, width = upscaler._tile_side(1024, 1024)
+    assert upscaler.traits.activation_bytes(height * width, torch.float32) <= engine.CPU_ACTIVATION_BUDGET - excess
+    assert (height, width) == (231, 368)
+    assert upscaler._tile_side(512, 512) == (192, 512)
+    assert upscaler._activation_budget(canvas_excess=1 << 40) == engine.MIN_CPU_ACTIVATION_BUDGET
+    whole = Upscaler(descriptor, precision="fp32", device="cpu", tile="auto")
+    monkeypatch.setattr(whole, "_canvas_excess", lambda height, width: 0)  # the rule before
+    assert whole._tile_side(1024, 1024) == (231, 528) and whole._tile_side(512, 512) == (192, 512)
+    half = Upscaler(descriptor, precision="fp32", device="cpu", tile="auto")
+    half.plan = dataclasses.replace(half.plan, dtype=torch.bfloat16)  # a float16 canvas
+    assert half._canvas_excess(1024, 1024) == 0

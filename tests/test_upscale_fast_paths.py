@@ -108,3 +108,22 @@ def test_other_rrdb_forms_run_as_spandrel_defines_them():
     assert FusedRRDBTrunk.of(module) is None
     plain = RRDBNet(num_blocks=1, scale=2).eval()
     assert FusedRRDBTrunk.of(plain) is not None
+
+
+def test_fp32_cpu_runs_the_loaded_weights_without_a_channels_last_copy(x4plus, astronaut):
+    """A CPU plan in the module's own dtype runs the module itself: oneDNN picks channels_last
+    kernels from the activations, so a channels_last copy of the weights gives the same bits
+    and only holds a second set of weights (67 MB for x4plus in fp32, for the whole job)."""
+    import copy
+
+    from restorekit.models import _to_channels_last
+
+    runner = _runner(x4plus, "fp32", fused=True)
+    assert runner.plan.channels_last and runner._network is x4plus.model
+    assert x4plus.model.model[0].weight.is_contiguous()  # the shared module is not modified
+    channels_last = copy.deepcopy(x4plus)
+    _to_channels_last(channels_last.model)
+    assert channels_last.model.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    image = _crop(astronaut, 70, 190, 24)
+    assert torch.equal(runner(image), _runner(channels_last, "fp32", fused=True)(image))
+    assert torch.equal(_runner(x4plus, "fp32", fused=False)(image), _runner(channels_last, "fp32", fused=False)(image))

@@ -64,7 +64,18 @@ cut the overlap work, but a CPU process also holds PyTorch itself (about 0.9 GB 
 the weights and the output canvas. With it x4plus bf16 runs a 512² photo as one window
 (no seam, 6% less work than two 272x512 windows, and 4-10% faster), and a 1024² -> 4096²
 CLI job as six 363x528 windows that peak at about 1.45 GiB RSS; four 528² windows would
-need about 90 MB more (``bench/RESULTS_upscale.md``)."""
+need about 90 MB more (``bench/RESULTS_upscale.md``).
+
+The budget is set for a float16 canvas (half-precision networks). A float32 canvas (fp32
+networks) holds twice the bytes, and the excess comes out of this budget
+(:meth:`Upscaler._canvas_excess`), down to :data:`MIN_CPU_ACTIVATION_BUDGET`: the job's
+memory stays the same whatever the precision (an fp32 1024² -> 4096² job peaked at
+1460-1490 MiB with the whole budget, and its windows took about 20% more than the activation
+model says on an AVX2 CPU)."""
+
+MIN_CPU_ACTIVATION_BUDGET = CPU_ACTIVATION_BUDGET // 2
+"""The CPU budget never drops below this for a large float32 canvas: past it, smaller
+windows would cost more in overlap than the memory they save."""
 
 CUDA_MEMORY_FRACTION = 0.6
 """``tile='auto'`` on a GPU: this fraction of the free memory goes to activations."""
@@ -320,7 +331,9 @@ class Upscaler:
         if isinstance(self.tile, int):
             side = max(align, self.tile // align * align)
             return side, side
-        budget = self._activation_budget(discouraged=self.traits.tiling == "discouraged")
+        budget = self._activation_budget(
+            discouraged=self.traits.tiling == "discouraged", canvas_excess=self._canvas_excess(height, width)
+        )
         fixed = self.traits.activation_bytes(0, self.plan.dtype)
         per_pixel = max(self.traits.activation_bytes(1, self.plan.dtype) - fixed, 1)
         max_pixels = max(budget - fixed, 0) // per_pixel
@@ -355,13 +368,24 @@ class Upscaler:
             return None
         return self.runner.window_costs(max_pixels)
 
-    def _activation_budget(self, *, discouraged: bool = False) -> int:
+    def _activation_budget(self, *, discouraged: bool = False, canvas_excess: int = 0) -> int:
+        """Activation bytes a batch of windows may use (``canvas_excess``: see :meth:`_canvas_excess`)."""
         free = free_memory_bytes(self.plan.device)
         if self.plan.device.type == "cuda":
             return int(free * CUDA_MEMORY_FRACTION)
         if discouraged:
             return int(free * 0.5)
-        return int(min(free * 0.5, CPU_ACTIVATION_BUDGET))
+        return int(min(free * 0.5, max(CPU_ACTIVATION_BUDGET - canvas_excess, MIN_CPU_ACTIVATION_BUDGET)))
+
+    def _canvas_excess(self, height: int, width: int) -> int:
+        """Bytes the output canvas of one padded (height, width) input holds beyond a float16
+        canvas of the same size (:func:`~restorekit.upscale.tiling.canvas_dtype`): 0 for
+        half-precision networks; for fp32 ones, 2 bytes a value (a 4096x4096 result: 96 MiB).
+        The canvas lives in CPU memory, so only CPU jobs weigh it against their activations."""
+        if self.plan.device.type != "cpu":
+            return 0
+        element = torch.empty((), dtype=canvas_dtype(self.plan.dtype)).element_size()
+        return max(element - 2, 0) * 3 * height * width * self.scale**2
 
     def _batch_size(self, window: tuple[int, int]) -> int:
         if self.batch != "auto":

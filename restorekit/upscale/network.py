@@ -2,8 +2,9 @@
 
 :class:`NetworkRunner` is the only place that calls a network. It
 
-- runs a cached, cast copy of the network (:func:`restorekit.models.prepared_network`) on
-  the device, dtype and memory layout of an :class:`~restorekit.device.ExecutionPlan`, so the
+- runs the network on the device, dtype and memory layout of an
+  :class:`~restorekit.device.ExecutionPlan`, through a cached cast copy where the plan's device
+  or dtype differs from the weights' (:func:`restorekit.models.prepared_network`), so the
   descriptor (which ComfyUI may share) is never modified;
 - meets the model's size requirements (minimum size, multiple-of, square) by padding each
   batch and cropping the result;
