@@ -69,9 +69,9 @@ need about 90 MB more (``bench/RESULTS_upscale.md``).
 The budget is set for a float16 canvas (half-precision networks). A float32 canvas (fp32
 networks) holds twice the bytes, and the excess comes out of this budget
 (:meth:`Upscaler._canvas_excess`), down to :data:`MIN_CPU_ACTIVATION_BUDGET`: the job's
-memory stays the same whatever the precision (an fp32 1024² -> 4096² job peaked at
-1460-1490 MiB with the whole budget, and its windows took about 20% more than the activation
-model says on an AVX2 CPU)."""
+memory stays the same whatever the precision. With the whole budget an fp32 1024² -> 4096²
+x4plus job peaked at 1487 MiB in the CLI (its 231x528 windows took 353 MiB through the runner
+on an AVX2 CPU, where the activation model says 327); with the excess taken out, 1405 MiB."""
 
 MIN_CPU_ACTIVATION_BUDGET = CPU_ACTIVATION_BUDGET // 2
 """The CPU budget never drops below this for a large float32 canvas: past it, smaller
