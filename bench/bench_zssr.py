@@ -50,6 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from restorekit.degrade.ops import quantize  # noqa: E402
 from restorekit.zssr import ZSSRConfig, zssr_upscale_with_report  # noqa: E402
 from restorekit.zssr.engine import KERNEL_CHECK, TRANSFER_CHECK  # noqa: E402
 from restorekit.zssr.inference import back_project  # noqa: E402
@@ -293,7 +294,7 @@ def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
             start = time.perf_counter()
             low = degrade(high, how, kernel)
             if args.eight_bit:  # as a user's file holds it
-                low = torch.round(low * 255.0) / 255.0
+                low = quantize(low)
             bicubic = psnr_rgb(resize_bicubic(low, tuple(high.shape[-2:])).clamp(0, 1), high)
             exact = args.exact_opencv_kernel and how == "OpenCV bicubic"
             auto = zssr_upscale_with_report(low, 2, base.replace(kernel=opencv_cubic_x2_kernel()) if exact else estimated_config)

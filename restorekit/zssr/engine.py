@@ -738,7 +738,7 @@ def unexplained_notice(estimate: KernelEstimate) -> str:
         f"no kernel explains this image across scales (the closest, {estimate.source}, leaves a mismatch of "
         f"{estimate.mismatch:.3f}; up to {RESAMPLER_EXPLAINS:g} explains an image), so what ZSSR would learn from "
         f"its own downscale cannot be trusted; bicubic interpolation is used instead. Give the kernel if you know "
-        f"it (--kernel), or turn the guard off to force it."
+        f"it (--kernel; kernel in the node and the app), or turn the guard off to force it."
     )
 
 
