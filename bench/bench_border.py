@@ -24,6 +24,9 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from machine import describe_cpu  # noqa: E402
+
 DEFAULT_WEIGHTS = Path(os.environ.get("RESTOREKIT_SHARED", REPO.parent / "shared")) / "weights"
 PHOTOS = ("astronaut", "coffee", "chelsea")
 ORIGIN = (120, 150)  # (row, column) of the crop in each photo: textured, away from edges
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    print(describe_cpu() + " (quality only: no timing, so no conv peak)")
     pads = [int(p) for p in args.pads.split(",")]
     print(f"| model | pre-pad | border PSNR vs real context ({', '.join(PHOTOS)}) | interior PSNR |")
     print("|---|---|---|---|")

@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+from machine import best_peaks, conv_peaks, cpu_description, describe_cpu, describe_peaks  # noqa: E402
+
 from restorekit.degrade import get_preset, jpeg_roundtrip, make_pairs, sample_plan, usm_sharpen  # noqa: E402
 from restorekit.degrade.ops import filter2d  # noqa: E402
 
@@ -262,6 +264,9 @@ def main() -> int:
     parser.add_argument("--components", action="store_true", help="also time the main steps one by one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe_cpu())
+    start_peaks = conv_peaks()
+    print(describe_peaks(start_peaks, "at start"), flush=True)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
@@ -287,6 +292,8 @@ def main() -> int:
         cpu["ours"] += time.process_time() - start_cpu
         assert hr.shape == hr_ref.shape and lr.shape == lr_ref.shape, (hr.shape, hr_ref.shape, lr.shape, lr_ref.shape)
     load_after = os.getloadavg()[0]
+    end_peaks = conv_peaks()
+    print(describe_peaks(end_peaks, "at end"), flush=True)
     pairs = args.batches * args.batch_size
     rates = {name: pairs / seconds for name, seconds in wall.items()}
     cpu_rates = {name: pairs / seconds for name, seconds in cpu.items()}
@@ -314,6 +321,8 @@ def main() -> int:
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(),
+            "cpu": cpu_description(),
+            "conv_peak_gflops": best_peaks(start_peaks, end_peaks),
             "load_average": [load_before, load_after],
             "pairs_per_second_wall": rates,
             "pairs_per_second_cpu": cpu_rates,

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from machine import conv_peaks, describe_cpu  # noqa: E402
+from machine import conv_peaks, describe_cpu, describe_peaks  # noqa: E402
 
 
 def trunk_flops(features: int, growth: int, blocks: int, pixels: int) -> float:
@@ -84,7 +84,8 @@ def main() -> None:
         e, f = summary["eager"], summary["fused"]
         print(f"{size}² fused vs eager: {e[0] / f[0]:.2f}x (best wall), {e[1] / f[1]:.2f}x (median wall), {e[2] / f[2]:.2f}x (CPU)")
     end = conv_peaks()
-    print(f"conv peak (GFLOP/s) at start fp32 {peaks['fp32']:.0f} bf16 {peaks['bf16']:.0f}; at end fp32 {end['fp32']:.0f} bf16 {end['bf16']:.0f}")
+    print(describe_peaks(peaks, "at start"))
+    print(describe_peaks(end, "at end"))
 
 
 if __name__ == "__main__":

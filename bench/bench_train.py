@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from machine import conv_peaks, cpu_description, describe_cpu  # noqa: E402
+from machine import conv_peaks, cpu_description, describe_cpu, describe_peaks  # noqa: E402
 
 from restorekit.train import Trainer, get_preset  # noqa: E402
 
@@ -219,7 +219,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     peaks = conv_peaks()
     print(f"{describe_cpu()}; {args.threads} threads; load {load()}")
-    print(f"conv peak (64->64 3x3 channels_last): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(describe_peaks(peaks))
     results: dict = {"cpu": cpu_description(), "threads": args.threads, "conv_peak_gflops": peaks}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         for name in args.parts:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # reference_shim (test/bench only)
 sys.path.insert(0, str(REPO / "bench"))
 
-from machine import conv_peaks, cpu_description, describe_cpu  # noqa: E402
+from machine import best_peaks, conv_peaks, cpu_description, describe_cpu, describe_peaks  # noqa: E402
 
 MODELS = {
     "x4plus": ("RealESRGAN_x4plus", {"num_block": 23}),
@@ -421,7 +421,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(describe_cpu())
     peaks = conv_peaks()
-    print(f"conv peak at start (64->64 3x3 channels_last, {args.threads} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(describe_peaks(peaks, "at start"))
     if "ours-int8" in configs:
         int8_peaks = int8_conv_peaks()
         print("int8 conv peak at start: " + ", ".join(f"{name} {value:.0f} GOP/s" for name, value in int8_peaks.items()))
@@ -465,10 +465,10 @@ def main() -> None:
                 for path in outputs.values():
                     path.unlink(missing_ok=True)
     at_end = conv_peaks()
-    print(f"conv peak at end: fp32 {at_end['fp32']:.0f} GFLOP/s, bf16 {at_end['bf16']:.0f} GFLOP/s")
+    print(describe_peaks(at_end, "at end"))
     if "ours-int8" in configs:
         print("int8 conv peak at end: " + ", ".join(f"{name} {value:.0f} GOP/s" for name, value in int8_conv_peaks().items()))
-    peaks = {name: max(peaks[name], at_end[name]) for name in peaks}  # a busy host only lowers it
+    peaks = best_peaks(peaks, at_end)
     for row in rows:
         precision = "bf16" if "bf16" in row["config"] or "int8" in row["config"] else "fp32"
         row["efficiency"] = row["gflops"] * 1e9 / row["seconds"] / (peaks[precision] * 1e9)

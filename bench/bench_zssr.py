@@ -30,6 +30,12 @@ the bicubic kernel and by ZSSR with the kernel KernelGAN estimates from the inpu
 
     PYTHONPATH=$PWD python bench/bench_zssr.py --blind [--hr-size 128] [--zssr-iterations 300]
         [--kernel-iterations 1500] [--kernel-timing] [--json ...] [--markdown ...]
+
+Every mode prints the CPU model and flags and the machine's conv peak at its start and end
+(``bench/machine.py``). ``--speed`` states ZSSR's training and inference as a share of that
+peak: one photo at the default settings, guards off, convolution FLOPs over wall time.
+
+    PYTHONPATH=$PWD python bench/bench_zssr.py --speed [--precisions auto fp32] [--images 0] [--threads 2]
 """
 
 from __future__ import annotations
@@ -278,7 +284,10 @@ def _covariance(kernel: np.ndarray) -> tuple[float, float]:
 def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
     from restorekit.zssr import KernelEstimate, KernelGANConfig
 
-    base = ZSSRConfig(iterations=args.zssr_iterations, crop_size=args.crop_size, seed=0, self_ensemble=not args.no_ensemble)
+    base = ZSSRConfig(
+        iterations=args.zssr_iterations, crop_size=args.crop_size, seed=0, self_ensemble=not args.no_ensemble,
+        transfer_check=not args.no_transfer_check,
+    )
     estimated_config = base.replace(
         kernel="auto", kernel_estimation=KernelGANConfig(iterations=args.kernel_iterations, method=args.kernel_method)
     )
@@ -422,6 +431,72 @@ def kernel_candidates(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def conv_flops(net: torch.nn.Module, pixels: int) -> tuple[float, float]:
+    """FLOPs of ``net``'s convolutions over ``pixels`` output pixels: (all layers, the first
+    layer), multiply-adds counted as 2."""
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    each = [2.0 * m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * pixels for m in convs]
+    return sum(each), each[0]
+
+
+def training_step_flops(net: torch.nn.Module, batch: int, crop: int) -> float:
+    """One training step's convolution FLOPs: the forward pass, the weight gradients (as
+    many) and the input gradients of every layer but the first (the image needs none)."""
+    total, first = conv_flops(net, batch * crop * crop)
+    return 3 * total - first
+
+
+def speed(args: argparse.Namespace) -> list[str]:
+    """ZSSR's training and inference against the machine's conv peak (issue 17's "other hot
+    paths"). One photo crop at the default settings with the guards off, so the run is one
+    training phase and one inference pass; the FLOPs are the network's convolutions only
+    (the pair sampler, the reconstruction probe and back-projection are the overhead the
+    share of the peak shows)."""
+    from machine import best_peaks, conv_peaks, describe_cpu, describe_peaks
+
+    from restorekit.device import plan_execution
+    from restorekit.zssr.network import ZSSRNet
+    from restorekit.zssr.training import training_crop
+
+    print(describe_cpu(), flush=True)
+    start_peaks = conv_peaks()
+    print(describe_peaks(start_peaks, "at start"), flush=True)
+    name, top, left, height, width = (QUICK_IMAGES if args.quick else FULL_IMAGES)[args.images[0] if args.images else 0]
+    high = photo(name, top, left, height, width)
+    low = resize_bicubic(high, (height // 2, width // 2)).clamp(0, 1)
+    rows = []
+    for precision in args.precisions:
+        config = ZSSRConfig(iterations=QUICK_ITERATIONS if args.quick else 600, precision=precision, bicubic_fallback=False)
+        dtype = plan_execution(config.device, precision).dtype
+        net = ZSSRNet(low.shape[1], config.width, config.depth)
+        result = zssr_upscale_with_report(low, 2, config)
+        stage = result.stages[0]
+        crop = training_crop(stage.input_size, stage.factor, config.crop_size)
+        train = stage.iterations * training_step_flops(net, config.batch_size, crop)
+        passes = 8 if config.self_ensemble else 1
+        infer = passes * conv_flops(net, stage.output_size[0] * stage.output_size[1])[0]
+        rows.append((precision, "bf16" if dtype == torch.bfloat16 else "fp32", stage, crop, train, infer, config.batch_size))
+    peaks = best_peaks(start_peaks, end := conv_peaks())
+    print(describe_peaks(end, "at end"), flush=True)
+    lines = [
+        f"{name} crop {width}x{height}, x2 from {width // 2}x{height // 2}; {torch.get_num_threads()} threads; "
+        f"efficiency against the run's best peak ({', '.join(f'{k} {v:.0f}' for k, v in peaks.items())} GFLOP/s)",
+        "| precision | phase | work | seconds | GFLOP | GFLOP/s | share of the peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for precision, peak_name, stage, crop, train, infer, batch in rows:
+        for phase, work, seconds, flops in (
+            ("training", f"{stage.iterations} steps of {batch}x{crop}x{crop}", stage.train_seconds, train),
+            ("inference", f"{stage.output_size[1]}x{stage.output_size[0]}, self-ensemble", stage.inference_seconds, infer),
+        ):
+            rate = flops / seconds / 1e9
+            lines.append(
+                f"| {precision} ({peak_name}) | {phase} | {work} | {seconds:.1f} | {flops / 1e9:.0f} | {rate:.0f} | "
+                f"{rate / peaks[peak_name]:.0%} |"
+            )
+    return lines
+
+
 def kernel_timing(iterations: int, method: str) -> list[str]:
     """Kernel estimation on a 128x128 input: the consistency fit, or KernelGAN's full run
     and a 60 s budget."""
@@ -464,11 +539,16 @@ def main() -> int:
         "--eight-bit", action="store_true",
         help="blind mode: round each low-resolution input to 8 bits, as an image file holds it (default: float)",
     )
+    parser.add_argument(
+        "--no-transfer-check", action="store_true",
+        help="blind mode: the other guards only (what the network gives where the transfer check would refuse it)",
+    )
     parser.add_argument("--no-ensemble", action="store_true", help="blind mode: skip ZSSR's 8-transform self-ensemble (faster)")
     parser.add_argument("--kernel-timing", action="store_true", help="time KernelGAN on a 128x128 input (full run and a 60 s budget)")
     parser.add_argument("--kernel-timing-iterations", type=int, default=3000, help="iterations of the timed full run (default %(default)s, the paper's)")
     parser.add_argument("--octave-check", nargs="*", metavar="PHOTO", help="ZSSR on a native crop vs the photo at half size (e.g. brick): is the finest octave as sharp as the rest?")
     parser.add_argument("--kernel-candidates", action="store_true", help="blind mode's non-Gaussian inputs through each candidate kernel (bicubic, area, opencv-cubic, the fit), guards off, with the transfer check's numbers")
+    parser.add_argument("--speed", action="store_true", help="ZSSR's training and inference as a share of the machine's conv peak (one photo, guards off; --precisions, --images, --quick)")
     parser.add_argument("--save-kernels", type=Path, help="blind mode: write the estimated (and true) kernels here")
     parser.add_argument("--quick", action="store_true", help=f"one 64x64 crop, {QUICK_ITERATIONS} iterations and 10 and 20 s budgets (about a minute)")
     parser.add_argument("--budgets", type=float, nargs="*", help="time budgets in seconds (default 30 60 120)")
@@ -484,6 +564,20 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.speed:
+        print("\n".join(speed(args)))
+        return 0
+    from machine import conv_peaks, describe_cpu, describe_peaks
+
+    print(describe_cpu())
+    print(describe_peaks(conv_peaks(), "at start"), flush=True)
+    code = run_mode(args)
+    print(describe_peaks(conv_peaks(), "at end"), flush=True)
+    return code
+
+
+def run_mode(args: argparse.Namespace) -> int:
+    """Every mode but ``--speed``, between the start and end peak lines."""
     if args.octave_check:
         octave_check(args.octave_check, args.zssr_iterations, args.crop_size)
         return 0
@@ -513,8 +607,6 @@ def main() -> int:
     budgets = args.budgets if args.budgets is not None else ([10.0, 20.0] if args.quick else [30.0, 60.0, 120.0])
     default = ZSSRConfig(iterations=QUICK_ITERATIONS) if args.quick else ZSSRConfig()
     configs: list[tuple[str, str, ZSSRConfig]] = []
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if not args.no_default:
         for precision in args.precisions:
             label = "ZSSR (default config)" if precision == "auto" else f"ZSSR (default, {precision})"

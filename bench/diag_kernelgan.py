@@ -20,6 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import describe_cpu  # noqa: E402
+
 from restorekit.progress import Reporter  # noqa: E402
 from restorekit.zssr import kernelgan  # noqa: E402
 from restorekit.zssr.kernelgan import KernelGANConfig  # noqa: E402
@@ -131,6 +133,7 @@ def main() -> int:
     GAN_WEIGHT = args.gan_weight
     torch.set_num_threads(args.threads)
     config = KernelGANConfig(iterations=args.iterations, seed=args.seed).replace(**parse_set(args.set))
+    print(describe_cpu())
     print(f"config overrides: {args.set}; iterations {args.iterations}; LR {args.lr_size}")
     errors = []
     for name in args.images:

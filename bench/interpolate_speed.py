@@ -30,6 +30,8 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from machine import conv_peaks, describe_cpu, describe_peaks  # noqa: E402
+
 import reference_shim  # noqa: E402,F401  (basicsr needs it before import)
 
 
@@ -59,6 +61,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(describe_cpu())
+    print(describe_peaks(conv_peaks(), "at start"), flush=True)
     source = args.weights / "RealESRGAN_x4plus.safetensors"
     if not source.is_file():
         print(f"{source} not found; pass --weights DIR with RealESRGAN_x4plus.safetensors", file=sys.stderr)
@@ -124,6 +128,7 @@ def run(work: Path, source: Path, args: argparse.Namespace, RealESRGANer: Any, i
     print(f"blend arithmetic: ours / official formula = {results['blend_state_dicts only (in memory)']['best'] / formula:.2f}")
     print(f"cold interpolate (no check) / official dni = {results['interpolate cold, no check (load, blend, descriptor)']['best'] / reference:.2f}"
           " (ours also builds the runnable model; the official dni only returns weights)")
+    print(describe_peaks(conv_peaks(), "at end"), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"parameters": params, "load_average": load, "results": results}, indent=2))
     return 0

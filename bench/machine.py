@@ -69,3 +69,19 @@ def conv_peak(dtype_name: str, repeats: int = 12, size: int = 256) -> float:
 def conv_peaks(repeats: int = 12) -> dict[str, float]:
     """Measured conv peak in GFLOP/s for fp32 and bf16."""
     return {name: conv_peak(name, repeats) for name in ("fp32", "bf16")}
+
+
+def describe_peaks(peaks: dict[str, float], when: str = "") -> str:
+    """One line: the measured conv peaks, e.g. ``conv peak at start (64->64 3x3
+    channels_last, 2 threads): fp32 152 GFLOP/s, bf16 15 GFLOP/s``."""
+    import torch
+
+    label = f" {when}" if when else ""
+    values = ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
+    return f"conv peak{label} (64->64 3x3 channels_last, {torch.get_num_threads()} threads): {values}"
+
+
+def best_peaks(*measured: dict[str, float]) -> dict[str, float]:
+    """The larger of each precision's peaks measured at the start and end of a run (a busy
+    host only ever makes the peak look smaller)."""
+    return {name: max(peaks[name] for peaks in measured) for name in measured[0]}
