@@ -47,6 +47,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -431,27 +432,28 @@ def kernel_candidates(args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def conv_flops(net: torch.nn.Module, pixels: int) -> tuple[float, float]:
-    """FLOPs of ``net``'s convolutions over ``pixels`` output pixels: (all layers, the first
-    layer), multiply-adds counted as 2."""
-    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    each = [2.0 * m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * pixels for m in convs]
-    return sum(each), each[0]
+def counted_flops(work: Callable[..., object], *args: object) -> float:
+    """The convolution (and matrix product) FLOPs ``work`` runs, counted by PyTorch's own
+    ``torch.utils.flop_counter`` (multiply-adds count 2; a backward pass counts the input
+    and weight gradients it computes)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        work(*args)
+    return float(counter.get_total_flops())
 
 
-def training_step_flops(net: torch.nn.Module, batch: int, crop: int) -> float:
-    """One training step's convolution FLOPs: the forward pass, the weight gradients (as
-    many) and the input gradients of every layer but the first (the image needs none)."""
-    total, first = conv_flops(net, batch * crop * crop)
-    return 3 * total - first
+def _training_step(net: torch.nn.Module, crops: torch.Tensor) -> None:
+    net(crops).abs().mean().backward()
 
 
 def speed(args: argparse.Namespace) -> list[str]:
     """ZSSR's training and inference against the machine's conv peak (issue 17's "other hot
     paths"). One photo crop at the default settings with the guards off, so the run is one
-    training phase and one inference pass; the FLOPs are the network's convolutions only
-    (the pair sampler, the reconstruction probe and back-projection are the overhead the
-    share of the peak shows)."""
+    training phase and one inference pass; the FLOPs are the network's convolutions only,
+    one training step and one inference pass counted by :func:`counted_flops` (the pair
+    sampler, the reconstruction probe and back-projection are the overhead the share of the
+    peak shows)."""
     from machine import best_peaks, conv_peaks, describe_cpu, describe_peaks
 
     from restorekit.device import plan_execution
@@ -472,9 +474,11 @@ def speed(args: argparse.Namespace) -> list[str]:
         result = zssr_upscale_with_report(low, 2, config)
         stage = result.stages[0]
         crop = training_crop(stage.input_size, stage.factor, config.crop_size)
-        train = stage.iterations * training_step_flops(net, config.batch_size, crop)
+        crops = torch.rand(config.batch_size, low.shape[1], crop, crop)
+        train = stage.iterations * counted_flops(_training_step, net, crops)
         passes = 8 if config.self_ensemble else 1
-        infer = passes * conv_flops(net, stage.output_size[0] * stage.output_size[1])[0]
+        with torch.no_grad():
+            infer = passes * counted_flops(net, torch.rand(1, low.shape[1], *stage.output_size))
         rows.append((precision, "bf16" if dtype == torch.bfloat16 else "fp32", stage, crop, train, infer, config.batch_size))
     peaks = best_peaks(start_peaks, end := conv_peaks())
     print(describe_peaks(end, "at end"), flush=True)
