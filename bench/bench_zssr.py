@@ -251,13 +251,14 @@ class BlindRow:
 
 def _guard(result: object) -> str:
     """What the guards did: the scale-transfer gain (T), then per stage the kernel check,
-    the transfer check, or the held-out strip's gain (net / FALLBACK)."""
+    the transfer check, or the held-out strip's gain (net / FALLBACK; NOTICE: the network was
+    used with a notice, a kernel too narrow for the image)."""
     transfers = result.transfer_checks  # type: ignore[attr-defined]
     prefix = "".join(f"T{t.gain_db:+.2f} " for t in transfers)
     stages = result.stages  # type: ignore[attr-defined]
     return prefix + " ".join(
         {KERNEL_CHECK: "KERNEL CHECK", TRANSFER_CHECK: "TRANSFER CHECK"}.get(s.stop_reason)
-        or ("net" if s.network_used else "FALLBACK") + f"({s.guard_gain_db:+.2f})"
+        or ("net" if s.network_used else "FALLBACK") + f"({s.guard_gain_db:+.2f})" + (" NOTICE" if s.network_used and s.notice else "")
         for s in stages
     )
 

@@ -268,6 +268,20 @@ a kernel that explains the image"). With the guard on, ZSSR does not train throu
 kernel at all (:func:`restorekit.zssr.engine.unexplained_notice`)."""
 
 
+TOO_NARROW_SIGNED = RESAMPLER_EXPLAINS
+"""A kernel whose downscale is sharper than the image by more than this (mean log ratio) does
+not explain it: the image is blurrier across scales than that kernel makes images. ZSSR through
+it learns to sharpen by more than the image's finest octave holds. The kernel guard does not
+refuse such a kernel (a Gaussian-blurred input is the common case, and there ZSSR through
+bicubic still gained 0.3-0.8 dB at 100 iterations), but the run says so, pointing to
+``auto``. Measured with bicubic (8-bit inputs of ``bench/bench_zssr.py --blind``): +0.15 to
++0.23 on brick's three resizer inputs and +0.17 to +0.37 on four of the six Gaussian ones, at
+most +0.05 on every other input; on brick's area input ZSSR through bicubic passed every
+guard and lost 2.31 dB to bicubic. Of 13 skimage photos taken as they are (128 and 256 px
+crops), only brick (+0.21) and a microscopy slide (immunohistochemistry, +0.12 to +0.13)
+measure above +0.08."""
+
+
 def explains_image(mismatch: float) -> bool:
     """Whether a resizer's kernel with this mismatch explains the image well enough to
     back-project through (:data:`RESAMPLER_EXPLAINS`; NaN: not measured, no)."""
@@ -341,12 +355,20 @@ class KernelCheck:
     """The guard's verdict on a kernel ZSSR is about to use: ``too_wide`` when the image is
     clearly sharper than the kernel says (ZSSR would learn to undo a blur that is not there
     and over-sharpen), with the numbers behind it; ``wider`` when the kernel's downscale is
-    blurrier than the image at all (back-projection through it would sharpen too)."""
+    blurrier than the image at all (back-projection through it would sharpen too);
+    :attr:`too_narrow` when the kernel's downscale is clearly sharper than the image (the run
+    goes on, with a notice)."""
 
     too_wide: bool
     wider: bool
     mismatch: Mismatch
     fit: GaussianFit
+
+    @property
+    def too_narrow(self) -> bool:
+        """Whether the kernel's downscale is clearly sharper than the image
+        (:data:`TOO_NARROW_SIGNED`): ZSSR may over-sharpen it, and the run says so."""
+        return self.mismatch.signed > TOO_NARROW_SIGNED
 
     def describe(self, name: str) -> str:
         return (
@@ -369,6 +391,7 @@ __all__ = [
     "MIN_DECISION_SIDE",
     "RESAMPLERS",
     "RESAMPLER_EXPLAINS",
+    "TOO_NARROW_SIGNED",
     "GaussianFit",
     "KernelCheck",
     "KernelChoice",

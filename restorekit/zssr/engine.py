@@ -18,7 +18,13 @@ from ..imageio import DecodedImage, check_pixel_count
 from ..layout import check_image
 from ..progress import CancelCheck, ProgressCallback, Reporter
 from .config import MAX_SCALE, ZSSRConfig
-from .consistency import MIN_DECISION_SIDE, RESAMPLER_EXPLAINS, KernelCheck, check_kernel
+from .consistency import (
+    MIN_DECISION_SIDE,
+    RESAMPLER_EXPLAINS,
+    TOO_NARROW_SIGNED,
+    KernelCheck,
+    check_kernel,
+)
 from .geometry import DIHEDRAL_COUNT
 from .inference import back_project, ensemble_forward
 from .kernelgan import MIN_IMAGE_SIDE, KernelEstimate, estimate_kernel, kernel_for_factor
@@ -326,10 +332,13 @@ class _Run:
         check: KernelCheck | None = None,
         skip: tuple[str, str] | None = None,
         trusted_estimate: bool = False,
+        advice: str = "",
     ) -> None:
         self.config = config
         # (stop reason, notice) of a guard that ruled the network out before training.
         self.skip = skip
+        # What the user is told when the first stage's network is used (narrow_kernel_advice).
+        self.advice = advice
         # Back-projection through a kernel wider than the image is sharpening too (measured:
         # -1.8 dB on an OpenCV-bicubic photo when the guard fell back to bicubic + BP).
         # trusted_estimate: the run may back-project through an estimated kernel (_trusts_kernel).
@@ -462,6 +471,9 @@ class _Run:
         report.reconstruction_psnr = _psnr(error)
         passed = report.guard_gain_db > config.guard_margin_db
         report.network_used = passed or not config.bicubic_fallback
+        if report.network_used and self.advice and stage.index == 0:
+            report.notice = f"ZSSR stage {stage.index + 1}/{stage.count}: {self.advice}"
+            logger.warning("%s", report.notice)
         if not report.network_used:
             where = "a held-out strip of the image" if report.held_out else "the image"
             report.notice = (
@@ -575,6 +587,7 @@ def zssr_upscale_with_report(
                 image_reporter = _part(image_reporter, 0.25, 1.0)
             check, notice = kernel_check(image, run_config, stages, kernels[-1] if config.estimates_kernel else None)
             skip = (KERNEL_CHECK, notice) if notice else None
+            advice = "" if notice else narrow_kernel_advice(check, config, run_config.kernel is None and kernel is None)
             if exact_kernel and not back_projects and not notice:  # the guard is off: say it here
                 logger.info(
                     "ZSSR: the %s kernel explains this image poorly across scales (mismatch %.3f), so the "
@@ -591,7 +604,7 @@ def zssr_upscale_with_report(
                     run_config = run_config.replace(time_budget_s=max(run_config.time_budget_s - transfer.seconds, 1e-3))
                 if not transfer.passed:
                     skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config, exact_kernel))
-            run = _Run(image, scale, run_config, image_reporter, kernel, check, skip, back_projects)
+            run = _Run(image, scale, run_config, image_reporter, kernel, check, skip, back_projects, advice)
             reports.extend(run.run())
             execution = run.plan.describe()
             outputs.append(run.output.to(pixels.device, torch.float32).detach())
@@ -723,6 +736,32 @@ def kernel_check(
     return check, (
         f"{check.describe(name)}, so ZSSR would sharpen a blur that is not there; bicubic interpolation is "
         f"used instead. For a better result {hint}, or turn the guard off to force it."
+    )
+
+
+def narrow_kernel_advice(check: KernelCheck | None, config: ZSSRConfig, bicubic: bool) -> str:
+    """What the user is told when the kernel guard passed a kernel whose downscale is clearly
+    sharper than the image (:attr:`~restorekit.zssr.consistency.KernelCheck.too_narrow`), and
+    the network is then used: "" otherwise. ``bicubic``: the run's kernel is bicubic;
+    ``config`` is the run's as the caller gave it (``auto`` or not).
+
+    The result is returned as it is: such an image is often blurred (there ZSSR through bicubic
+    still gains), but it may be softer at its finest scale than at its coarser ones, where the
+    guards cannot see the loss (skimage's brick: -2.31 dB, bench/RESULTS_zssr.md)."""
+    if check is None or not check.too_narrow:
+        return ""
+    name = "the bicubic kernel" if bicubic else "the kernel"
+    hint = (
+        "compare it with plain bicubic"
+        if config.estimates_kernel
+        else "compare it with plain bicubic, or try --kernel auto (kernel 'auto' in the node and the app)"
+    )
+    return (
+        f"this image is blurrier across scales than {name} explains (its downscale is sharper by "
+        f"{check.mismatch.signed:.3f} in log sharpness; above {TOO_NARROW_SIGNED:g} the kernel does not explain "
+        f"the image), so ZSSR may over-sharpen it: on a photo whose finest detail is softer than its coarser "
+        f"detail it lost 2.3 dB to bicubic with no other guard seeing it. The network's result is returned; "
+        f"{hint}."
     )
 
 
