@@ -585,6 +585,23 @@ def test_cli_upscales_a_16_bit_png_with_a_kernel(chelsea: np.ndarray, tmp_path: 
     assert (tmp_path / "in_zssr_x2.png").is_file()
 
 
+def test_cli_no_transfer_check_skips_that_check_alone(coffee: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 96 px image gets the transfer check (the summary line reports it); with
+    --no-transfer-check it does not, and the held-out strip still guards the stage."""
+    from restorekit.cli import build_parser
+    from restorekit.cli.zssr import build_config
+
+    source = tmp_path / "in.png"
+    write_image(image_from_array(coffee[100:196, 200:296]), source)
+    assert _cli(str(source), "-o", str(tmp_path / "a.png"), "--scale", "2", *CLI_FAST) == 0
+    assert "transfer check" in capsys.readouterr().out
+    assert _cli(str(source), "-o", str(tmp_path / "b.png"), "--scale", "2", "--no-transfer-check", *CLI_FAST) == 0
+    line = capsys.readouterr().out
+    assert "transfer check" not in line and "held-out" in line
+    config = build_config(build_parser().parse_args(["zssr", str(source), "-o", "x.png", "--scale", "2", "--no-transfer-check"]))
+    assert config.bicubic_fallback and not config.transfer_check
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

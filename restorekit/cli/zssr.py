@@ -74,6 +74,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
         "image, when a network trained one scale down does not beat it on the image itself "
         "(the transfer check), or when the kernel is clearly too wide for the image (the kernel check)",
     )
+    parser.add_argument(
+        "--no-transfer-check", action="store_true",
+        help="skip only the transfer check; the kernel check and the held-out strip still guard "
+        "the result. The check is one seeded training near its margin, so it can refuse a "
+        "network that would have gained (bench/RESULTS_zssr.md)",
+    )
     parser.add_argument("--noise", type=float, default=defaults.noise_std, metavar="STD", help="noise added to the training inputs, e.g. 0.01 for noisy photos (default %(default)s)")
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size, help="training crop side (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="crops per iteration (default %(default)s)")
@@ -154,6 +160,8 @@ def build_config(args: argparse.Namespace) -> Any:
         changes["kernel_estimation"] = KernelGANConfig(**estimation)
     if getattr(args, "no_guard", False):
         changes["bicubic_fallback"] = False
+    if getattr(args, "no_transfer_check", False):
+        changes["transfer_check"] = False
     config = ZSSRConfig(**changes).validate()
     if getattr(args, "save_kernel", None) and not config.estimates_kernel:
         raise InvalidParameterError("--save-kernel needs --kernel auto (a given kernel is already a file).")
