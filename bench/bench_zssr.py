@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from restorekit.degrade.ops import quantize  # noqa: E402
 from restorekit.zssr import ZSSRConfig, zssr_upscale_with_report  # noqa: E402
-from restorekit.zssr.engine import KERNEL_CHECK, TRANSFER_CHECK  # noqa: E402
+from restorekit.zssr.engine import KERNEL_CHECK, TRANSFER_CHECK, StageReport  # noqa: E402
 from restorekit.zssr.inference import back_project  # noqa: E402
 from restorekit.zssr.resize import opencv_cubic_x2_kernel, resize_bicubic  # noqa: E402
 
@@ -448,22 +448,28 @@ def _training_step(net: torch.nn.Module, crops: torch.Tensor) -> None:
     net(crops).abs().mean().backward()
 
 
-def speed(args: argparse.Namespace) -> list[str]:
+@dataclass
+class SpeedRow:
+    precision: str
+    peak_name: str
+    stage: StageReport
+    crop: int
+    batch: int
+    train_flops: float
+    infer_flops: float
+
+
+def speed(args: argparse.Namespace) -> tuple[str, list[SpeedRow]]:
     """ZSSR's training and inference against the machine's conv peak (issue 17's "other hot
     paths"). One photo crop at the default settings with the guards off, so the run is one
     training phase and one inference pass; the FLOPs are the network's convolutions only,
     one training step and one inference pass counted by :func:`counted_flops` (the pair
     sampler, the reconstruction probe and back-projection are the overhead the share of the
-    peak shows)."""
-    from machine import best_peaks, conv_peaks, describe_cpu, describe_peaks
-
+    peak shows). Returns the photo's description and a row per precision."""
     from restorekit.device import plan_execution
     from restorekit.zssr.network import ZSSRNet
     from restorekit.zssr.training import training_crop
 
-    print(describe_cpu(), flush=True)
-    start_peaks = conv_peaks()
-    print(describe_peaks(start_peaks, "at start"), flush=True)
     name, top, left, height, width = (QUICK_IMAGES if args.quick else FULL_IMAGES)[args.images[0] if args.images else 0]
     high = photo(name, top, left, height, width)
     low = resize_bicubic(high, (height // 2, width // 2)).clamp(0, 1)
@@ -472,32 +478,36 @@ def speed(args: argparse.Namespace) -> list[str]:
         config = ZSSRConfig(iterations=QUICK_ITERATIONS if args.quick else 600, precision=precision, bicubic_fallback=False)
         dtype = plan_execution(config.device, precision).dtype
         net = ZSSRNet(low.shape[1], config.width, config.depth)
-        result = zssr_upscale_with_report(low, 2, config)
-        stage = result.stages[0]
+        stage = zssr_upscale_with_report(low, 2, config).stages[0]
         crop = training_crop(stage.input_size, stage.factor, config.crop_size)
         crops = torch.rand(config.batch_size, low.shape[1], crop, crop)
         train = stage.iterations * counted_flops(_training_step, net, crops)
         passes = 8 if config.self_ensemble else 1
         with torch.no_grad():
             infer = passes * counted_flops(net, torch.rand(1, low.shape[1], *stage.output_size))
-        rows.append((precision, "bf16" if dtype == torch.bfloat16 else "fp32", stage, crop, train, infer, config.batch_size))
-    peaks = best_peaks(start_peaks, end := conv_peaks())
-    print(describe_peaks(end, "at end"), flush=True)
+        peak_name = "bf16" if dtype == torch.bfloat16 else "fp32"
+        rows.append(SpeedRow(precision, peak_name, stage, crop, config.batch_size, train, infer))
+    return f"{name} crop {width}x{height}, x2 from {width // 2}x{height // 2}", rows
+
+
+def speed_table(photo_line: str, rows: list[SpeedRow], peaks: dict[str, float]) -> list[str]:
+    """The ``--speed`` rows as a markdown table, each phase's share of the run's best peak."""
     lines = [
-        f"{name} crop {width}x{height}, x2 from {width // 2}x{height // 2}; {torch.get_num_threads()} threads; "
+        f"{photo_line}; {torch.get_num_threads()} threads; "
         f"efficiency against the run's best peak ({', '.join(f'{k} {v:.0f}' for k, v in peaks.items())} GFLOP/s)",
         "| precision | phase | work | seconds | GFLOP | GFLOP/s | share of the peak |",
         "|---|---|---|---|---|---|---|",
     ]
-    for precision, peak_name, stage, crop, train, infer, batch in rows:
+    for row in rows:
+        stage = row.stage
         for phase, work, seconds, flops in (
-            ("training", f"{stage.iterations} steps of {batch}x{crop}x{crop}", stage.train_seconds, train),
-            ("inference", f"{stage.output_size[1]}x{stage.output_size[0]}, self-ensemble", stage.inference_seconds, infer),
+            ("training", f"{stage.iterations} steps of {row.batch}x{row.crop}x{row.crop}", stage.train_seconds, row.train_flops),
+            ("inference", f"{stage.output_size[1]}x{stage.output_size[0]}, self-ensemble", stage.inference_seconds, row.infer_flops),
         ):
             rate = flops / seconds / 1e9
             lines.append(
-                f"| {precision} ({peak_name}) | {phase} | {work} | {seconds:.1f} | {flops / 1e9:.0f} | {rate:.0f} | "
-                f"{rate / peaks[peak_name]:.0%} |"
+                f"| {row.precision} ({row.peak_name}) | {phase} | {work} | {seconds:.1f} | {flops / 1e9:.0f} | {rate:.0f} | "
+                f"{rate / peaks[row.peak_name]:.0%} |"
             )
     return lines
 
@@ -569,20 +579,25 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.speed:
-        print("\n".join(speed(args)))
-        return 0
-    from machine import conv_peaks, describe_cpu, describe_peaks
+    from machine import best_peaks, conv_peaks, describe_cpu, describe_peaks
 
     print(describe_cpu())
-    print(describe_peaks(conv_peaks(), "at start"), flush=True)
-    code = run_mode(args)
-    print(describe_peaks(conv_peaks(), "at end"), flush=True)
+    start_peaks = conv_peaks()
+    print(describe_peaks(start_peaks, "at start"), flush=True)
+    if args.speed:
+        photo_line, rows = speed(args)
+        code = 0
+    else:
+        code = run_mode(args)
+    end_peaks = conv_peaks()
+    print(describe_peaks(end_peaks, "at end"), flush=True)
+    if args.speed:
+        print("\n".join(speed_table(photo_line, rows, best_peaks(start_peaks, end_peaks))))
     return code
 
 
 def run_mode(args: argparse.Namespace) -> int:
-    """Every mode but ``--speed``, between the start and end peak lines."""
+    """Every mode but ``--speed``, between the start and end peak lines (its exit code)."""
     if args.octave_check:
         octave_check(args.octave_check, args.zssr_iterations, args.crop_size)
         return 0

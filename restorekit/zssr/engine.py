@@ -587,7 +587,7 @@ def zssr_upscale_with_report(
                 image_reporter = _part(image_reporter, 0.25, 1.0)
             check, notice = kernel_check(image, run_config, stages, kernels[-1] if config.estimates_kernel else None)
             skip = (KERNEL_CHECK, notice) if notice else None
-            advice = "" if notice else narrow_kernel_advice(check, config, run_config.kernel is None and kernel is None)
+            advice = narrow_kernel_advice(check, config, run_config.kernel is None and kernel is None)
             if exact_kernel and not back_projects and not notice:  # the guard is off: say it here
                 logger.info(
                     "ZSSR: the %s kernel explains this image poorly across scales (mismatch %.3f), so the "
