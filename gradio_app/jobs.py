@@ -30,13 +30,15 @@ from restorekit.errors import (
 from restorekit.imageio import DecodedImage, encode_image, read_image, read_image_size
 from restorekit.progress import CancelCheck, ProgressCallback, Reporter
 from restorekit.registry.schema import default_model_name
-from restorekit.zssr.config import KERNEL_CHOICES
+from restorekit.zssr.config import GUARD_CHOICES, KERNEL_CHOICES
 
 logger = logging.getLogger(__name__)
 
 ZSSR_CHOICE = "zssr"
 ZSSR_KERNELS = KERNEL_CHOICES
 """Zero-shot kernel choices: bicubic, estimated per image (across-scale consistency fit), or named."""
+ZSSR_GUARDS = tuple(GUARD_CHOICES)
+"""Zero-shot guard choices: every guard, every guard but the transfer check, or none."""
 RESIZE_CHOICE = "resize"
 OUTPUT_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpeg", "WebP": "webp"}
 """Output format label -> :func:`restorekit.imageio.encode_image` format."""
@@ -177,6 +179,7 @@ class RestoreOptions:
     color_fix: str = "none"
     zssr_kernel: str = "bicubic"
     compile_mode: str = "auto"
+    zssr_guards: str = "on"
 
     def output_format(self) -> str:
         """The encoder's format name for ``out_format`` (``PNG``/``png``, ``JPEG``/``jpg``, ``WebP``)."""
@@ -236,7 +239,7 @@ def restore_settings(options: RestoreOptions) -> Any:
     zssr = None
     if model.lower() == ZSSR_CHOICE:
         from restorekit.zssr import ZSSRConfig
-        from restorekit.zssr.config import kernel_setting
+        from restorekit.zssr.config import guard_setting, kernel_setting
 
         changes: dict[str, Any] = {"precision": options.precision}
         if options.zssr_iterations:
@@ -245,6 +248,7 @@ def restore_settings(options: RestoreOptions) -> Any:
         if kernel not in ZSSR_KERNELS:
             raise InvalidParameterError(f"Zero-shot kernel must be one of {', '.join(ZSSR_KERNELS)}, got {options.zssr_kernel!r}.")
         changes["kernel"] = kernel_setting(kernel)
+        changes.update(guard_setting(options.zssr_guards))
         zssr = ZSSRConfig(**changes)
     return RestoreSettings(
         model=model,

@@ -39,14 +39,6 @@ DEFAULT_FACE_MODEL = default_model_name("face_restore", required=False) or ""
 
 COMPILE_LABEL = "Compiled execution (auto: compile repeated tile/frame shapes where it pays; needs a C++ compiler)"
 
-RESTORE_PARAMETERS = (
-    "model", "strength", "size_mode", "outscale", "width", "height", "face_restore", "face_model",
-    "face_strength", "face_select", "face_detector", "tile", "precision", "zssr_iterations",
-    "out_format", "quality", "zssr_kernel",
-)  # fmt: skip
-"""The restore endpoints' parameters after the image(s), in order (as :class:`jobs.RestoreOptions`)."""
-
-
 @dataclass(frozen=True)
 class AppConfig:
     """How the app serves (see ``restorekit app --help``)."""
@@ -183,6 +175,7 @@ class RestoreKitApp:
         color_fix: str = "none",
         zssr_kernel: str = "bicubic",
         compile_mode: str = "auto",
+        zssr_guards: str = "on",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's injection idiom
     ) -> tuple[tuple[str, str], str, str]:
@@ -190,7 +183,7 @@ class RestoreKitApp:
         options = jobs.RestoreOptions(
             model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
             face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
-            compile_mode,
+            compile_mode, zssr_guards,
         )  # fmt: skip
         if not image:
             raise gr.Error("Upload an image first.")
@@ -221,6 +214,7 @@ class RestoreKitApp:
         color_fix: str = "none",
         zssr_kernel: str = "bicubic",
         compile_mode: str = "auto",
+        zssr_guards: str = "on",
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[tuple[str, str], str, list[tuple[str, str]], str | None, str]:
@@ -229,7 +223,7 @@ class RestoreKitApp:
         options = jobs.RestoreOptions(
             model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
             face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
-            compile_mode,
+            compile_mode, zssr_guards,
         )  # fmt: skip
         paths = [str(p) for p in (images or [])]
         if not paths:
@@ -421,6 +415,10 @@ class RestoreKitApp:
                                 list(jobs.ZSSR_KERNELS), value="bicubic", elem_id="zssr-kernel",
                                 label="Zero-shot kernel: bicubic, or auto = estimate it from the image (a blur where one clearly fits, else area or opencv-cubic), area = halved by an area/bilinear resize",
                             )
+                            zssr_guards = gr.Radio(
+                                list(jobs.ZSSR_GUARDS), value="on", elem_id="zssr-guards",
+                                label="Zero-shot guards: on = fall back to bicubic where the network would likely not beat it; no-transfer-check = skip the check one scale down (it can refuse a network that would have gained), keep the others; off = always the network",
+                            )
                         with gr.Row():
                             run = gr.Button("Restore", variant="primary", elem_id="restore-button")
                             stop = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
@@ -517,7 +515,7 @@ class RestoreKitApp:
             options = [
                 model, strength, size_mode, outscale, width, height, face_restore, face_model, face_strength,
                 face_select, face_detector, tile, precision, zssr_iterations, out_format, quality, face_fidelity, color_fix, zssr_kernel,
-                compile_mode,
+                compile_mode, zssr_guards,
             ]  # fmt: skip
             batch_event = run.click(
                 self.restore_batch, [files, *options], [slider, download, gallery, archive, status],

@@ -602,6 +602,51 @@ def test_cli_no_transfer_check_skips_that_check_alone(coffee: np.ndarray, tmp_pa
     assert config.bicubic_fallback and not config.transfer_check
 
 
+def test_every_front_end_can_skip_the_transfer_check_alone(coffee: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upscale CLI (--zssr-guards), the app (zero-shot guards) and the node (transfer_check)
+    all reach ZSSRConfig(bicubic_fallback=True, transfer_check=False) for "every guard but the
+    transfer check"; the node's run then trains no check network; bad choices are clear errors."""
+    import restorekit.zssr
+    import restorekit.zssr.engine
+    from nodes.synthesis import ZeroShotUpscale
+    from restorekit.cli import build_parser
+    from restorekit.cli.upscale import settings_from_args
+    from restorekit.zssr.config import guard_setting
+
+    def upscale_config(*guards: str) -> ZSSRConfig:
+        return settings_from_args(build_parser().parse_args(["upscale", "in.png", "-o", "out", "--model", "zssr", *guards])).zssr
+
+    fields = ("bicubic_fallback", "transfer_check")
+    expected = {"on": (True, True), "no-transfer-check": (True, False), "off": (False, False)}
+    for choice, wanted in expected.items():
+        assert tuple(getattr(upscale_config("--zssr-guards", choice), f) for f in fields) == wanted
+    assert tuple(getattr(upscale_config(), f) for f in fields) == (True, True)
+    with pytest.raises(InvalidParameterError, match="guards must be one of on, no-transfer-check, off"):
+        guard_setting("some")
+
+    jobs = pytest.importorskip("gradio_app.jobs")  # the app's form -> settings (gradio installed)
+    for choice, wanted in expected.items():
+        config = jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_guards=choice)).zssr
+        assert (config.bicubic_fallback, config.transfer_check) == wanted
+    with pytest.raises(InvalidParameterError, match="guards must be one of"):
+        jobs.restore_settings(jobs.RestoreOptions(model="zssr", zssr_guards="maybe"))
+
+    # the node: a new optional input appended last, so saved UI workflows keep their widget values
+    optional = ZeroShotUpscale.INPUT_TYPES()["optional"]
+    assert list(optional) == ["kernel", "guard", "transfer_check"] and optional["transfer_check"][1]["default"] is True
+    seen: list[ZSSRConfig] = []
+    checks: list[object] = []
+    run, check = restorekit.zssr.zssr_upscale_with_report, restorekit.zssr.engine.transfer_check
+    monkeypatch.setattr(restorekit.zssr, "zssr_upscale_with_report", lambda image, scale, config, **kw: seen.append(config) or run(image, scale, config, **kw))
+    monkeypatch.setattr(restorekit.zssr.engine, "transfer_check", lambda *a, **kw: checks.append(a) or check(*a, **kw))
+    image = torch.from_numpy(coffee[100:196, 200:296].astype(np.float32) / 255.0)[None]  # 96 px: checked
+    ZeroShotUpscale().upscale(image, 2.0, 10, 0.0, 0, "fp32")
+    assert (seen[-1].bicubic_fallback, seen[-1].transfer_check) == (True, True) and len(checks) == 1
+    out, _, _ = ZeroShotUpscale().upscale(image, 2.0, 10, 0.0, 0, "fp32", transfer_check=False)
+    assert (seen[-1].bicubic_fallback, seen[-1].transfer_check) == (True, False) and len(checks) == 1
+    assert out.shape == (1, 192, 192, 3)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -25,6 +25,7 @@ from ..imageio import DecodedImage
 from ..outputs import OutputWriter
 from ..progress import CancelCheck, ProgressCallback
 from ..upscale import parse_tile
+from ..zssr.config import GUARD_CHOICES, guard_setting
 from .batch import add_cluster_arguments, add_output_arguments, run_file_batch
 from .common import (
     cancel_on_interrupt,
@@ -138,6 +139,12 @@ def add_zssr_arguments(parser: argparse.ArgumentParser) -> None:
         "halved by an area or bilinear resize (cv2's default), or 'opencv-cubic' for images made by "
         "cv2.resize's cubic without antialiasing (default bicubic)",
     )
+    group.add_argument(
+        "--zssr-guards", choices=list(GUARD_CHOICES), default="on",
+        help="on: fall back to bicubic where the network would likely not beat it (kernel check, transfer "
+        "check one scale down, held-out strip); no-transfer-check: every guard but the transfer check; "
+        "off: always the network (default on)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
@@ -156,6 +163,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
         from ..zssr import ZSSRConfig
 
         changes: dict[str, Any] = {"device": args.device, "precision": float_precision(args.precision), "seed": getattr(args, "seed", 0)}
+        changes.update(guard_setting(getattr(args, "zssr_guards", None)))
         if getattr(args, "zssr_iterations", None):
             changes["iterations"] = args.zssr_iterations
         if getattr(args, "zssr_seconds", None):

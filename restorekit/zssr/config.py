@@ -42,6 +42,28 @@ def kernel_setting(choice: str | None) -> Any:
     return load_kernel(name)
 
 
+GUARD_CHOICES: dict[str, dict[str, bool]] = {
+    "on": {"bicubic_fallback": True, "transfer_check": True},
+    "no-transfer-check": {"bicubic_fallback": True, "transfer_check": False},
+    "off": {"bicubic_fallback": False, "transfer_check": False},
+}
+"""The guard choices of the app and ``restorekit upscale --zssr-guards``, as
+:class:`ZSSRConfig` fields: every guard; every guard but the transfer check (the kernel
+check and the held-out strip stay); none (the network's result, always)."""
+
+
+def guard_setting(choice: str | None) -> dict[str, bool]:
+    """The :class:`ZSSRConfig` fields for a user's guard choice (``on`` when none is given).
+
+    Raises:
+        InvalidParameterError: ``choice`` is not one of :data:`GUARD_CHOICES`.
+    """
+    name = str(choice or "on").strip().lower()
+    if name not in GUARD_CHOICES:
+        raise InvalidParameterError(f"Zero-shot guards must be one of {', '.join(GUARD_CHOICES)}, got {choice!r}.")
+    return dict(GUARD_CHOICES[name])
+
+
 @dataclass(frozen=True)
 class ZSSRConfig:
     """How ZSSR learns from the input image and how it infers the result.
