@@ -22,12 +22,12 @@ demo: setup
 
 test: setup  # what CI runs: lint, every test, then the wheel built and used from a clean venv
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 	DEV_PYTHON=$(PY) bash .ci/check-wheel
 
 test-fast: setup  # the quick loop: lint and every test not marked slow, on both cores
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m "not slow" -n 2
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 wheel-check: setup
 	DEV_PYTHON=$(PY) bash .ci/check-wheel

@@ -15,7 +15,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = Path(os.environ.get("RESTOREKIT_SHARED", REPO_ROOT.parent / "shared"))
 SHARED_WEIGHTS = SHARED_DIR / "weights"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+"""pytest-xdist's worker processes (1 without ``-n``): each gets an equal share of the cores."""
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 # Windows chosen by timing this machine would differ between machines; tests that exercise
 # the measurement turn it back on (tests/test_window_cost.py).
 os.environ.setdefault("RESTOREKIT_WINDOW_TUNING", "0")
