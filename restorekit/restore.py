@@ -255,8 +255,26 @@ def _zssr_base(settings: RestoreSettings, reporter: Reporter) -> tuple[BaseStep,
         return out, out_alpha
 
     run.notices = notices  # type: ignore[attr-defined]
-    kernel = ", kernel estimated per image (KernelGAN)" if config.estimates_kernel else ""
-    return run, f"zero-shot SR ({config.iterations} iterations a stage{kernel}, no weights)"
+    return run, f"zero-shot SR ({config.iterations} iterations a stage{_zssr_choices(config)}, no weights)"
+
+
+_ESTIMATION_NAMES = {"consistency": "consistency fit", "kernelgan": "KernelGAN"}
+"""How a job's description names each kernel estimation method."""
+
+
+def _zssr_choices(config: Any) -> str:
+    """The kernel and guard choices of a ZSSR run that differ from the defaults, for the
+    job's description (``", kernel estimated per image (consistency fit), guards off"``)."""
+    parts = []
+    if config.estimates_kernel:
+        parts.append(f"kernel estimated per image ({_ESTIMATION_NAMES[config.kernel_estimation.method]})")
+    elif config.kernel is not None:
+        parts.append("a given kernel")
+    if not config.bicubic_fallback:
+        parts.append("guards off")
+    elif not config.transfer_check:
+        parts.append("without the transfer check")
+    return "".join(f", {part}" for part in parts)
 
 
 BASE_METHODS: dict[str, Callable[[RestoreSettings, Reporter], tuple[BaseStep, str]]] = {
