@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,9 @@ from .errors import InvalidParameterError
 from .imageio import DecodedImage, to_gray
 from .layout import check_image
 from .progress import CancelCheck, ProgressCallback, Reporter
+
+if TYPE_CHECKING:
+    from .zssr import ZSSRConfig
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +265,7 @@ _ESTIMATION_NAMES = {"consistency": "consistency fit", "kernelgan": "KernelGAN"}
 """How a job's description names each kernel estimation method."""
 
 
-def _zssr_choices(config: Any) -> str:
+def _zssr_choices(config: ZSSRConfig) -> str:
     """The kernel and guard choices of a ZSSR run that differ from the defaults, for the
     job's description (``", kernel estimated per image (consistency fit), guards off"``)."""
     parts = []
