@@ -27,6 +27,13 @@ CancelCheck = Callable[[], bool]
 
 logger = logging.getLogger(__name__)
 
+NOTICE_RECORD = "restorekit_notice"
+"""Attribute of a log record that repeats a notice the result also carries (logged with
+``extra={NOTICE_RECORD: True}``, e.g. a ZSSR guard's fallback, also in
+``ZSSRResult.notices``). Front ends that print the result's notices themselves drop these
+records (:func:`restorekit.cli.common.print_notices_once`), so the user reads each once;
+library users and the ComfyUI console still get the log line."""
+
 
 @dataclass(frozen=True)
 class Reporter:

@@ -647,6 +647,27 @@ def test_every_front_end_can_skip_the_transfer_check_alone(coffee: np.ndarray, m
     assert out.shape == (1, 192, 192, 3)
 
 
+@pytest.mark.slow
+def test_cli_prints_each_guard_notice_once(coffee: np.ndarray, tmp_path: Path) -> None:
+    """The engine logs a guard's fallback as a warning (for library users and ComfyUI's
+    console) and the result carries it; the CLI commands print the result's notices, so they
+    drop the repeating log line: a real process, the notice exactly once, other output kept."""
+    import subprocess
+    import sys
+
+    source = tmp_path / "in.png"
+    write_image(image_from_array(coffee[100:148, 200:248]), source)  # 3 iterations: the held-out guard falls back
+    commands = {
+        "zssr": ["zssr", str(source), "-o", str(tmp_path / "z.png"), "--scale", "2", "--iterations", "3", "--crop-size", "16"],
+        "upscale": ["upscale", str(source), "-o", str(tmp_path / "up"), "--model", "zssr", "--zssr-iterations", "3"],
+    }
+    for name, arguments in commands.items():
+        done = subprocess.run([sys.executable, "-m", "restorekit", *arguments], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (done.stdout + done.stderr).count("rebuilds a held-out strip") == 1, (name, done.stderr)
+        assert "WARNING" not in done.stderr and ("notice:" if name == "zssr" else "note: in.png:") in done.stderr
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

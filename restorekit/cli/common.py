@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import CancelledError, InvalidParameterError, RestoreKitError
-from ..progress import ProgressCallback
+from ..progress import NOTICE_RECORD, ProgressCallback
 
 logger = logging.getLogger("restorekit.cli")
 
@@ -76,6 +76,18 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpcore", "urllib3", "filelock", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def print_notices_once() -> None:
+    """For a command that prints every notice its results carry (``notice: ...``): drop the
+    log records that repeat them (:data:`~restorekit.progress.NOTICE_RECORD`), so the user
+    reads each notice once. Other warnings are kept."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_a_repeated_notice)
+
+
+def _not_a_repeated_notice(record: logging.LogRecord) -> bool:
+    return not getattr(record, NOTICE_RECORD, False)
 
 
 class CancelFlag:

@@ -33,6 +33,7 @@ from .common import (
     non_negative_int,
     positive_float,
     positive_int,
+    print_notices_once,
     progress_for,
     strength,
 )
@@ -288,6 +289,7 @@ def prepare_work(work: RestoreWork, args: argparse.Namespace) -> None:
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     _check_size_arguments(args)
+    print_notices_once()  # each job's notices are printed with its name (restorekit: note: ...)
     work = RestoreWork(settings_from_args(args), fmt=args.format, quality=args.quality)
     prepare_work(work, args)
     if work.description and not args.quiet:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameterError
-from .common import TqdmProgress, cancel_on_interrupt, progress_for
+from .common import TqdmProgress, cancel_on_interrupt, print_notices_once, progress_for
 
 DEFAULT_TIME_CAP_ITERATIONS = 100_000
 """With --budget-seconds the iteration cap is this high, so the time budget decides."""
@@ -172,6 +172,7 @@ def cmd_zssr(args: argparse.Namespace) -> int:
     from ..imageio import format_from_path, normalize_format, read_image, write_image
     from ..zssr import zssr_upscale_image_with_report
 
+    print_notices_once()  # the guards' notices are printed below, after the summary
     source = Path(args.input)
     output = _output_path(args, source)
     fmt = normalize_format(args.format) if args.format else format_from_path(output)

@@ -16,7 +16,7 @@ from ..device import ExecutionPlan, plan_execution
 from ..errors import InvalidParameterError
 from ..imageio import DecodedImage, check_pixel_count
 from ..layout import check_image
-from ..progress import CancelCheck, ProgressCallback, Reporter
+from ..progress import NOTICE_RECORD, CancelCheck, ProgressCallback, Reporter
 from .config import MAX_SCALE, ZSSRConfig
 from .consistency import (
     MIN_DECISION_SIDE,
@@ -396,7 +396,7 @@ class _Run:
             report.network_used = False
             report.notice = f"ZSSR stage {stage.index + 1}/{stage.count}: {notice}"
             if stage.index == 0:
-                logger.warning("%s", report.notice)
+                logger.warning("%s", report.notice, extra={NOTICE_RECORD: True})
             return
         downscale = self.downscalers[stage.index]
         holdout = guard_holdout(stage, config)
@@ -473,7 +473,7 @@ class _Run:
         report.network_used = passed or not config.bicubic_fallback
         if report.network_used and self.advice and stage.index == 0:
             report.notice = f"ZSSR stage {stage.index + 1}/{stage.count}: {self.advice}"
-            logger.warning("%s", report.notice)
+            logger.warning("%s", report.notice, extra={NOTICE_RECORD: True})
         if not report.network_used:
             where = "a held-out strip of the image" if report.held_out else "the image"
             report.notice = (
@@ -483,7 +483,7 @@ class _Run:
                 f"so bicubic{'' if config.estimates_kernel else ' (with back-projection)'} is used "
                 "for this stage. Give it more iterations or time, or another kernel."
             )
-            logger.warning("%s", report.notice)
+            logger.warning("%s", report.notice, extra={NOTICE_RECORD: True})
         report.train_seconds = time.perf_counter() - stage_start
 
     def _set_learning_rate(self, value: float) -> None:
