@@ -158,14 +158,12 @@ def timed_calls(function: Any, calls: int) -> tuple[Any, float, float, float]:
     pages, on the Firecracker VM of the AVX2 dev machine, that cost 0.5-0.7 s of x4plus's
     3.5-4 s at 128² and 0-5 s of animevideov3's 2-2.4 s at 512², varying from run to run
     (``bench/RESULTS_upscale.md``)."""
-    first = math.nan
-    best: tuple[Any, float, float] | None = None
-    for call in range(max(1, calls)):
+    timings: list[tuple[float, float]] = []
+    for _ in range(max(1, calls)):
         result, wall, cpu = timed(function)
-        first = wall if call == 0 else first
-        best = (result, wall, cpu) if best is None or wall < best[1] else (result, best[1], best[2])
-    assert best is not None
-    return best[0], best[1], best[2], first
+        timings.append((wall, cpu))
+    wall, cpu = min(timings)
+    return result, wall, cpu, timings[0][0]
 
 
 def run_official(weights: Path, model: str, image: np.ndarray, calls: int = 1) -> tuple[np.ndarray, float, float, float]:

@@ -319,6 +319,12 @@ def _trusts_kernel(config: ZSSRConfig, exact_kernel: bool) -> bool:
     return not config.estimates_kernel or exact_kernel
 
 
+def _log_notice(notice: str) -> None:
+    """Log a stage's notice as a warning, marked as repeating what the result carries
+    (:data:`~restorekit.progress.NOTICE_RECORD`: the CLI prints the result's notices itself)."""
+    logger.warning("%s", notice, extra={NOTICE_RECORD: True})
+
+
 class _Run:
     """One image through every stage (training state carries over between stages)."""
 
@@ -396,7 +402,7 @@ class _Run:
             report.network_used = False
             report.notice = f"ZSSR stage {stage.index + 1}/{stage.count}: {notice}"
             if stage.index == 0:
-                logger.warning("%s", report.notice, extra={NOTICE_RECORD: True})
+                _log_notice(report.notice)
             return
         downscale = self.downscalers[stage.index]
         holdout = guard_holdout(stage, config)
@@ -473,7 +479,7 @@ class _Run:
         report.network_used = passed or not config.bicubic_fallback
         if report.network_used and self.advice and stage.index == 0:
             report.notice = f"ZSSR stage {stage.index + 1}/{stage.count}: {self.advice}"
-            logger.warning("%s", report.notice, extra={NOTICE_RECORD: True})
+            _log_notice(report.notice)
         if not report.network_used:
             where = "a held-out strip of the image" if report.held_out else "the image"
             report.notice = (
@@ -483,7 +489,7 @@ class _Run:
                 f"so bicubic{'' if config.estimates_kernel else ' (with back-projection)'} is used "
                 "for this stage. Give it more iterations or time, or another kernel."
             )
-            logger.warning("%s", report.notice, extra={NOTICE_RECORD: True})
+            _log_notice(report.notice)
         report.train_seconds = time.perf_counter() - stage_start
 
     def _set_learning_rate(self, value: float) -> None:
