@@ -311,6 +311,31 @@ def test_time_budget_stops_training_early_and_too_little_training_falls_back_to_
     assert not torch.equal(forced.output, result.output)
 
 
+def test_the_fallback_notice_names_what_is_returned(coffee: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel's downscale is blurrier than the image (``check.wider``) the run does
+    not back-project, so a stage that falls back returns plain bicubic, and its notice and a
+    failed transfer check's notice say "bicubic", not "with back-projection"."""
+    import dataclasses
+
+    from restorekit.zssr import engine
+    from restorekit.zssr.consistency import check_kernel
+
+    _, low = _pair(coffee, 100, 220, 64)
+    wider = dataclasses.replace(check_kernel(low, None), wider=True, too_wide=False)
+    monkeypatch.setattr(engine, "kernel_check", lambda *args: (wider, ""))
+    result = zssr_upscale_with_report(low, 2, TINY.replace(iterations=100_000, time_budget_s=1e-3, bicubic_fallback=True))
+    (stage,) = result.stages
+    assert not stage.network_used and "so bicubic is used for this stage" in stage.notice
+    torch.testing.assert_close(result.output, _bicubic_x2(low), atol=1e-6, rtol=0)
+    failed = engine.TransferCheck(network_psnr=30.0, fallback_psnr=30.05, margin_db=0.1, iterations=50, seconds=1.0)
+    assert "Bicubic is used instead" in engine.transfer_notice(failed, ZSSRConfig(), check=wider)
+    assert "Bicubic with back-projection is used" in engine.transfer_notice(failed, ZSSRConfig(), check=None)
+    # Without that check the same stage back-projects its fallback, and says so.
+    monkeypatch.undo()
+    projected = zssr_upscale_with_report(low, 2, TINY.replace(iterations=100_000, time_budget_s=1e-3, bicubic_fallback=True))
+    assert "so bicubic with back-projection is used" in projected.stages[0].notice
+
+
 def test_x4_runs_as_two_x2_stages_learning_from_the_first_output(chelsea: np.ndarray) -> None:
     _, low = _pair(chelsea, 60, 150, 64)
     result = zssr_upscale_with_report(low[..., :24, :], 4, TINY)

@@ -319,6 +319,23 @@ def _trusts_kernel(config: ZSSRConfig, exact_kernel: bool) -> bool:
     return not config.estimates_kernel or exact_kernel
 
 
+def back_projects(config: ZSSRConfig, exact_kernel: bool, check: KernelCheck | None) -> bool:
+    """Whether a run back-projects what it returns, the network's output or the fallback.
+
+    Only through a kernel it trusts (:func:`_trusts_kernel`), and not through one whose
+    downscale is blurrier than the image (``check.wider``): back-projection through a kernel
+    wider than the image is sharpening too (measured: -1.8 dB on an OpenCV-bicubic photo when
+    the guard fell back to bicubic + back-projection)."""
+    if not (config.back_projection and config.back_projection_iterations):
+        return False
+    return _trusts_kernel(config, exact_kernel) and not (check is not None and check.wider)
+
+
+def fallback_name(config: ZSSRConfig, exact_kernel: bool, check: KernelCheck | None) -> str:
+    """What a stage returns without its network, as the notices name it."""
+    return "bicubic with back-projection" if back_projects(config, exact_kernel, check) else "bicubic"
+
+
 def _log_notice(notice: str) -> None:
     """Log a stage's notice as a warning, marked as repeating what the result carries
     (:data:`~restorekit.progress.NOTICE_RECORD`: the CLI prints the result's notices itself)."""
@@ -345,10 +362,9 @@ class _Run:
         self.skip = skip
         # What the user is told when the first stage's network is used (narrow_kernel_advice).
         self.advice = advice
-        # Back-projection through a kernel wider than the image is sharpening too (measured:
-        # -1.8 dB on an OpenCV-bicubic photo when the guard fell back to bicubic + BP).
         # trusted_estimate: the run may back-project through an estimated kernel (_trusts_kernel).
-        self.back_project = _trusts_kernel(config, trusted_estimate) and not (check is not None and check.wider)
+        self.back_project = back_projects(config, trusted_estimate, check)
+        self.fallback = fallback_name(config, trusted_estimate, check)
         self.plan: ExecutionPlan = plan_execution(config.device, config.precision)
         self.image = image.to(self.plan.device, torch.float32).clamp(0, 1)
         self.stages = plan_stages(tuple(self.image.shape[-2:]), scale, config.max_stage_scale)
@@ -486,8 +502,7 @@ class _Run:
                 f"ZSSR stage {stage.index + 1}/{stage.count}: after {trained} iterations the network "
                 f"rebuilds {where} from its own downscale no better than bicubic does "
                 f"({report.reconstruction_psnr:.2f} vs {report.bicubic_reconstruction_psnr:.2f} dB), "
-                f"so bicubic{'' if config.estimates_kernel else ' (with back-projection)'} is used "
-                "for this stage. Give it more iterations or time, or another kernel."
+                f"so {self.fallback} is used for this stage. Give it more iterations or time, or another kernel."
             )
             _log_notice(report.notice)
         report.train_seconds = time.perf_counter() - stage_start
@@ -525,17 +540,15 @@ class _Run:
         return output
 
     def _back_project(self, stage: StagePlan, output: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """``output`` made consistent with ``current`` where the run back-projects.
+        """``output`` made consistent with ``current`` where the run back-projects
+        (:func:`back_projects`), and not after the kernel check refused the kernel.
 
         Back-projection through an estimated kernel deconvolves with every error of the
         estimate (measured: -10 dB with a kernel too wide for the image), so it only runs
-        through bicubic or a kernel the user gave, and not after the kernel check refused it."""
-        config = self.config
-        if not (config.back_projection and config.back_projection_iterations and self.back_project):
+        through bicubic, a kernel the user gave or a resizer's kernel that explains the image."""
+        if not self.back_project or (self.skip and self.skip[0] == KERNEL_CHECK):
             return output
-        if self.skip and self.skip[0] == KERNEL_CHECK:
-            return output
-        return back_project(output, current, self.downscalers[stage.index], config.back_projection_iterations)
+        return back_project(output, current, self.downscalers[stage.index], self.config.back_projection_iterations)
 
     def fallback_output(self, stage: StagePlan, current: torch.Tensor) -> torch.Tensor:
         """What a stage returns without its network: bicubic, back-projected where the run does."""
@@ -609,7 +622,7 @@ def zssr_upscale_with_report(
                 if run_config.time_budget_s is not None:
                     run_config = run_config.replace(time_budget_s=max(run_config.time_budget_s - transfer.seconds, 1e-3))
                 if not transfer.passed:
-                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config, exact_kernel))
+                    skip = (TRANSFER_CHECK, transfer_notice(transfer, run_config, exact_kernel, check))
             run = _Run(image, scale, run_config, image_reporter, kernel, check, skip, back_projects, advice)
             reports.extend(run.run())
             execution = run.plan.describe()
@@ -689,7 +702,9 @@ def transfer_check(
     return result
 
 
-def transfer_notice(transfer: TransferCheck, config: ZSSRConfig, exact_kernel: bool = False) -> str:
+def transfer_notice(
+    transfer: TransferCheck, config: ZSSRConfig, exact_kernel: bool = False, check: KernelCheck | None = None
+) -> str:
     """The user's notice when the scale-transfer check fails (``exact_kernel``: the estimate
     is a resizer's exact kernel, back-projected through like a given one, in the check and
     in the fallback the run returns).
@@ -697,7 +712,7 @@ def transfer_notice(transfer: TransferCheck, config: ZSSRConfig, exact_kernel: b
     The check never runs on a resizer estimate that does not explain the image: the kernel
     guard refuses that first (:func:`unexplained_notice`), so the check's fallback and the
     run's are the same one."""
-    used = "bicubic with back-projection" if _trusts_kernel(config, exact_kernel) and config.back_projection else "bicubic"
+    used = fallback_name(config, exact_kernel, check)
     return (
         f"a network trained on this image's own downscale rebuilds the image {transfer.gain_db:+.2f} dB "
         f"against {used} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns "
