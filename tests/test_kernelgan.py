@@ -529,7 +529,7 @@ def test_the_transfer_notice_names_the_fallback_that_is_used() -> None:
     assert "Bicubic with back-projection is used" in transfer_notice(failed, ZSSRConfig())
     assert "against bicubic with back-projection (" in transfer_notice(failed, auto, exact_kernel=True)
     # It names both ways out: the whole guard, or this check alone.
-    assert "turn the guard off" in transfer_notice(failed, auto) and "--no-transfer-check" in transfer_notice(failed, auto)
+    assert "turn the guard off" in transfer_notice(failed, auto) and "zssr --guards no-transfer-check" in transfer_notice(failed, auto)
 
 
 # --------------------------------------------------------------------------- CLI

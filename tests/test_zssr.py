@@ -612,7 +612,7 @@ def test_cli_upscales_a_16_bit_png_with_a_kernel(chelsea: np.ndarray, tmp_path: 
 
 def test_cli_no_transfer_check_skips_that_check_alone(coffee: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A 96 px image gets the transfer check (the summary line reports it); with
-    --no-transfer-check it does not, and the held-out strip still guards the stage."""
+    --guards no-transfer-check it does not, and the held-out strip still guards the stage."""
     from restorekit.cli import build_parser
     from restorekit.cli.zssr import build_config
 
@@ -620,11 +620,20 @@ def test_cli_no_transfer_check_skips_that_check_alone(coffee: np.ndarray, tmp_pa
     write_image(image_from_array(coffee[100:196, 200:296]), source)
     assert _cli(str(source), "-o", str(tmp_path / "a.png"), "--scale", "2", *CLI_FAST) == 0
     assert "transfer check" in capsys.readouterr().out
-    assert _cli(str(source), "-o", str(tmp_path / "b.png"), "--scale", "2", "--no-transfer-check", *CLI_FAST) == 0
+    assert _cli(str(source), "-o", str(tmp_path / "b.png"), "--scale", "2", "--guards", "no-transfer-check", *CLI_FAST) == 0
     line = capsys.readouterr().out
     assert "transfer check" not in line and "held-out" in line
-    config = build_config(build_parser().parse_args(["zssr", str(source), "-o", "x.png", "--scale", "2", "--no-transfer-check"]))
-    assert config.bicubic_fallback and not config.transfer_check
+    # --guards takes the choices of upscale --zssr-guards; --no-guard / --no-transfer-check are its short forms.
+    def guards(*flags: str) -> tuple[bool, bool]:
+        config = build_config(build_parser().parse_args(["zssr", str(source), "-o", "x.png", "--scale", "2", *flags]))
+        return config.bicubic_fallback, config.transfer_check
+
+    assert guards() == guards("--guards", "on") == (True, True)
+    assert guards("--no-transfer-check") == guards("--guards", "no-transfer-check") == (True, False)
+    assert guards("--no-guard") == guards("--guards", "off") == (False, False)
+    for clash in (["--guards", "on", "--no-guard"], ["--no-guard", "--no-transfer-check"], ["--guards", "maybe"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["zssr", str(source), "-o", "x.png", "--scale", "2", *clash])
 
 
 def test_every_front_end_can_skip_the_transfer_check_alone(coffee: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:

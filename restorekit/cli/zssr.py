@@ -16,6 +16,7 @@ DEFAULT_TIME_CAP_ITERATIONS = 100_000
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from ..zssr import ZSSRConfig
+    from ..zssr.config import GUARD_CHOICES
 
     defaults = ZSSRConfig()
     parser = subparsers.add_parser(
@@ -68,18 +69,18 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Argum
         "--save-kernel", metavar="NPY",
         help="with --kernel auto: also write the estimated x2 kernel here (.npy)",
     )
-    parser.add_argument(
-        "--no-guard", action="store_true",
-        help="use the network even when it does not beat bicubic on a held-out strip of the "
-        "image, when a network trained one scale down does not beat it on the image itself "
-        "(the transfer check), or when the kernel is clearly too wide for the image (the kernel check)",
+    guards = parser.add_mutually_exclusive_group()
+    guards.add_argument(
+        "--guards", choices=list(GUARD_CHOICES), default=None,
+        help="on: fall back to bicubic where the network would likely not beat it: a held-out "
+        "strip of the image, a network trained one scale down rebuilding the image itself (the "
+        "transfer check), a kernel clearly too wide for the image (the kernel check); "
+        "no-transfer-check: every guard but the transfer check, which is one seeded training near "
+        "its margin and can refuse a network that would have gained (bench/RESULTS_zssr.md); "
+        "off: always the network. The same choices as 'restorekit upscale --zssr-guards' (default on)",
     )
-    parser.add_argument(
-        "--no-transfer-check", action="store_true",
-        help="skip only the transfer check; the kernel check and the held-out strip still guard "
-        "the result. The check is one seeded training near its margin, so it can refuse a "
-        "network that would have gained (bench/RESULTS_zssr.md)",
-    )
+    guards.add_argument("--no-guard", action="store_true", help="the same as --guards off")
+    guards.add_argument("--no-transfer-check", action="store_true", help="the same as --guards no-transfer-check")
     parser.add_argument("--noise", type=float, default=defaults.noise_std, metavar="STD", help="noise added to the training inputs, e.g. 0.01 for noisy photos (default %(default)s)")
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size, help="training crop side (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="crops per iteration (default %(default)s)")
@@ -128,10 +129,19 @@ def _output_path(args: argparse.Namespace, source: Path) -> Path:
     return output
 
 
+def guard_choice(args: argparse.Namespace) -> str:
+    """The ``--guards`` choice, with ``--no-guard`` and ``--no-transfer-check`` as its short forms."""
+    if getattr(args, "no_guard", False):
+        return "off"
+    if getattr(args, "no_transfer_check", False):
+        return "no-transfer-check"
+    return getattr(args, "guards", None) or "on"
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """The :class:`~restorekit.zssr.ZSSRConfig` the command line asks for."""
     from ..zssr import KernelGANConfig, ZSSRConfig
-    from ..zssr.config import kernel_setting
+    from ..zssr.config import guard_setting, kernel_setting
 
     changes: dict[str, Any] = {
         "seed": args.seed,
@@ -158,10 +168,7 @@ def build_config(args: argparse.Namespace) -> Any:
         estimation["method"] = args.kernel_method
     if estimation:
         changes["kernel_estimation"] = KernelGANConfig(**estimation)
-    if getattr(args, "no_guard", False):
-        changes["bicubic_fallback"] = False
-    if getattr(args, "no_transfer_check", False):
-        changes["transfer_check"] = False
+    changes.update(guard_setting(guard_choice(args)))
     config = ZSSRConfig(**changes).validate()
     if getattr(args, "save_kernel", None) and not config.estimates_kernel:
         raise InvalidParameterError("--save-kernel needs --kernel auto (a given kernel is already a file).")

@@ -47,7 +47,7 @@ GUARD_CHOICES: dict[str, dict[str, bool]] = {
     "no-transfer-check": {"bicubic_fallback": True, "transfer_check": False},
     "off": {"bicubic_fallback": False, "transfer_check": False},
 }
-"""The guard choices of the app and ``restorekit upscale --zssr-guards``, as
+"""The guard choices of the app, ``restorekit zssr --guards`` and ``restorekit upscale --zssr-guards``, as
 :class:`ZSSRConfig` fields: every guard; every guard but the transfer check (the kernel
 check and the held-out strip stay); none (the network's result, always)."""
 

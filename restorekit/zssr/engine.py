@@ -718,7 +718,7 @@ def transfer_notice(
         f"against {used} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns "
         f"one scale down does not carry over to this image, so its result would likely be no better than plain "
         f"interpolation. {used[0].upper() + used[1:]} is used instead; turn the guard off to force the network, or "
-        f"skip this check alone to keep the other guards (zssr --no-transfer-check, upscale --zssr-guards "
+        f"skip this check alone to keep the other guards (zssr --guards no-transfer-check, upscale --zssr-guards "
         f"no-transfer-check, the node's transfer_check switch, the app's zero-shot guards; transfer_check=False in Python)."
     )
 
