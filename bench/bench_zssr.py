@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from restorekit.degrade.ops import quantize  # noqa: E402
 from restorekit.zssr import ZSSRConfig, zssr_upscale_with_report  # noqa: E402
+from restorekit.zssr.config import GUARD_CHOICES, guard_setting  # noqa: E402
 from restorekit.zssr.engine import KERNEL_CHECK, TRANSFER_CHECK, StageReport  # noqa: E402
 from restorekit.zssr.inference import back_project  # noqa: E402
 from restorekit.zssr.resize import opencv_cubic_x2_kernel, resize_bicubic  # noqa: E402
@@ -287,8 +288,8 @@ def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
     from restorekit.zssr import KernelEstimate, KernelGANConfig
 
     base = ZSSRConfig(
-        iterations=args.zssr_iterations, crop_size=args.crop_size, seed=0, self_ensemble=not args.no_ensemble,
-        transfer_check=not args.no_transfer_check,
+        iterations=args.zssr_iterations, crop_size=args.crop_size, seed=args.seed, self_ensemble=not args.no_ensemble,
+        **guard_setting("no-transfer-check" if args.no_transfer_check else args.guards),
     )
     estimated_config = base.replace(
         kernel="auto", kernel_estimation=KernelGANConfig(iterations=args.kernel_iterations, method=args.kernel_method)
@@ -556,8 +557,14 @@ def main() -> int:
     )
     parser.add_argument(
         "--no-transfer-check", action="store_true",
-        help="blind mode: the other guards only (what the network gives where the transfer check would refuse it)",
+        help="blind mode: the other guards only (what the network gives where the transfer check would refuse it); "
+        "the same as --guards no-transfer-check",
     )
+    parser.add_argument(
+        "--guards", choices=list(GUARD_CHOICES), default="on",
+        help="blind mode: ZSSR's guards, as restorekit zssr --guards (off: what the network gives) (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="blind mode: ZSSR's seed (default %(default)s)")
     parser.add_argument("--no-ensemble", action="store_true", help="blind mode: skip ZSSR's 8-transform self-ensemble (faster)")
     parser.add_argument("--kernel-timing", action="store_true", help="time KernelGAN on a 128x128 input (full run and a 60 s budget)")
     parser.add_argument("--kernel-timing-iterations", type=int, default=3000, help="iterations of the timed full run (default %(default)s, the paper's)")
