@@ -57,6 +57,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from restorekit.cli.zssr import guard_choice  # noqa: E402
 from restorekit.degrade.ops import quantize  # noqa: E402
 from restorekit.zssr import ZSSRConfig, zssr_upscale_with_report  # noqa: E402
 from restorekit.zssr.config import GUARD_CHOICES, guard_setting  # noqa: E402
@@ -289,7 +290,7 @@ def measure_blind(args: argparse.Namespace) -> list[BlindRow]:
 
     base = ZSSRConfig(
         iterations=args.zssr_iterations, crop_size=args.crop_size, seed=args.seed, self_ensemble=not args.no_ensemble,
-        **guard_setting("no-transfer-check" if args.no_transfer_check else args.guards),
+        **guard_setting(guard_choice(args)),
     )
     estimated_config = base.replace(
         kernel="auto", kernel_estimation=KernelGANConfig(iterations=args.kernel_iterations, method=args.kernel_method)
@@ -555,12 +556,13 @@ def main() -> int:
         "--eight-bit", action="store_true",
         help="blind mode: round each low-resolution input to 8 bits, as an image file holds it (default: float)",
     )
-    parser.add_argument(
+    guards = parser.add_mutually_exclusive_group()
+    guards.add_argument(
         "--no-transfer-check", action="store_true",
         help="blind mode: the other guards only (what the network gives where the transfer check would refuse it); "
         "the same as --guards no-transfer-check",
     )
-    parser.add_argument(
+    guards.add_argument(
         "--guards", choices=list(GUARD_CHOICES), default="on",
         help="blind mode: ZSSR's guards, as restorekit zssr --guards (off: what the network gives) (default %(default)s)",
     )

@@ -331,9 +331,10 @@ def back_projects(config: ZSSRConfig, exact_kernel: bool, check: KernelCheck | N
     return _trusts_kernel(config, exact_kernel) and not (check is not None and check.wider)
 
 
-def fallback_name(config: ZSSRConfig, exact_kernel: bool, check: KernelCheck | None) -> str:
-    """What a stage returns without its network, as the notices name it."""
-    return "bicubic with back-projection" if back_projects(config, exact_kernel, check) else "bicubic"
+def fallback_name(back_projected: bool) -> str:
+    """What a stage returns without its network, as the notices name it (``back_projected``:
+    the run's :func:`back_projects`)."""
+    return "bicubic with back-projection" if back_projected else "bicubic"
 
 
 def _log_notice(notice: str) -> None:
@@ -364,7 +365,6 @@ class _Run:
         self.advice = advice
         # trusted_estimate: the run may back-project through an estimated kernel (_trusts_kernel).
         self.back_project = back_projects(config, trusted_estimate, check)
-        self.fallback = fallback_name(config, trusted_estimate, check)
         self.plan: ExecutionPlan = plan_execution(config.device, config.precision)
         self.image = image.to(self.plan.device, torch.float32).clamp(0, 1)
         self.stages = plan_stages(tuple(self.image.shape[-2:]), scale, config.max_stage_scale)
@@ -502,7 +502,7 @@ class _Run:
                 f"ZSSR stage {stage.index + 1}/{stage.count}: after {trained} iterations the network "
                 f"rebuilds {where} from its own downscale no better than bicubic does "
                 f"({report.reconstruction_psnr:.2f} vs {report.bicubic_reconstruction_psnr:.2f} dB), "
-                f"so {self.fallback} is used for this stage. Give it more iterations or time, or another kernel."
+                f"so {fallback_name(self.back_project)} is used for this stage. Give it more iterations or time, or another kernel."
             )
             _log_notice(report.notice)
         report.train_seconds = time.perf_counter() - stage_start
@@ -712,7 +712,7 @@ def transfer_notice(
     The check never runs on a resizer estimate that does not explain the image: the kernel
     guard refuses that first (:func:`unexplained_notice`), so the check's fallback and the
     run's are the same one."""
-    used = fallback_name(config, exact_kernel, check)
+    used = fallback_name(back_projects(config, exact_kernel, check))
     return (
         f"a network trained on this image's own downscale rebuilds the image {transfer.gain_db:+.2f} dB "
         f"against {used} (it must gain more than {transfer.margin_db:+.2f} dB): what ZSSR learns "
