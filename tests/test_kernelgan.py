@@ -384,6 +384,7 @@ def test_kernel_guard_refuses_a_kernel_too_wide_for_the_image(coffee: np.ndarray
     result = zssr_upscale_with_report(low, 2, config)
     stage = result.stages[0]
     assert not stage.network_used and stage.stop_reason == "kernel check" and stage.iterations == 0
+    assert not stage.back_projected  # plain bicubic, as the summary line and the notice say
     assert len(result.notices) == 1 and "sharper across scales than the given kernel" in result.notices[0]
     torch.testing.assert_close(result.output, resize_bicubic(low, (256, 256)).clamp(0, 1), atol=1e-6, rtol=0)
     # Forced (guard off), the network is used and the result is worse than bicubic on the truth.

@@ -334,6 +334,16 @@ def test_the_fallback_notice_names_what_is_returned(coffee: np.ndarray, monkeypa
     monkeypatch.undo()
     projected = zssr_upscale_with_report(low, 2, TINY.replace(iterations=100_000, time_budget_s=1e-3, bicubic_fallback=True))
     assert "so bicubic with back-projection is used" in projected.stages[0].notice
+    # The CLI's summary line names the same fallback as the notice.
+    from restorekit.cli.zssr import stage_summary
+
+    assert not stage.back_projected and stage_summary(stage).endswith("network not better, bicubic used")
+    assert projected.stages[0].back_projected
+    assert stage_summary(projected.stages[0]).endswith("network not better, bicubic with back-projection used")
+    refused = dataclasses.replace(projected.stages[0], stop_reason=engine.TRANSFER_CHECK)
+    assert "carry over, bicubic with back-projection used (see the notice)" in stage_summary(refused)
+    refused = dataclasses.replace(stage, stop_reason=engine.KERNEL_CHECK)
+    assert "does not suit the image, bicubic used (see the notice)" in stage_summary(refused)
 
 
 def test_x4_runs_as_two_x2_stages_learning_from_the_first_output(chelsea: np.ndarray) -> None:

@@ -175,6 +175,27 @@ def build_config(args: argparse.Namespace) -> Any:
     return config
 
 
+def stage_summary(stage: Any) -> str:
+    """One stage of the CLI's summary line (``stage``: a
+    :class:`~restorekit.zssr.engine.StageReport`): its iterations and stop reason, then what
+    the guards measured, or which guard ruled the network out and what was returned instead
+    (named as the stage's notice names it)."""
+    from ..zssr.engine import KERNEL_CHECK, TRANSFER_CHECK, fallback_name
+
+    fallback = fallback_name(stage.back_projected)
+    # the guards that rule the network out before training, by stop reason
+    reasons = {
+        KERNEL_CHECK: f"the kernel does not suit the image, {fallback} used (see the notice)",
+        TRANSFER_CHECK: f"what the network learns one scale down does not carry over, {fallback} used (see the notice)",
+    }
+    head = f"stage {stage.index + 1}: {stage.iterations} it ({stage.stop_reason})"
+    if stage.stop_reason in reasons:
+        return f"{head}: {reasons[stage.stop_reason]}"
+    where = "held-out " if stage.held_out else ""
+    verdict = "" if stage.network_used else f": network not better, {fallback} used"
+    return f"{head}, {where}self-reconstruction {stage.guard_gain_db:+.2f} dB vs bicubic{verdict}"
+
+
 def cmd_zssr(args: argparse.Namespace) -> int:
     from ..imageio import format_from_path, normalize_format, read_image, write_image
     from ..zssr import zssr_upscale_image_with_report
@@ -219,23 +240,7 @@ def cmd_zssr(args: argparse.Namespace) -> int:
         np.save(buffer, result.kernels[0].kernel, allow_pickle=False)
         atomic_write_bytes(kernel_path, buffer.getvalue())
     last = result.stages[-1]
-    from ..zssr.engine import KERNEL_CHECK, TRANSFER_CHECK
-
-    # the guards that rule the network out before training, by stop reason
-    fallback_reasons = {
-        KERNEL_CHECK: ": the kernel does not suit the image, bicubic used (see the notice)",
-        TRANSFER_CHECK: ": what the network learns one scale down does not carry over, interpolation used (see the notice)",
-    }
-    gains = ", ".join(
-        f"stage {s.index + 1}: {s.iterations} it ({s.stop_reason})"
-        + (
-            fallback_reasons[s.stop_reason]
-            if s.stop_reason in fallback_reasons
-            else f", {'held-out ' if s.held_out else ''}self-reconstruction {s.guard_gain_db:+.2f} dB vs bicubic"
-            + ("" if s.network_used else ": network not better, bicubic used")
-        )
-        for s in result.stages
-    )
+    gains = ", ".join(stage_summary(s) for s in result.stages)
     if result.transfer_checks:
         check = result.transfer_checks[0]
         gains += f"; transfer check {check.gain_db:+.2f} dB ({check.iterations} it, {check.seconds:.1f} s)"

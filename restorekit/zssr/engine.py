@@ -72,7 +72,8 @@ class StageReport:
     (``held_out`` True) unless the image is too small to spare it. Their difference is a
     ground-truth-free sign of what was learned. When the network does not beat bicubic
     there by ``guard_margin_db`` (the guard), the stage falls back to bicubic
-    interpolation, ``network_used`` is False and ``notice`` says why.
+    interpolation, ``network_used`` is False and ``notice`` says why. ``back_projected``:
+    whether the stage's output (network or fallback) was made consistent with its input.
     """
 
     index: int
@@ -89,6 +90,7 @@ class StageReport:
     network_used: bool = True
     held_out: bool = False
     notice: str = ""
+    back_projected: bool = False
     train_seconds: float = 0.0
     inference_seconds: float = 0.0
 
@@ -536,17 +538,23 @@ class _Run:
             output = interpolated.clamp(0, 1)
             on_tile(1, 1)
         output = self._back_project(stage, output, current)
+        report.back_projected = self.projects
         report.inference_seconds = time.perf_counter() - start
         return output
 
+    @property
+    def projects(self) -> bool:
+        """Whether the stages' outputs are back-projected: where the run back-projects
+        (:func:`back_projects`), and not after the kernel check refused the kernel."""
+        return self.back_project and not (self.skip is not None and self.skip[0] == KERNEL_CHECK)
+
     def _back_project(self, stage: StagePlan, output: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """``output`` made consistent with ``current`` where the run back-projects
-        (:func:`back_projects`), and not after the kernel check refused the kernel.
+        """``output`` made consistent with ``current`` where the run does (:attr:`projects`).
 
         Back-projection through an estimated kernel deconvolves with every error of the
         estimate (measured: -10 dB with a kernel too wide for the image), so it only runs
         through bicubic, a kernel the user gave or a resizer's kernel that explains the image."""
-        if not self.back_project or (self.skip and self.skip[0] == KERNEL_CHECK):
+        if not self.projects:
             return output
         return back_project(output, current, self.downscalers[stage.index], self.config.back_projection_iterations)
 
