@@ -25,6 +25,11 @@ GFPGANer and FaceRestoreHelper are built without their downloading constructors
   ``FaceDetector``. BlazeFace/Face Mesh weights come from the installed mediapipe wheel
   (or the registry). ``--detection-only`` runs just this part.
 
+``--arch restoreformer`` or ``--arch codeformer`` runs the restore stage and end to end with
+that restorer instead (same random-weight scheme; the official side is gfpgan's own
+``RestoreFormer`` in ``GFPGANer``, and for CodeFormer, which has no installable reference,
+spandrel's module in the same ``GFPGANer`` loop, as ComfyUI's face-restore packs run it).
+
 The run starts with the CPU model, flags and the machine's own conv peak
 (``bench/machine.py``); the restore stage's efficiency is its convolution FLOPs (counted with
 ``torch.utils.flop_counter`` on our restorer, the same network on both sides) / wall time /
@@ -86,9 +91,17 @@ def frame_with_four_faces() -> tuple[np.ndarray, list[torch.Tensor]]:
     return frame, landmarks
 
 
+ARCHITECTURES = {"gfpgan": "GFPGANv1Clean", "restoreformer": "RestoreFormer", "codeformer": "CodeFormer"}
+"""``--arch`` choices: the face restorer both sides run (random weights from its own
+constructor, seeded; the official side is ``tests/face_reference.reference_network``)."""
+
+
 def descriptor_from(state: dict[str, torch.Tensor]):
     import spandrel
 
+    from restorekit.faces.restore import install_extra_arches
+
+    install_extra_arches()  # CodeFormer's architecture (spandrel_extra_arches)
     return spandrel.ModelLoader().load_from_state_dict(state).eval()
 
 
@@ -108,6 +121,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds of each measurement (the minimum is kept)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--batch", type=int, default=4, help="our faces per forward pass")
+    parser.add_argument(
+        "--arch", choices=sorted(ARCHITECTURES), default="gfpgan",
+        help="the face restorer (official side: gfpgan's own GFPGANv1Clean / RestoreFormer; CodeFormer, which has no "
+        "installable reference, is spandrel's module in the same GFPGANer loop)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="also time our restorer compiled (compile on: inductor, freezing) in the restore stage, after its compile",
+    )
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--detection-only", action="store_true", help="only the detection benchmark")
@@ -128,7 +150,8 @@ def main() -> int:
         return 0
 
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, load {load_average()}")
-    gfpgan_state = random_network_state("GFPGANv1Clean", {}, seed=0)
+    architecture = ARCHITECTURES[args.arch]
+    gfpgan_state = random_network_state(architecture, {}, seed=0)
     parse_params = {"in_size": 512, "out_size": 512, "parsing_ch": 19}
     parser_net = build_module("ParseNet", parse_params)
     parser_net.load_state_dict(random_network_state("ParseNet", parse_params, seed=1))
@@ -140,9 +163,9 @@ def main() -> int:
     crops = torch.cat([crop_face(frame_t, alignment_matrix(lm)) for lm in landmarks])
     crops_bgr = [(c.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8).copy() for c in crops]
 
-    official = gfpganer(gfpgan_state, upscale=2, parser=parser_net)
-    ours = FaceRestorer(descriptor, batch_size=args.batch)
-    print(f"ours: {ours.plan.describe()}, batch {ours.batch_size}; official: float32 NCHW, one face per forward")
+    official = gfpganer(gfpgan_state, upscale=2, parser=parser_net, architecture=architecture)
+    ours = FaceRestorer(descriptor, batch_size=args.batch, compile="off")  # eager; --compile adds the compiled one
+    print(f"{architecture}; ours: {ours.plan.describe()}, batch {ours.batch_size}; official: float32 NCHW, one face per forward")
 
     def official_restore() -> None:
         for face in crops_bgr:
@@ -156,16 +179,28 @@ def main() -> int:
     restore_flops = conv_flops(lambda: ours(crops[:1])) * FACES
 
     results: dict[str, list[float]] = {"restore_official": [], "restore_ours": [], "e2e_official": [], "e2e_ours": []}
+    compiled_restorer = None
+    if args.compile:
+        compiled_restorer = FaceRestorer(descriptor, batch_size=args.batch, compile="on")
+        compile_seconds, compiled_out = timed(lambda: compiled_restorer(crops))
+        difference = float((compiled_out - ours(crops)).abs().max())
+        print(f"  compiled ours: first call (compile) {compile_seconds:.1f} s, max difference to eager {difference:.2e}")
+        results["restore_compiled"] = []
     cpu: dict[str, list[float]] = {key: [] for key in results}
     for _ in range(args.repeats):
         results["restore_official"].append(timed(official_restore)[0])
         cpu["restore_official"].append(CPU_TIMES[-1])
         results["restore_ours"].append(timed(ours_restore)[0])
         cpu["restore_ours"].append(CPU_TIMES[-1])
-        print(
+        line = (
             f"  restore: official {results['restore_official'][-1]:.1f} s ({cpu['restore_official'][-1]:.1f} CPU-s), "
-            f"ours {results['restore_ours'][-1]:.1f} s ({cpu['restore_ours'][-1]:.1f} CPU-s)  [load {load_average()}]"
+            f"ours {results['restore_ours'][-1]:.1f} s ({cpu['restore_ours'][-1]:.1f} CPU-s)"
         )
+        if compiled_restorer is not None:
+            results["restore_compiled"].append(timed(lambda: compiled_restorer(crops))[0])
+            cpu["restore_compiled"].append(CPU_TIMES[-1])
+            line += f", ours compiled {results['restore_compiled'][-1]:.1f} s ({cpu['restore_compiled'][-1]:.1f} CPU-s)"
+        print(f"{line}  [load {load_average()}]")
 
     if not args.skip_e2e:
         helper = official.face_helper
@@ -194,7 +229,9 @@ def main() -> int:
             )
 
     print()
-    summary: dict[str, object] = {"threads": args.threads, "faces": FACES, "plan": ours.plan.describe(), "batch": ours.batch_size}
+    summary: dict[str, object] = {
+        "architecture": architecture, "threads": args.threads, "faces": FACES, "plan": ours.plan.describe(), "batch": ours.batch_size,
+    }
     for stage in ("restore", "e2e"):
         if not results[f"{stage}_ours"]:
             continue
@@ -216,6 +253,13 @@ def main() -> int:
                 f"  efficiency:        {restore_flops / 1e9:.1f} GFLOP of convs; official {efficiency['official']:.0%} "
                 f"of the fp32 peak, ours {efficiency['ours']:.0%} of the {ours_precision} peak"
             )
+            if results.get("restore_compiled"):
+                best = min(results["restore_compiled"])
+                efficiency["ours_compiled"] = restore_flops / best / 1e9 / peaks[ours_precision]
+                print(
+                    f"  ours compiled:     {best:7.2f} s  {theirs / best:.2f}x the official, {mine / best:.2f}x our eager, "
+                    f"{efficiency['ours_compiled']:.0%} of the {ours_precision} peak"
+                )
         summary[stage] = {
             "official_s": theirs,
             "ours_s": mine,
@@ -225,7 +269,10 @@ def main() -> int:
             "official_cpu_s": theirs_cpu,
             "ours_cpu_s": mine_cpu,
             "speedup_cpu": theirs_cpu / mine_cpu,
-            "rounds_wall_s": {"official": results[f"{stage}_official"], "ours": results[f"{stage}_ours"]},
+            "rounds_wall_s": {
+                "official": results[f"{stage}_official"], "ours": results[f"{stage}_ours"],
+                **({"ours_compiled": results["restore_compiled"]} if stage == "restore" and results.get("restore_compiled") else {}),
+            },
             "efficiency": efficiency,
         }
     summary["conv_peak_gflops"] = peaks

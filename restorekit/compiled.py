@@ -7,11 +7,15 @@ element-wise work becomes generated C++ loops), those calls can run faster; the 
 compile per input shape: a minute or more the first time on a machine (x4plus: minutes), less
 once inductor's on-disk caches hold it (measured: bench/RESULTS_upscale.md).
 
-Freezing is always on: inductor's CPU convolution passes (oneDNN weight prepacking, conv +
-activation and conv + add fusion) only run on frozen graphs, and those are where the gain
-is. Of the on-disk caches, the FX graph cache (with the generated kernels) serves frozen
-graphs, so a second process loads instead of compiling; the AOT autograd cache refuses
-frozen graphs, so tracing is repeated in every process.
+Freezing is always asked for (``torch.compile``'s ``freezing`` option), and the FX graph
+cache (with the generated kernels) serves those graphs, so a second process loads instead of
+compiling; the AOT autograd cache refuses them, so tracing is repeated in every process.
+A forward made with ``prepack=True`` (the face restorers) also switches inductor's global
+``freezing`` setting on for its calls: only then do the weights become oneDNN-prepacked
+constants and GroupNorm, activations and additions fuse into the convolutions' loops
+(RestoreFormer 1.29x eager instead of 1.03-1.12x on an AVX2 CPU, bench/RESULTS_faces.md), but
+such a graph holds mkldnn tensors, which the FX graph cache cannot store ("mkldnn tensors
+unpickleable"): it compiles cold in every process, and ``auto`` counts the full cold cost.
 
 Modes (``--compile``, :attr:`restorekit.restore.RestoreSettings.compile`, the nodes' and the
 app's setting), resolved once by :func:`resolve_compile` into the
@@ -86,12 +90,18 @@ DEFAULT_GAIN = 0.1
 DEFAULT_GAINS: dict[str, float] = {
     "Compact": 0.1,
     "ESRGAN": 0.05,
+    "GFPGAN": 0.17,
+    "RestoreFormer": 0.22,
+    "CodeFormer": 0.22,
 }
 """Default gain by spandrel architecture id, from what was measured against RestoreKit's
 eager path on the Zen 5 dev machine (bench/RESULTS_upscale.md, same-process ratios): SRVGG
 (realesr-animevideov3) about 1.0x in bf16 and up to 1.17x in fp32; RRDB 1.04-1.12x, its
 eager path being the fused trunk (:mod:`restorekit.upscale.rrdb`). On a Xeon with AMX the
-plain RRDB network gained 1.32x. The first compile on a machine measures the real gain,
+plain RRDB network gained 1.32x. The face restorers (four 512x512 faces a call, fp32, an
+AVX2-only Zen 3; bench/RESULTS_faces.md): GFPGAN 1.21x over its fast eager form, RestoreFormer
+and CodeFormer 1.29x, where inductor fuses their GroupNorm, swish and residual additions
+(a fifth of their eager time). The first compile on a machine measures the real gain,
 which replaces these."""
 
 COLD_SECONDS = 20.0
@@ -360,6 +370,24 @@ def compile_pays(estimate: CompileEstimate) -> bool:
 # --------------------------------------------------------------------------- the forward
 
 
+def _with_freezing(compiled: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``compiled`` called with inductor's ``freezing`` switched on in its global config for the
+    call (and so for the compile the call triggers), not only in ``torch.compile``'s options.
+
+    Measured (torch 2.14.1, AVX2 CPU, fp32, RestoreFormer on two 512x512 faces): with the
+    option alone compiled calls took 14.6 s, with the global setting 11.3-13.0 s (eager
+    15.3-17.7 s): only the global setting prepacks the weights (and the graph then bypasses
+    the FX graph cache)."""
+    import torch._inductor.config as inductor_config
+
+    @functools.wraps(compiled)
+    def call(x: torch.Tensor) -> torch.Tensor:
+        with inductor_config.patch(freezing=True):
+            return compiled(x)
+
+    return call
+
+
 @dataclass
 class _ShapeState:
     calls: int = 0
@@ -383,6 +411,8 @@ class CompiledForward:
         layers: the network's conv/linear layers (for the compile cost estimate).
         label: the network's name in log messages.
         device: where it runs (timings synchronise CUDA).
+        prepack: compile with inductor's global ``freezing`` on (prepacked oneDNN weights and
+            fused element-wise work; not storable in the on-disk cache, see the module notes).
     """
 
     forward: Callable[[torch.Tensor], torch.Tensor]
@@ -392,6 +422,7 @@ class CompiledForward:
     layers: int
     label: str = "network"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    prepack: bool = False
     shapes: dict[tuple[int, ...], _ShapeState] = field(default_factory=dict)
     expected: dict[tuple[int, ...], int] = field(default_factory=dict)
     failed: str | None = None
@@ -447,6 +478,8 @@ class CompiledForward:
 
     def _compile_cost(self, record: dict[str, Any], shape: tuple[int, ...]) -> float:
         measured = record.get("shapes", {}).get(shape_text(shape), {})
+        if self.prepack:  # never served by the on-disk cache: every compile is cold
+            return float(measured.get("cold", record.get("cold", estimated_cold_seconds(self.layers))))
         if "warm" in measured:
             return float(measured["warm"])
         if "cold" in measured:
@@ -474,7 +507,8 @@ class CompiledForward:
 
     def _compiled_callable(self) -> Callable[[torch.Tensor], torch.Tensor]:
         if self._compiled is None:
-            self._compiled = torch.compile(self.target, dynamic=False, options={"freezing": True})
+            compiled = torch.compile(self.target, dynamic=False, options={"freezing": True})
+            self._compiled = _with_freezing(compiled) if self.prepack else compiled
         return self._compiled
 
     def _compile_call(self, x: torch.Tensor, shape: tuple[int, ...], state: _ShapeState) -> torch.Tensor:

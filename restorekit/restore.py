@@ -56,7 +56,8 @@ class RestoreSettings:
             aspect ratio).
         tile, overlap, precision, device, alpha_mode: see :class:`restorekit.upscale.Upscaler`.
         compile: ``auto``, ``on`` or ``off``: compiled execution of the upscale model for
-            repeated window shapes (:mod:`restorekit.compiled`).
+            repeated window shapes, and of the face restorer for repeated batch shapes
+            (:mod:`restorekit.compiled`).
         face_model: a face model (``GFPGANv1.4``...) to restore faces with, or None.
         face_options: :class:`restorekit.faces.FaceOptions` (strength, selection...).
         face_batch: faces per forward pass (None: the restorer's default).
@@ -331,6 +332,7 @@ class Restorer:
                 device=self.settings.device,
                 precision=float_precision(self.settings.precision),
                 batch_size=self.settings.face_batch,
+                compile=self.settings.compile,
                 allow_paths=self.settings.allow_paths,
                 download=self.settings.download,
             ).load()

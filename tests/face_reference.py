@@ -51,32 +51,63 @@ def face_helper(upscale: float, *, detector: Any = None, parser: Any = None, use
     return helper
 
 
-def gfpganer(gfpgan_state: dict[str, Any], upscale: float, *, detector: Any = None, parser: Any = None, bg_upsampler: Any = None) -> Any:
-    """GFPGAN's ``GFPGANer`` with gfpgan's own GFPGANv1Clean holding ``gfpgan_state`` and a
-    helper from :func:`face_helper` (what ``GFPGANer.__init__`` builds, without downloads)."""
+def reference_network(architecture: str, state: dict[str, Any]) -> Any:
+    """The reference implementation of a face restorer holding ``state``, in eval mode:
+    gfpgan's own ``GFPGANv1Clean`` (as ``GFPGANer(arch="clean")`` builds it) and
+    ``RestoreFormer`` (``arch="RestoreFormer"``). CodeFormer has no installable reference
+    package (its code lives in sczhou's repository), so it is spandrel's module, which
+    ComfyUI's face-restore packs drive through this same facexlib loop."""
+    apply_basicsr_shim()
+    if architecture == "GFPGANv1Clean":
+        from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
+
+        network = GFPGANv1Clean(
+            out_size=512,
+            num_style_feat=512,
+            channel_multiplier=2,
+            decoder_load_path=None,
+            fix_decoder=False,
+            num_mlp=8,
+            input_is_latent=True,
+            different_w=True,
+            narrow=1,
+            sft_half=True,
+        )
+    elif architecture == "RestoreFormer":
+        from gfpgan.archs.restoreformer_arch import RestoreFormer
+
+        network = RestoreFormer()
+    elif architecture == "CodeFormer":
+        from restorekit.architectures import build_module
+
+        network = build_module("CodeFormer", {})
+    else:
+        raise ValueError(f"no reference face restorer for {architecture}")
+    network.load_state_dict(state, strict=True)
+    return network.eval()
+
+
+def gfpganer(
+    gfpgan_state: dict[str, Any],
+    upscale: float,
+    *,
+    detector: Any = None,
+    parser: Any = None,
+    bg_upsampler: Any = None,
+    architecture: str = "GFPGANv1Clean",
+) -> Any:
+    """GFPGAN's ``GFPGANer`` holding the reference ``architecture`` (:func:`reference_network`)
+    with ``gfpgan_state`` and a helper from :func:`face_helper` (what ``GFPGANer.__init__``
+    builds, without downloads)."""
     import torch
 
     apply_basicsr_shim()
-    from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
     from gfpgan.utils import GFPGANer
 
     restorer = object.__new__(GFPGANer)
     restorer.upscale = upscale
     restorer.bg_upsampler = bg_upsampler
     restorer.device = torch.device("cpu")
-    network = GFPGANv1Clean(
-        out_size=512,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
-    network.load_state_dict(gfpgan_state, strict=True)
-    restorer.gfpgan = network.eval()
+    restorer.gfpgan = reference_network(architecture, gfpgan_state)
     restorer.face_helper = face_helper(upscale, detector=detector, parser=parser, use_parse=True)
     return restorer

@@ -306,3 +306,41 @@ def test_compiled_equals_eager_compiles_once_and_reuses_the_cache(tmp_path: Path
     assert second["bf16"]["cache_hits"] == 1 and second["bf16"]["cache_misses"] == 0
     assert second["bf16"]["compiled_shapes"] == 1
     assert second["bf16"]["max_diff_vs_eager"] == pytest.approx(first["bf16"]["max_diff_vs_eager"], abs=1e-6)
+
+
+def test_prepacked_forwards_compile_with_inductor_freezing_and_count_cold_costs(monkeypatch, own_cache):
+    """torch.compile's ``options={"freezing": True}`` alone left compiled face restorers
+    1.0-1.1x eager on an AVX2 CPU; with inductor's global ``freezing`` on during the call (and
+    so during the compile it triggers) they ran 1.3-1.4x, but such graphs bypass the on-disk
+    cache. A ``prepack`` forward sees the setting on in each compiled call (restored after),
+    a plain one does not; ``auto`` counts a prepacked compile at its full cold cost."""
+    import torch._inductor.config as inductor_config
+
+    seen: list[bool] = []
+
+    def fake_compile(target, **kwargs):
+        assert kwargs.get("options", {}).get("freezing") is True and kwargs.get("dynamic") is False
+
+        def run(x):
+            seen.append(bool(inductor_config.freezing))
+            return target(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(compiled, "compiler_problem", lambda device: None)
+    before = inductor_config.freezing
+    for prepack in (True, False):
+        seen.clear()
+        forward = CompiledForward(
+            forward=lambda x: x + 1, target=lambda x: x + 1, mode="on", key="Fake|cpu|float32", layers=1, prepack=prepack
+        )
+        for _ in range(2):
+            assert torch.equal(forward(torch.zeros(2)), torch.ones(2))
+        assert seen == [prepack, prepack] and forward.compiles == 1
+        assert inductor_config.freezing == before
+    _write_costs(own_cache, {"cold": 100.0, "shapes": {"2": {"cold": 100.0}}})
+    prepacked = CompiledForward(forward=lambda x: x, target=lambda x: x, mode="auto", key="Fake|cpu|float32", layers=1, prepack=True)
+    plain = CompiledForward(forward=lambda x: x, target=lambda x: x, mode="auto", key="Fake|cpu|float32", layers=1)
+    assert prepacked.estimate((2,)).compile_seconds == 100.0  # never served by the cache
+    assert plain.estimate((2,)).compile_seconds == 100.0 * compiled.WARM_FRACTION

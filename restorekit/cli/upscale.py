@@ -95,12 +95,13 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_compile_argument(parser: Any) -> None:
-    """``--compile auto|on|off`` (the upscale model's compiled execution)."""
+    """``--compile auto|on|off`` (the upscale and face models' compiled execution)."""
     parser.add_argument(
         "--compile",
         choices=COMPILE_MODES,
         default="auto",
-        help="compiled execution (torch.compile) of the upscale model for repeated tile/frame shapes: auto "
+        help="compiled execution (torch.compile) of the upscale model for repeated tile/frame shapes, and of "
+        "the face model for repeated face batches: auto "
         "compiles where the job's work pays for the compile (once per machine, then cached), on always, "
         "off never (default: auto; needs a C++ compiler such as g++)",
     )

@@ -239,6 +239,8 @@ class FacePipeline:
             ``options.parser``.
         allow_paths, download: passed to the model loaders (front ends that take names from
             remote users pass ``allow_paths=False``).
+        compile: ``auto`` (default), ``on`` or ``off``: compiled execution of the face
+            restorer per batch shape (:class:`FaceRestorer`, :mod:`restorekit.compiled`).
     """
 
     def __init__(
@@ -253,6 +255,7 @@ class FacePipeline:
         parser: nn.Module | None = None,
         allow_paths: bool = True,
         download: bool = True,
+        compile: str = "auto",
     ) -> None:
         options = options or FaceOptions()
         if parser is not None and str(options.parser).lower() == DEFAULT_PARSER:
@@ -282,6 +285,7 @@ class FacePipeline:
                 fidelity=self.options.fidelity,
                 allow_paths=allow_paths,
                 download=download,
+                compile=compile,
             )
             if restorer.licence_notice:
                 self.notices.append(restorer.licence_notice)
