@@ -211,10 +211,10 @@ def test_codeformer_registry_entry_loads_by_name_and_runs_in_engine_precision(tm
 def test_compiled_face_runner_is_announced_shared_and_off_when_asked(
     descriptor, faces: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under compile ``auto`` the restorer runs through the process's one compiled forward of
-    the network (shared by a second restorer of the same model), tells it how many batches of
-    each shape a call runs, and gives the eager result while ``auto`` keeps a shape eager;
-    ``off`` has no compiled forward."""
+    """Under compile ``auto`` (the default) the restorer runs through its own compiled forward
+    of the network, tells it how many batches of each shape a call runs, and gives the eager
+    result while ``auto`` keeps a shape eager; ``off`` has no compiled forward. The compiled
+    forward does not keep the model alive after the restorer is gone."""
     from restorekit.compiled import CompiledForward
 
     eager = FaceRestorer(descriptor, precision="fp32", batch_size=2, compile="off")
@@ -222,16 +222,26 @@ def test_compiled_face_runner_is_announced_shared_and_off_when_asked(
     restorer = FaceRestorer(descriptor, precision="fp32", batch_size=2, compile="auto")
     forward = restorer.compiled
     assert isinstance(forward, CompiledForward) and forward.mode == "auto" and forward.label == "GFPGAN"
-    assert FaceRestorer(descriptor, precision="fp32", batch_size=2).compiled is forward  # auto is the default
+    assert FaceRestorer(descriptor, precision="fp32", batch_size=2).compiled.mode == "auto"  # the default
     announced: dict[tuple[int, ...], int] = {}
     monkeypatch.setattr(forward, "expect", lambda shape, calls: announced.__setitem__(shape, announced.get(shape, 0) + calls))
     monkeypatch.setattr(forward, "_should_compile", lambda shape, state: False)
-    calls_before = {shape: state.calls for shape, state in forward.shapes.items()}  # other tests' restorers share it
     out = restorer(faces)
     assert announced == {(2, 3, 64, 64): 1, (1, 3, 64, 64): 1}
-    assert {shape: forward.shapes[shape].calls - calls_before.get(shape, 0) for shape in announced} == announced
-    assert forward.compiles == 0
+    assert {shape: state.calls for shape, state in forward.shapes.items()} == announced and forward.compiles == 0
     assert torch.equal(out, eager(faces))
+    # Nothing process-wide holds the network: a model loaded, compiled-wrapped and dropped is freed.
+    import gc
+    import weakref
+
+    from faces_common import small_gfpgan_descriptor
+
+    dropped = small_gfpgan_descriptor(seed=3)
+    module = weakref.ref(dropped.model)
+    FaceRestorer(dropped, precision="fp32", compile="auto")(faces[:1])
+    del dropped
+    gc.collect()
+    assert module() is None
 
 
 @pytest.mark.slow

@@ -15,8 +15,9 @@ The network runs in the engine's precision (:func:`restorekit.device.plan_for_mo
 with channels_last on this CPU); faces go in and out as float32 [0, 1]. Under a plan's
 ``compile`` mode (``auto``, the default, or ``on``) the runner is compiled per batch shape
 where the work pays for it (:mod:`restorekit.compiled`): on an AVX2 CPU in fp32 compiled
-RestoreFormer ran 1.39x, GFPGAN 1.23x faster than eager, after a compile of 1.5-2 minutes
-(``bench/RESULTS_faces.md``), so ``auto`` compiles for videos and folders, not for one photo.
+RestoreFormer and CodeFormer ran 1.29x, GFPGAN 1.21x faster than eager, after a compile of
+1.5-2 minutes (``bench/RESULTS_faces.md``), so ``auto`` compiles for videos and folders, not
+for one photo.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import contextlib
 import importlib.util
 import logging
 import os
-import threading
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +80,6 @@ DEFAULT_BATCH = 4
 """Faces per forward pass: on the 2-core dev CPU, 4 faces cost 2.8-3.0 CPU-s each in bf16
 against 3.8 one at a time (per-operation overheads amortised); a batch of 4 needs about
 0.9 GB of activations."""
-
-
-_compiled_lock = threading.Lock()
-_compiled_runners: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], CompiledForward]] = weakref.WeakKeyDictionary()
-"""Compiled runners by the descriptor's own module (as loaded), plan and fidelity."""
 
 
 @dataclass(frozen=True)
@@ -269,27 +263,24 @@ class FaceRestorer:
 
     def _runner(self, fidelity: float) -> Runner:
         """The architecture's runner for ``fidelity``, compiled per batch shape under the plan's
-        ``compile`` mode (one :class:`~restorekit.compiled.CompiledForward` per network, plan
-        and fidelity in the process, so a server keeps it compiled across jobs)."""
+        ``compile`` mode: a :class:`~restorekit.compiled.CompiledForward` owned by this
+        restorer (a node's or a pipeline's loaded restorer keeps it compiled for as long as it
+        is kept; a process-wide cache keyed by the module would keep every model alive, since
+        the compiled function holds its module)."""
         runner = FACE_ARCHITECTURES[self.architecture].runner(self._module, {"fidelity": fidelity})
-        if self.plan.compile == "off":
-            return runner
         plan = self.plan
-        key = (str(plan.device), str(plan.dtype), plan.channels_last, plan.compile, fidelity)
-        with _compiled_lock:
-            cached = _compiled_runners.setdefault(self.descriptor.model, {})
-            if key not in cached:
-                cached[key] = CompiledForward(
-                    forward=runner,
-                    target=runner,
-                    mode=plan.compile,
-                    key=network_key(self._module, plan.device, plan.dtype),
-                    layers=count_layers(self._module),
-                    label=self.architecture,
-                    device=plan.device,
-                    prepack=True,
-                )
-            return cached[key]
+        if plan.compile == "off":
+            return runner
+        return CompiledForward(
+            forward=runner,
+            target=runner,
+            mode=plan.compile,
+            key=network_key(self._module, plan.device, plan.dtype),
+            layers=count_layers(self._module),
+            label=self.architecture,
+            device=plan.device,
+            prepack=True,
+        )
 
     @property
     def compiled(self) -> CompiledForward | None:
