@@ -344,3 +344,23 @@ def test_prepacked_forwards_compile_with_inductor_freezing_and_count_cold_costs(
     plain = CompiledForward(forward=lambda x: x, target=lambda x: x, mode="auto", key="Fake|cpu|float32", layers=1)
     assert prepacked.estimate((2,)).compile_seconds == 100.0  # never served by the cache
     assert plain.estimate((2,)).compile_seconds == 100.0 * compiled.WARM_FRACTION
+
+
+def test_a_dropped_model_is_freed_after_a_compiled_auto_job():
+    """The process keeps compiled forwards per loaded model, and drops them with it: an fp32
+    CPU plan runs the module as loaded, so a cache keyed by the module kept every model a
+    server had ever used alive."""
+    import gc
+    import weakref
+
+    from restorekit.upscale import Upscaler
+
+    model = random_model("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 2})
+    module = weakref.ref(model.model)
+    upscaler = Upscaler(model, device="cpu", precision="fp32", tile=32, compile="auto")
+    assert upscaler.runner.compiled is not None
+    assert Upscaler(model, device="cpu", precision="fp32", tile=32, compile="auto").runner.compiled is upscaler.runner.compiled
+    upscaler.upscale(torch.rand(1, 3, 20, 20))
+    del model, upscaler
+    gc.collect()
+    assert module() is None

@@ -347,9 +347,11 @@ def _default_call(module: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
 
 
 _compiled_lock = threading.Lock()
-_compiled_forwards: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], CompiledForward]] = weakref.WeakKeyDictionary()
-"""Compiled forwards by the descriptor's own module (as loaded) and plan: a network compiled
-once in a process (a ComfyUI server, the app) stays compiled for every later job."""
+_compiled_forwards: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], CompiledForward]] = weakref.WeakKeyDictionary()
+"""Compiled forwards by descriptor (as loaded) and plan: a network compiled once in a process
+(a ComfyUI server, the app) stays compiled for every later job with that descriptor, and goes
+with it. Keyed by the descriptor, not its module: a compiled forward holds the module (an fp32
+CPU plan runs it as loaded), which would keep a module key, and so every model, alive."""
 
 
 def _compiled_forward(descriptor: Any, network: nn.Module, plan: ExecutionPlan, eager: Forward, call: Callable[[nn.Module, torch.Tensor], torch.Tensor], architecture: str) -> CompiledForward:
@@ -361,7 +363,7 @@ def _compiled_forward(descriptor: Any, network: nn.Module, plan: ExecutionPlan, 
     """
     key = (str(plan.device), str(plan.dtype), plan.channels_last, plan.fused, plan.compile)
     with _compiled_lock:
-        cached = _compiled_forwards.setdefault(descriptor.model, {})
+        cached = _compiled_forwards.setdefault(descriptor, {})
         if key not in cached:
             target = StripTailForward.of(network, fused=False) if architecture == "ESRGAN" else None
             cached[key] = CompiledForward(
@@ -401,7 +403,7 @@ class NetworkRunner:
         self._trunk: FusedRRDBTrunk | None = strips.head[0] if strips is not None and self.fused else None
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
             strips if strips is not None else functools.partial(self._call, self._network)
-        )  # neither refers back to the descriptor: compiled forwards are cached by its module
+        )  # neither refers back to the descriptor: compiled forwards are cached by it
         self.compiled: CompiledForward | None = None
         """The compiled execution of this network (plan.compile ``auto``/``on``), else None."""
         if plan.compile != "off":
