@@ -208,7 +208,7 @@ def test_codeformer_registry_entry_loads_by_name_and_runs_in_engine_precision(tm
     assert out.shape == face.shape and bool(torch.isfinite(out).all()) and float(out.std()) > 0
 
 
-def test_compiled_face_runner_is_announced_shared_and_off_when_asked(
+def test_compiled_face_runner_announces_its_batches_and_frees_its_model(
     descriptor, faces: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under compile ``auto`` (the default) the restorer runs through its own compiled forward
