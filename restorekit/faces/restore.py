@@ -306,9 +306,10 @@ class FaceRestorer:
             return
         full, rest = divmod(total, batch)
         side = self.face_size
-        for count, size in ((full, batch), (1 if rest else 0, rest)):
-            if count:
-                compiled.expect((size, 3, side, side), count)
+        if full:
+            compiled.expect((batch, 3, side, side), full)
+        if rest:
+            compiled.expect((rest, 3, side, side), 1)
 
     def __call__(
         self,

@@ -366,7 +366,9 @@ class _Run:
         # What the user is told when the first stage's network is used (narrow_kernel_advice).
         self.advice = advice
         # trusted_estimate: the run may back-project through an estimated kernel (_trusts_kernel).
-        self.back_project = back_projects(config, trusted_estimate, check)
+        # One decision for every stage's output, network or fallback: never after the kernel
+        # check refused the kernel.
+        self.back_project = back_projects(config, trusted_estimate, check) and not (skip is not None and skip[0] == KERNEL_CHECK)
         self.plan: ExecutionPlan = plan_execution(config.device, config.precision)
         self.image = image.to(self.plan.device, torch.float32).clamp(0, 1)
         self.stages = plan_stages(tuple(self.image.shape[-2:]), scale, config.max_stage_scale)
@@ -538,23 +540,17 @@ class _Run:
             output = interpolated.clamp(0, 1)
             on_tile(1, 1)
         output = self._back_project(stage, output, current)
-        report.back_projected = self.projects
+        report.back_projected = self.back_project
         report.inference_seconds = time.perf_counter() - start
         return output
 
-    @property
-    def projects(self) -> bool:
-        """Whether the stages' outputs are back-projected: where the run back-projects
-        (:func:`back_projects`), and not after the kernel check refused the kernel."""
-        return self.back_project and not (self.skip is not None and self.skip[0] == KERNEL_CHECK)
-
     def _back_project(self, stage: StagePlan, output: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """``output`` made consistent with ``current`` where the run does (:attr:`projects`).
+        """``output`` made consistent with ``current`` where the run back-projects.
 
         Back-projection through an estimated kernel deconvolves with every error of the
         estimate (measured: -10 dB with a kernel too wide for the image), so it only runs
         through bicubic, a kernel the user gave or a resizer's kernel that explains the image."""
-        if not self.projects:
+        if not self.back_project:
             return output
         return back_project(output, current, self.downscalers[stage.index], self.config.back_projection_iterations)
 
