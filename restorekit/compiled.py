@@ -65,6 +65,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -569,3 +570,25 @@ class CompiledForward:
             entry["gain"] = round(gain if previous is None else 0.5 * (previous + gain), 4)
 
         _update_costs(cache_dir(), self.key, record)
+
+
+_shared_lock = threading.Lock()
+_shared: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], CompiledForward]] = weakref.WeakKeyDictionary()
+
+
+def shared_forward(owner: Any, key: tuple[Any, ...], build: Callable[[], CompiledForward]) -> CompiledForward:
+    """The process's :class:`CompiledForward` for ``owner`` (a loaded model's descriptor) and
+    ``key`` (its plan, and anything else that changes the compiled function), made by
+    ``build()`` the first time.
+
+    A network compiled once in a process (a ComfyUI server, the app, a folder run) stays
+    compiled for every later job that loads the same descriptor (the model loader caches
+    descriptors), and goes with the descriptor. The owner must be the descriptor, not its
+    module: a compiled forward holds the module, which would keep a module key, and so every
+    model the process ever used, alive. ``build`` must not refer back to ``owner``.
+    """
+    with _shared_lock:
+        forwards = _shared.setdefault(owner, {})
+        if key not in forwards:
+            forwards[key] = build()
+        return forwards[key]

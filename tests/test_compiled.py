@@ -364,3 +364,33 @@ def test_a_dropped_model_is_freed_after_a_compiled_auto_job():
     del model, upscaler
     gc.collect()
     assert module() is None
+
+
+def test_shared_forwards_are_built_once_per_owner_and_key_and_go_with_the_owner():
+    """:func:`compiled.shared_forward` builds a forward once per (owner, key), a new one for
+    another key or owner, and forgets an owner's forwards when the owner is gone."""
+    import gc
+    import weakref
+
+    class Owner:  # a descriptor's stand-in: weak-referenceable
+        pass
+
+    built: list[str] = []
+
+    def build(label: str):
+        def make() -> CompiledForward:
+            built.append(label)
+            return CompiledForward(forward=torch.neg, target=torch.neg, mode="auto", key=label, layers=1, label=label)
+
+        return make
+
+    first, second = Owner(), Owner()
+    forward = compiled.shared_forward(first, ("cpu", "fp32"), build("a"))
+    assert compiled.shared_forward(first, ("cpu", "fp32"), build("b")) is forward
+    assert compiled.shared_forward(first, ("cpu", "bf16"), build("c")) is not forward
+    assert compiled.shared_forward(second, ("cpu", "fp32"), build("d")) is not forward
+    assert built == ["a", "c", "d"]
+    forward_ref = weakref.ref(forward)
+    del first, forward
+    gc.collect()
+    assert forward_ref() is None

@@ -211,10 +211,12 @@ def test_codeformer_registry_entry_loads_by_name_and_runs_in_engine_precision(tm
 def test_compiled_face_runner_announces_its_batches_and_frees_its_model(
     descriptor, faces: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under compile ``auto`` (the default) the restorer runs through its own compiled forward
-    of the network, tells it how many batches of each shape a call runs, and gives the eager
-    result while ``auto`` keeps a shape eager; ``off`` has no compiled forward. The compiled
-    forward does not keep the model alive after the restorer is gone."""
+    """Under compile ``auto`` (the default) the restorer runs through the process's compiled
+    forward of the network, tells it how many batches of each shape a call runs, and gives the
+    eager result while ``auto`` keeps a shape eager; ``off`` has no compiled forward. A later
+    restorer of the same model (the app builds one per job) shares that forward, so shapes
+    compiled for one job stay compiled for the next; the forward does not keep the model alive
+    after its descriptor is gone."""
     from restorekit.compiled import CompiledForward
 
     eager = FaceRestorer(descriptor, precision="fp32", batch_size=2, compile="off")
@@ -230,6 +232,11 @@ def test_compiled_face_runner_announces_its_batches_and_frees_its_model(
     assert announced == {(2, 3, 64, 64): 1, (1, 3, 64, 64): 1}
     assert {shape: state.calls for shape, state in forward.shapes.items()} == announced and forward.compiles == 0
     assert torch.equal(out, eager(faces))
+    assert FaceRestorer(descriptor, precision="fp32", batch_size=3).compiled is forward  # the next job's
+    monkeypatch.delattr(forward, "expect")  # the real one from here
+    forward.expected[(2, 3, 64, 64)] = 5  # left by a cancelled job
+    restorer(faces[:1])  # a call's announcement replaces what an earlier call left
+    assert forward.expected == {(1, 3, 64, 64): 0}
     # Nothing process-wide holds the network: a model loaded, compiled-wrapped and dropped is freed.
     import gc
     import weakref

@@ -12,7 +12,7 @@ per architecture (:data:`FACE_ARCHITECTURES`).
   non-commercial (S-Lab License 1.0), and using it adds that notice to the result.
 
 The network runs in the engine's precision (:func:`restorekit.device.plan_for_model`: bf16
-with channels_last on this CPU); faces go in and out as float32 [0, 1]. Under a plan's
+with channels_last on a CPU with native bf16, else fp32); faces go in and out as float32 [0, 1]. Under a plan's
 ``compile`` mode (``auto``, the default, or ``on``) the runner is compiled per batch shape
 where the work pays for it (:mod:`restorekit.compiled`): on an AVX2 CPU in fp32 compiled
 RestoreFormer and CodeFormer ran 1.29x, GFPGAN 1.21x faster than eager, after a compile of
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..compiled import CompiledForward, count_layers, network_key
+from ..compiled import CompiledForward, count_layers, network_key, shared_forward
 from ..device import ExecutionPlan, empty_cache, is_out_of_memory, plan_for_model
 from ..errors import InvalidParameterError, ModelIncompatibleError, RestoreKitError
 from ..progress import CancelCheck, ProgressCallback, Reporter
@@ -263,24 +263,30 @@ class FaceRestorer:
 
     def _runner(self, fidelity: float) -> Runner:
         """The architecture's runner for ``fidelity``, compiled per batch shape under the plan's
-        ``compile`` mode: a :class:`~restorekit.compiled.CompiledForward` owned by this
-        restorer (a node's or a pipeline's loaded restorer keeps it compiled for as long as it
-        is kept; a process-wide cache keyed by the module would keep every model alive, since
-        the compiled function holds its module)."""
-        runner = FACE_ARCHITECTURES[self.architecture].runner(self._module, {"fidelity": fidelity})
-        plan = self.plan
+        ``compile`` mode: the process's :class:`~restorekit.compiled.CompiledForward` of this
+        descriptor, plan and fidelity (:func:`~restorekit.compiled.shared_forward`), so a
+        later job with the same model (the app builds a restorer per job) runs the shapes
+        already compiled instead of compiling them again."""
+        module, plan = self._module, self.plan
+        architecture = self.architecture
+
+        def build() -> CompiledForward:  # refers to the module, never to the descriptor
+            runner = FACE_ARCHITECTURES[architecture].runner(module, {"fidelity": fidelity})
+            return CompiledForward(
+                forward=runner,
+                target=runner,
+                mode=plan.compile,
+                key=network_key(module, plan.device, plan.dtype),
+                layers=count_layers(module),
+                label=architecture,
+                device=plan.device,
+                prepack=True,
+            )
+
         if plan.compile == "off":
-            return runner
-        return CompiledForward(
-            forward=runner,
-            target=runner,
-            mode=plan.compile,
-            key=network_key(self._module, plan.device, plan.dtype),
-            layers=count_layers(self._module),
-            label=self.architecture,
-            device=plan.device,
-            prepack=True,
-        )
+            return FACE_ARCHITECTURES[architecture].runner(module, {"fidelity": fidelity})
+        key = (str(plan.device), str(plan.dtype), plan.channels_last, plan.compile, fidelity)
+        return shared_forward(self.descriptor, key, build)
 
     @property
     def compiled(self) -> CompiledForward | None:
@@ -306,6 +312,7 @@ class FaceRestorer:
             return
         full, rest = divmod(total, batch)
         side = self.face_size
+        compiled.expected.clear()  # this call's batches replace what an earlier call left
         if full:
             compiled.expect((batch, 3, side, side), full)
         if rest:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import threading
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..compiled import CompiledForward, count_layers, network_key
+from ..compiled import CompiledForward, count_layers, network_key, shared_forward
 from ..device import ExecutionPlan, plan_execution
 from ..environment import window_tuning
 from ..errors import ModelIncompatibleError
@@ -346,36 +344,29 @@ def _default_call(module: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
     return module(image)
 
 
-_compiled_lock = threading.Lock()
-_compiled_forwards: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], CompiledForward]] = weakref.WeakKeyDictionary()
-"""Compiled forwards by descriptor (as loaded) and plan: a network compiled once in a process
-(a ComfyUI server, the app) stays compiled for every later job with that descriptor, and goes
-with it. Keyed by the descriptor, not its module: a compiled forward holds the module (an fp32
-CPU plan runs it as loaded), which would keep a module key, and so every model, alive."""
-
-
 def _compiled_forward(descriptor: Any, network: nn.Module, plan: ExecutionPlan, eager: Forward, call: Callable[[nn.Module, torch.Tensor], torch.Tensor], architecture: str) -> CompiledForward:
-    """The process's :class:`CompiledForward` of ``descriptor`` under ``plan``.
+    """The process's :class:`CompiledForward` of ``descriptor`` under ``plan``
+    (:func:`restorekit.compiled.shared_forward`: compiled once, for every later job).
 
     RRDB networks compile spandrel's plain layers with the strip tail (inductor does its own
     conv + activation fusion; the oneDNN calls of :class:`FusedRRDBTrunk` are opaque to it)
     and run :class:`FusedRRDBTrunk` for the calls that stay eager.
     """
+
+    def build() -> CompiledForward:
+        target = StripTailForward.of(network, fused=False) if architecture == "ESRGAN" else None
+        return CompiledForward(
+            forward=eager,
+            target=target if target is not None else functools.partial(call, network),
+            mode=plan.compile,
+            key=network_key(network, plan.device, plan.dtype),
+            layers=count_layers(network),
+            label=architecture,
+            device=plan.device,
+        )
+
     key = (str(plan.device), str(plan.dtype), plan.channels_last, plan.fused, plan.compile)
-    with _compiled_lock:
-        cached = _compiled_forwards.setdefault(descriptor, {})
-        if key not in cached:
-            target = StripTailForward.of(network, fused=False) if architecture == "ESRGAN" else None
-            cached[key] = CompiledForward(
-                forward=eager,
-                target=target if target is not None else functools.partial(call, network),
-                mode=plan.compile,
-                key=network_key(network, plan.device, plan.dtype),
-                layers=count_layers(network),
-                label=architecture,
-                device=plan.device,
-            )
-        return cached[key]
+    return shared_forward(descriptor, key, build)
 
 
 class NetworkRunner:
