@@ -12,8 +12,9 @@ cache (with the generated kernels) serves those graphs, so a second process load
 compiling; the AOT autograd cache refuses them, so tracing is repeated in every process.
 A forward made with ``prepack=True`` (the face restorers) also switches inductor's global
 ``freezing`` setting on for its calls: only then do the weights become oneDNN-prepacked
-constants and GroupNorm, activations and additions fuse into the convolutions' loops
-(RestoreFormer 1.29x eager instead of 1.03-1.12x on an AVX2 CPU, bench/RESULTS_faces.md), but
+constants and activations and additions fuse into the convolutions' loops (RestoreFormer
+1.29x eager instead of 1.03-1.12x on an AVX2 CPU, 1.40x with :func:`with_aten_group_norms`,
+bench/RESULTS_faces.md), but
 such a graph holds mkldnn tensors, which the FX graph cache cannot store ("mkldnn tensors
 unpickleable"): it compiles cold in every process, and ``auto`` counts the full cold cost.
 
@@ -55,6 +56,7 @@ of :mod:`restorekit.registry.home`), or in ``TORCHINDUCTOR_CACHE_DIR`` when the 
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -92,8 +94,8 @@ DEFAULT_GAINS: dict[str, float] = {
     "Compact": 0.1,
     "ESRGAN": 0.05,
     "GFPGAN": 0.17,
-    "RestoreFormer": 0.22,
-    "CodeFormer": 0.22,
+    "RestoreFormer": 0.28,
+    "CodeFormer": 0.29,
 }
 """Default gain by spandrel architecture id, from what was measured against RestoreKit's
 eager path on the Zen 5 dev machine (bench/RESULTS_upscale.md, same-process ratios): SRVGG
@@ -101,9 +103,9 @@ eager path on the Zen 5 dev machine (bench/RESULTS_upscale.md, same-process rati
 eager path being the fused trunk (:mod:`restorekit.upscale.rrdb`). On a Xeon with AMX the
 plain RRDB network gained 1.32x. The face restorers (four 512x512 faces a call, fp32, an
 AVX2-only Zen 3; bench/RESULTS_faces.md): GFPGAN 1.21x over its fast eager form, RestoreFormer
-and CodeFormer 1.29x, where inductor fuses their GroupNorm, swish and residual additions
-(a fifth of their eager time). The first compile on a machine measures the real gain,
-which replaces these."""
+and CodeFormer 1.40-1.41x, where inductor fuses their swish and residual additions into the
+convolutions' loops and their GroupNorm runs ATen's kernel (:class:`AtenGroupNorm`). The
+first compile on a machine measures the real gain, which replaces these."""
 
 COLD_SECONDS = 20.0
 SECONDS_PER_LAYER = 0.25
@@ -366,6 +368,72 @@ class CompileEstimate:
 def compile_pays(estimate: CompileEstimate) -> bool:
     """True when the time compiled calls would save exceeds the compile cost."""
     return estimate.work_ahead * estimate.gain > estimate.compile_seconds
+
+
+# --------------------------------------------------------------------------- compile targets
+
+
+@functools.cache
+def _aten_group_norm_op() -> Callable[..., torch.Tensor]:
+    """ATen's group norm as the custom op ``restorekit::group_norm``: inductor calls it as it
+    is instead of generating its own loops (registered once per process; a second copy of the
+    engine finds it registered)."""
+    namespace = torch.ops.restorekit
+    if hasattr(namespace, "group_norm"):
+        return namespace.group_norm.default
+
+    @torch.library.custom_op("restorekit::group_norm", mutates_args=(), tags=(torch.Tag.flexible_layout,))
+    def group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+        out = torch.nn.functional.group_norm(x, groups, weight, bias, eps)
+        return out if out.stride() == x.stride() else torch.empty_like(x).copy_(out)  # the fake's strides
+
+    @group_norm.register_fake
+    def _(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+        return torch.empty_like(x)
+
+    return namespace.group_norm.default
+
+
+class AtenGroupNorm(torch.nn.Module):
+    """A :class:`torch.nn.GroupNorm` (its parameters shared, not copied) that compiles to a call
+    of ATen's kernel: (N, C, H, W) -> the same shape, dtype and memory format.
+
+    Inductor's own group norm is slow on CPU for channels_last activations with few channels
+    per group: for RestoreFormer's 64-channel 512x512 maps (2 channels a group) its reduction
+    reads two floats of every pixel, once per group, and ran 6x slower than ATen's
+    channels-last kernel followed by the swish inductor fuses (4 maps, fp32, AVX2 Zen 3: 427
+    against 69 ms; with 8-16 channels a group 1.1-1.2x). Compiled RestoreFormer and
+    CodeFormer went from 1.29x to 1.40x their eager speed (bench/RESULTS_faces.md).
+
+    The op is tagged ``flexible_layout``: with the default constraint inductor transposed
+    every channels_last conv output to the traced NCHW strides and back around the call.
+    """
+
+    def __init__(self, norm: torch.nn.GroupNorm) -> None:
+        super().__init__()
+        self.num_groups, self.eps = norm.num_groups, norm.eps
+        self.weight, self.bias = norm.weight, norm.bias
+        self.op = _aten_group_norm_op()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def with_aten_group_norms(module: torch.nn.Module) -> torch.nn.Module:
+    """A compile target for CPU: a structural copy of ``module`` that shares its parameters and
+    buffers (nothing is copied, the original is not changed) with every ``GroupNorm`` run as
+    :class:`AtenGroupNorm`; ``module`` itself when it has none."""
+    if not any(isinstance(m, torch.nn.GroupNorm) for m in module.modules()):
+        return module
+
+    def shadow(node: torch.nn.Module) -> torch.nn.Module:
+        if isinstance(node, torch.nn.GroupNorm):
+            return AtenGroupNorm(node)
+        clone = copy.copy(node)  # shares _parameters and _buffers; children replaced below
+        clone.__dict__["_modules"] = {name: None if child is None else shadow(child) for name, child in node._modules.items()}
+        return clone
+
+    return shadow(module)
 
 
 # --------------------------------------------------------------------------- the forward

@@ -15,9 +15,9 @@ The network runs in the engine's precision (:func:`restorekit.device.plan_for_mo
 with channels_last on a CPU with native bf16, else fp32); faces go in and out as float32 [0, 1]. Under a plan's
 ``compile`` mode (``auto``, the default, or ``on``) the runner is compiled per batch shape
 where the work pays for it (:mod:`restorekit.compiled`): on an AVX2 CPU in fp32 compiled
-RestoreFormer and CodeFormer ran 1.29x, GFPGAN 1.21x faster than eager, after a compile of
-1.5-2 minutes (``bench/RESULTS_faces.md``), so ``auto`` compiles for videos and folders, not
-for one photo.
+RestoreFormer and CodeFormer ran 1.40x, GFPGAN 1.21x faster than eager, after a compile of
+45-110 s (``bench/RESULTS_faces.md``), so ``auto`` compiles for videos and folders, not for
+one photo.
 """
 
 from __future__ import annotations
@@ -34,7 +34,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..compiled import CompiledForward, count_layers, network_key, shared_forward
+from ..compiled import (
+    CompiledForward,
+    count_layers,
+    network_key,
+    shared_forward,
+    with_aten_group_norms,
+)
 from ..device import ExecutionPlan, empty_cache, is_out_of_memory, plan_for_model
 from ..errors import InvalidParameterError, ModelIncompatibleError, RestoreKitError
 from ..progress import CancelCheck, ProgressCallback, Reporter
@@ -272,9 +278,11 @@ class FaceRestorer:
 
         def build() -> CompiledForward:  # refers to the module, never to the descriptor
             runner = FACE_ARCHITECTURES[architecture].runner(module, {"fidelity": fidelity})
+            # on CPU, GroupNorm compiles to ATen's kernel (inductor's loops are 6x slower there)
+            target_module = with_aten_group_norms(module) if plan.device.type == "cpu" else module
             return CompiledForward(
                 forward=runner,
-                target=runner,
+                target=FACE_ARCHITECTURES[architecture].runner(target_module, {"fidelity": fidelity}),
                 mode=plan.compile,
                 key=network_key(module, plan.device, plan.dtype),
                 layers=count_layers(module),
