@@ -642,6 +642,9 @@ class CompiledForward:
 
 _shared_lock = threading.Lock()
 _shared: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], CompiledForward]] = weakref.WeakKeyDictionary()
+MAX_SHARED_PER_OWNER = 4
+"""Compiled forwards kept per loaded model (plans, CodeFormer fidelities), least recently
+used dropped first: a compiled face graph holds its own prepacked copy of the weights."""
 
 
 def shared_forward(owner: Any, key: tuple[Any, ...], build: Callable[[], CompiledForward]) -> CompiledForward:
@@ -653,10 +656,15 @@ def shared_forward(owner: Any, key: tuple[Any, ...], build: Callable[[], Compile
     compiled for every later job that loads the same descriptor (the model loader caches
     descriptors), and goes with the descriptor. The owner must be the descriptor, not its
     module: a compiled forward holds the module, which would keep a module key, and so every
-    model the process ever used, alive. ``build`` must not refer back to ``owner``.
+    model the process ever used, alive. ``build`` must not refer back to ``owner``. At most
+    :data:`MAX_SHARED_PER_OWNER` keys are kept per owner (a caller keeps what it was given).
     """
     with _shared_lock:
         forwards = _shared.setdefault(owner, {})
-        if key not in forwards:
-            forwards[key] = build()
-        return forwards[key]
+        forward = forwards.pop(key, None)
+        if forward is None:
+            forward = build()
+        forwards[key] = forward  # the most recently used last
+        while len(forwards) > MAX_SHARED_PER_OWNER:
+            del forwards[next(iter(forwards))]
+        return forward

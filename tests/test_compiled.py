@@ -390,6 +390,15 @@ def test_shared_forwards_are_built_once_per_owner_and_key_and_go_with_the_owner(
     assert compiled.shared_forward(first, ("cpu", "bf16"), build("c")) is not forward
     assert compiled.shared_forward(second, ("cpu", "fp32"), build("d")) is not forward
     assert built == ["a", "c", "d"]
+    # at most MAX_SHARED_PER_OWNER keys per owner: the least recently used goes first
+    assert compiled.MAX_SHARED_PER_OWNER == 4
+    for precision in ("fp16", "int8"):
+        compiled.shared_forward(first, ("cpu", precision), build(precision))
+    assert compiled.shared_forward(first, ("cpu", "fp32"), build("fp32 again")) is forward  # used: kept
+    compiled.shared_forward(first, ("cpu", "fp8"), build("fp8"))  # a fifth key: bf16 goes
+    assert compiled.shared_forward(first, ("cpu", "fp32"), build("fp32 again")) is forward
+    compiled.shared_forward(first, ("cpu", "bf16"), build("bf16 again"))
+    assert built == ["a", "c", "d", "fp16", "int8", "fp8", "bf16 again"]
     forward_ref = weakref.ref(forward)
     del first, forward
     gc.collect()
