@@ -56,7 +56,6 @@ of :mod:`restorekit.registry.home`), or in ``TORCHINDUCTOR_CACHE_DIR`` when the 
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
@@ -77,6 +76,7 @@ import torch
 
 from . import environment
 from .errors import CancelledError, InvalidParameterError
+from .module_views import replace_modules
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ DEFAULT_GAINS: dict[str, float] = {
     "Compact": 0.1,
     "ESRGAN": 0.05,
     "GFPGAN": 0.17,
-    "RestoreFormer": 0.28,
-    "CodeFormer": 0.29,
+    "RestoreFormer": 0.17,
+    "CodeFormer": 0.21,
 }
 """Default gain by spandrel architecture id, from what was measured against RestoreKit's
 eager path on the Zen 5 dev machine (bench/RESULTS_upscale.md, same-process ratios): SRVGG
@@ -103,9 +103,10 @@ eager path on the Zen 5 dev machine (bench/RESULTS_upscale.md, same-process rati
 eager path being the fused trunk (:mod:`restorekit.upscale.rrdb`). On a Xeon with AMX the
 plain RRDB network gained 1.32x. The face restorers (four 512x512 faces a call, fp32, an
 AVX2-only Zen 3; bench/RESULTS_faces.md): GFPGAN 1.21x over its fast eager form, RestoreFormer
-and CodeFormer 1.40-1.41x, where inductor fuses their swish and residual additions into the
-convolutions' loops and their GroupNorm runs ATen's kernel (:class:`AtenGroupNorm`). The
-first compile on a machine measures the real gain, which replaces these."""
+1.20x and CodeFormer 1.27x over theirs (:mod:`restorekit.faces.vqgan`), where inductor fuses
+their swish and residual additions into the convolutions' loops and their GroupNorm runs
+ATen's kernel (:class:`AtenGroupNorm`). The first compile on a machine measures the real
+gain, which replaces these."""
 
 COLD_SECONDS = 20.0
 SECONDS_PER_LAYER = 0.25
@@ -420,20 +421,10 @@ class AtenGroupNorm(torch.nn.Module):
 
 
 def with_aten_group_norms(module: torch.nn.Module) -> torch.nn.Module:
-    """A compile target for CPU: a structural copy of ``module`` that shares its parameters and
-    buffers (nothing is copied, the original is not changed) with every ``GroupNorm`` run as
+    """A compile target for CPU: a view of ``module`` (:func:`~restorekit.module_views.replace_modules`:
+    its parameters shared, the original not changed) with every ``GroupNorm`` run as
     :class:`AtenGroupNorm`; ``module`` itself when it has none."""
-    if not any(isinstance(m, torch.nn.GroupNorm) for m in module.modules()):
-        return module
-
-    def shadow(node: torch.nn.Module) -> torch.nn.Module:
-        if isinstance(node, torch.nn.GroupNorm):
-            return AtenGroupNorm(node)
-        clone = copy.copy(node)  # shares _parameters and _buffers; children replaced below
-        clone.__dict__["_modules"] = {name: None if child is None else shadow(child) for name, child in node._modules.items()}
-        return clone
-
-    return shadow(module)
+    return replace_modules(module, lambda node: AtenGroupNorm(node) if isinstance(node, torch.nn.GroupNorm) else None)
 
 
 # --------------------------------------------------------------------------- the forward

@@ -7,7 +7,8 @@ per architecture (:data:`FACE_ARCHITECTURES`).
 
 - GFPGANv1Clean runs through :class:`~restorekit.faces.gfpgan.FastGFPGAN`: batched,
   deterministic (the stored noise), modulation on the activations.
-- RestoreFormer and CodeFormer run their own forward (both deterministic).
+- RestoreFormer and CodeFormer run their own forward (both deterministic), with their
+  residual blocks in the faster eager form of :mod:`restorekit.faces.vqgan`.
 - CodeFormer is only available when ``spandrel_extra_arches`` is installed; its licence is
   non-commercial (S-Lab License 1.0), and using it adds that notice to the result.
 
@@ -15,7 +16,7 @@ The network runs in the engine's precision (:func:`restorekit.device.plan_for_mo
 with channels_last on a CPU with native bf16, else fp32); faces go in and out as float32 [0, 1]. Under a plan's
 ``compile`` mode (``auto``, the default, or ``on``) the runner is compiled per batch shape
 where the work pays for it (:mod:`restorekit.compiled`): on an AVX2 CPU in fp32 compiled
-RestoreFormer and CodeFormer ran 1.40x, GFPGAN 1.21x faster than eager, after a compile of
+RestoreFormer and CodeFormer ran 1.20-1.27x, GFPGAN 1.21x faster than eager, after a compile of
 45-110 s (``bench/RESULTS_faces.md``), so ``auto`` compiles for videos and folders, not for
 one photo.
 """
@@ -66,10 +67,16 @@ def _gfpgan_runner(module: nn.Module, options: Mapping[str, Any]) -> Runner:
 
 
 def _restoreformer_runner(module: nn.Module, options: Mapping[str, Any]) -> Runner:
+    from .vqgan import with_fast_residual_blocks
+
+    module = with_fast_residual_blocks(module)
     return lambda x: module(x)[0]
 
 
 def _codeformer_runner(module: nn.Module, options: Mapping[str, Any]) -> Runner:
+    from .vqgan import with_fast_residual_blocks
+
+    module = with_fast_residual_blocks(module)
     fidelity = float(options.get("fidelity", 0.5))
 
     def run(x: Tensor) -> Tensor:
