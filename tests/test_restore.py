@@ -104,3 +104,25 @@ def test_output_size_is_known_before_running(tiny, astronaut) -> None:
         assert restorer.output_size(30, 50) == tuple(restorer.run(pixels).pixels.shape[-2:])
     assert Restorer(RestoreSettings(model="zssr")).output_size(30, 50) == (60, 100)
     assert Restorer(RestoreSettings(model="zssr", height=45)).output_size(30, 50) == (45, 75)
+
+
+@pytest.mark.slow
+def test_later_jobs_share_the_face_networks_compiled_forward(tiny, isolated_home, tmp_path, monkeypatch) -> None:
+    """The app builds a Restorer per job: with the same face model (loaded once, cached) and
+    settings, each job's face restorer runs the same compiled forward, so shapes compiled for
+    one job stay compiled for the next; another plan gets its own."""
+    from faces_common import install_models
+
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
+    install_models(isolated_home, tmp_path / "cache", ["GFPGANv1.4"])
+
+    def job(precision: str = "fp32", fidelity: float = 0.5) -> Restorer:
+        options = FaceOptions(aligned=True, fidelity=fidelity)
+        return Restorer(RestoreSettings(model=tiny, precision=precision, face_model="GFPGANv1.4", face_options=options))
+
+    first, second = job(), job()  # compile auto, the default
+    assert first.faces.restorer is not second.faces.restorer
+    assert first.faces.restorer.compiled is not None
+    assert second.faces.restorer.compiled is first.faces.restorer.compiled
+    assert job(fidelity=0.9).faces.restorer.compiled is first.faces.restorer.compiled  # CodeFormer's weight only
+    assert job("bf16").faces.restorer.compiled is not first.faces.restorer.compiled  # another plan

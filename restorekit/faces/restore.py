@@ -300,7 +300,8 @@ class FaceRestorer:
 
         if plan.compile == "off":
             return FACE_ARCHITECTURES[architecture].runner(module, {"fidelity": fidelity})
-        key = (str(plan.device), str(plan.dtype), plan.channels_last, plan.compile, fidelity)
+        weight = fidelity if architecture == "CodeFormer" else None  # only CodeFormer's runner uses it
+        key = (str(plan.device), str(plan.dtype), plan.channels_last, plan.compile, weight)
         return shared_forward(self.descriptor, key, build)
 
     @property
