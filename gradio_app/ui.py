@@ -37,7 +37,7 @@ DEFAULT_FACE_MODEL = default_model_name("face_restore", required=False) or ""
 """The registry's default face restorer: the API's default for ``face_model``."""
 """Concurrency id of every event that runs the engine: one job at a time per device."""
 
-COMPILE_LABEL = "Compiled execution (auto: compile repeated tile/frame shapes where it pays; needs a C++ compiler)"
+COMPILE_LABEL = "Compiled execution (auto: compile repeated tile, frame and face-batch shapes where it pays; needs a C++ compiler)"
 
 @dataclass(frozen=True)
 class AppConfig:

@@ -34,8 +34,9 @@ COMPILE_INPUT: tuple[Any, ...] = (
     list(COMPILE_MODES),
     {
         "default": "auto",
-        "tooltip": "Compiled execution (torch.compile) of the upscale model for repeated tile/frame shapes: auto compiles "
-        "where the job's work pays for the compile (once per machine, then cached), on always, off never. Needs a C++ compiler.",
+        "tooltip": "Compiled execution (torch.compile) of the upscale model and the face restorer for repeated tile, frame "
+        "and face-batch shapes: auto compiles where the job's work pays for the compile (kept for later runs while the "
+        "model is loaded; upscale models also cached on disk), on always, off never. Needs a C++ compiler.",
     },
 )
 COLOR_FIX_TOOLTIP = "Correct the result's colours towards the input's: wavelet (low frequencies, the usual choice) or adain (channel mean and spread)."
