@@ -13,9 +13,8 @@ compiling; the AOT autograd cache refuses them, so tracing is repeated in every 
 A forward made with ``prepack=True`` (the face restorers) also switches inductor's global
 ``freezing`` setting on for its calls: only then do the weights become oneDNN-prepacked
 constants and activations and additions fuse into the convolutions' loops (RestoreFormer
-1.29x eager instead of 1.03-1.12x on an AVX2 CPU, 1.40x with :func:`with_aten_group_norms`,
-bench/RESULTS_faces.md), but
-such a graph holds mkldnn tensors, which the FX graph cache cannot store ("mkldnn tensors
+1.29x spandrel's eager forward instead of 1.03-1.12x on an AVX2 CPU, 1.40x with
+:func:`with_aten_group_norms`; bench/RESULTS_faces.md), but such a graph holds mkldnn tensors, which the FX graph cache cannot store ("mkldnn tensors
 unpickleable"): it compiles cold in every process, and ``auto`` counts the full cold cost.
 
 Modes (``--compile``, :attr:`restorekit.restore.RestoreSettings.compile`, the nodes' and the
@@ -404,7 +403,8 @@ class AtenGroupNorm(torch.nn.Module):
     reads two floats of every pixel, once per group, and ran 6x slower than ATen's
     channels-last kernel followed by the swish inductor fuses (4 maps, fp32, AVX2 Zen 3: 427
     against 69 ms; with 8-16 channels a group 1.1-1.2x). Compiled RestoreFormer and
-    CodeFormer went from 1.29x to 1.40x their eager speed (bench/RESULTS_faces.md).
+    CodeFormer went from 1.29x to 1.40x the speed of spandrel's eager forward
+    (bench/RESULTS_faces.md).
 
     The op is tagged ``flexible_layout``: with the default constraint inductor transposed
     every channels_last conv output to the traced NCHW strides and back around the call.
