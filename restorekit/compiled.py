@@ -14,8 +14,9 @@ A forward made with ``prepack=True`` (the face restorers) also switches inductor
 ``freezing`` setting on for its calls: only then do the weights become oneDNN-prepacked
 constants and activations and additions fuse into the convolutions' loops (RestoreFormer
 1.29x spandrel's eager forward instead of 1.03-1.12x on an AVX2 CPU, 1.40x with
-:func:`with_aten_group_norms`; bench/RESULTS_faces.md), but such a graph holds mkldnn tensors, which the FX graph cache cannot store ("mkldnn tensors
-unpickleable"): it compiles cold in every process, and ``auto`` counts the full cold cost.
+:func:`with_aten_group_norms`; bench/RESULTS_faces.md), but such a graph holds mkldnn
+tensors, which the FX graph cache cannot store ("mkldnn tensors unpickleable"): it compiles
+cold in every process, and ``auto`` counts the full cold cost.
 
 Modes (``--compile``, :attr:`restorekit.restore.RestoreSettings.compile`, the nodes' and the
 app's setting), resolved once by :func:`resolve_compile` into the
