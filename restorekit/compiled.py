@@ -94,8 +94,8 @@ DEFAULT_GAINS: dict[str, float] = {
     "Compact": 0.1,
     "ESRGAN": 0.05,
     "GFPGAN": 0.17,
-    "RestoreFormer": 0.17,
-    "CodeFormer": 0.21,
+    "RestoreFormer": 0.07,
+    "CodeFormer": 0.05,
 }
 """Default gain by spandrel architecture id, from what was measured against RestoreKit's
 eager path on the Zen 5 dev machine (bench/RESULTS_upscale.md, same-process ratios): SRVGG
@@ -103,7 +103,8 @@ eager path on the Zen 5 dev machine (bench/RESULTS_upscale.md, same-process rati
 eager path being the fused trunk (:mod:`restorekit.upscale.rrdb`). On a Xeon with AMX the
 plain RRDB network gained 1.32x. The face restorers (four 512x512 faces a call, fp32, an
 AVX2-only Zen 3; bench/RESULTS_faces.md): GFPGAN 1.21x over its fast eager form, RestoreFormer
-1.20x and CodeFormer 1.27x over theirs (:mod:`restorekit.faces.vqgan`), where inductor fuses
+1.07x over theirs (:mod:`restorekit.faces.vqgan`; CodeFormer about 1.04x, from two runs),
+where inductor fuses
 their swish and residual additions into the convolutions' loops and their GroupNorm runs
 ATen's kernel (:class:`AtenGroupNorm`). The first compile on a machine measures the real
 gain, which replaces these."""

@@ -43,10 +43,13 @@ def _check_fast_form(network: nn.Module, x: torch.Tensor, call, tolerance: float
     assert blocks and not any(isinstance(m, FastResidualBlock) for m in network.modules())  # original unchanged
     assert {id(p) for p in view.parameters()} == {id(p) for p in network.parameters()}  # shared
     assert any(block.shortcut is not None for block in blocks)  # blocks that change width are covered
+    channels_last = with_fast_residual_blocks(network, channels_last=True)  # as a channels_last plan runs it
     with torch.inference_mode():
         reference, fast = call(network, x), call(view, x)
+        fast_channels_last = call(channels_last, x.contiguous(memory_format=torch.channels_last))
     assert float(reference.std()) > 0.05
     assert float((fast - reference).abs().max()) <= tolerance  # silu vs x * sigmoid(x): float rounding
+    assert float((fast_channels_last - reference).abs().max()) <= tolerance
 
 
 @pytest.mark.slow
@@ -62,7 +65,9 @@ def test_fast_restoreformer_equals_spandrels(astronaut: np.ndarray) -> None:
 @pytest.mark.slow
 def test_fast_codeformer_equals_spandrels(astronaut: np.ndarray) -> None:
     """CodeFormer (random weights, the registry's shapes) on one 512x512 face, fidelity 0.5:
-    within 5e-4 (measured 1.3e-4; its transformer and codebook lookup amplify rounding)."""
+    within 2e-3 (measured 1.3e-4, and 9.5e-4 with channels_last maps, whose convolutions round
+    differently; its transformer and codebook lookup amplify rounding: 2e-3 is a quarter of an
+    8-bit level)."""
     pytest.importorskip("spandrel_extra_arches", reason="CodeFormer needs the optional spandrel_extra_arches (the codeformer extra)")
     import spandrel
 
@@ -70,4 +75,4 @@ def test_fast_codeformer_equals_spandrels(astronaut: np.ndarray) -> None:
 
     install_extra_arches()
     descriptor = spandrel.ModelLoader().load_from_state_dict(random_network_state("CodeFormer", {}, seed=3)).eval()
-    _check_fast_form(descriptor.model, _astronaut_faces(astronaut, 512)[:1], lambda net, x: net(x, weight=0.5)[0], 5e-4)
+    _check_fast_form(descriptor.model, _astronaut_faces(astronaut, 512)[:1], lambda net, x: net(x, weight=0.5)[0], 2e-3)

@@ -16,7 +16,7 @@ The network runs in the engine's precision (:func:`restorekit.device.plan_for_mo
 with channels_last on a CPU with native bf16, else fp32); faces go in and out as float32 [0, 1]. Under a plan's
 ``compile`` mode (``auto``, the default, or ``on``) the runner is compiled per batch shape
 where the work pays for it (:mod:`restorekit.compiled`): on an AVX2 CPU in fp32 compiled
-RestoreFormer and CodeFormer ran 1.20-1.27x, GFPGAN 1.21x faster than eager, after a compile of
+RestoreFormer ran 1.07x, GFPGAN 1.21x faster than eager, after a compile of
 45-110 s (``bench/RESULTS_faces.md``), so ``auto`` compiles for videos and folders, not for
 one photo.
 """
@@ -69,14 +69,14 @@ def _gfpgan_runner(module: nn.Module, options: Mapping[str, Any]) -> Runner:
 def _restoreformer_runner(module: nn.Module, options: Mapping[str, Any]) -> Runner:
     from .vqgan import with_fast_residual_blocks
 
-    module = with_fast_residual_blocks(module)
+    module = with_fast_residual_blocks(module, channels_last=bool(options.get("channels_last", False)))
     return lambda x: module(x)[0]
 
 
 def _codeformer_runner(module: nn.Module, options: Mapping[str, Any]) -> Runner:
     from .vqgan import with_fast_residual_blocks
 
-    module = with_fast_residual_blocks(module)
+    module = with_fast_residual_blocks(module, channels_last=bool(options.get("channels_last", False)))
     fidelity = float(options.get("fidelity", 0.5))
 
     def run(x: Tensor) -> Tensor:
@@ -282,14 +282,15 @@ class FaceRestorer:
         already compiled instead of compiling them again."""
         module, plan = self._module, self.plan
         architecture = self.architecture
+        options = {"fidelity": fidelity, "channels_last": plan.channels_last}
 
         def build() -> CompiledForward:  # refers to the module, never to the descriptor
-            runner = FACE_ARCHITECTURES[architecture].runner(module, {"fidelity": fidelity})
+            runner = FACE_ARCHITECTURES[architecture].runner(module, options)
             # on CPU, GroupNorm compiles to ATen's kernel (inductor's loops are 6x slower there)
             target_module = with_aten_group_norms(module) if plan.device.type == "cpu" else module
             return CompiledForward(
                 forward=runner,
-                target=FACE_ARCHITECTURES[architecture].runner(target_module, {"fidelity": fidelity}),
+                target=FACE_ARCHITECTURES[architecture].runner(target_module, options),
                 mode=plan.compile,
                 key=network_key(module, plan.device, plan.dtype),
                 layers=count_layers(module),
@@ -299,7 +300,7 @@ class FaceRestorer:
             )
 
         if plan.compile == "off":
-            return FACE_ARCHITECTURES[architecture].runner(module, {"fidelity": fidelity})
+            return FACE_ARCHITECTURES[architecture].runner(module, options)
         weight = fidelity if architecture == "CodeFormer" else None  # only CodeFormer's runner uses it
         key = (str(plan.device), str(plan.dtype), plan.channels_last, plan.compile, weight)
         return shared_forward(self.descriptor, key, build)

@@ -13,6 +13,11 @@ product 6%, additions 3%). :func:`with_fast_residual_blocks` runs the same block
 output: the same arithmetic up to float rounding (``silu`` computes ``x / (1 + exp(-x))``),
 about 14% less eager time for RestoreFormer (``bench/RESULTS_faces.md``).
 
+Under a channels_last plan the blocks also hand their convolutions channels_last maps: the
+codebook lookup returns its codes as a contiguous NCHW tensor (``permute(...).contiguous()``),
+so the whole decoder, where most of the work is, ran its convolutions on NCHW maps (the
+128-channel 512x512 one at a fifth of the conv peak, in a profile of RestoreFormer).
+
 The network itself is never changed (ComfyUI may share it): the fast form is a structural
 copy that shares its parameters.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -54,28 +60,32 @@ class FastResidualBlock(nn.Module):
     (N, C, H, W) activations in the network's dtype. RestoreFormer's call passes a time
     embedding, always None in the face networks; a block given one runs as spandrel's."""
 
-    def __init__(self, block: nn.Module, shortcut: nn.Module | None) -> None:
+    def __init__(self, block: nn.Module, shortcut: nn.Module | None, channels_last: bool = False) -> None:
         super().__init__()
         self.block = block
         self.shortcut = shortcut
+        self.channels_last = channels_last
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
         block = self.block
         if temb is not None:  # pragma: no cover - no face network uses a time embedding
             return block(x, temb)
+        if self.channels_last:  # the codebook lookup hands the decoder NCHW maps
+            x = x.contiguous(memory_format=torch.channels_last)
         h = block.conv1(F.silu(block.norm1(x), inplace=True))
         h = block.conv2(F.silu(block.norm2(h), inplace=True))
         return h.add_(x if self.shortcut is None else self.shortcut(x))
 
 
-def with_fast_residual_blocks(module: nn.Module) -> nn.Module:
+def with_fast_residual_blocks(module: nn.Module, *, channels_last: bool = False) -> nn.Module:
     """A view of ``module`` (:func:`~restorekit.module_views.replace_modules`: its parameters
     shared, the original not changed) in which every VQGAN residual block runs as
-    :class:`FastResidualBlock`; ``module`` itself when it has none."""
+    :class:`FastResidualBlock`; ``module`` itself when it has none. ``channels_last``: the
+    blocks give their convolutions channels_last maps (a channels_last plan)."""
 
     def fast(node: nn.Module) -> nn.Module | None:
         if type(node).__name__ in RESIDUAL_BLOCKS and all(hasattr(node, part) for part in _BLOCK_PARTS):
-            return FastResidualBlock(node, RESIDUAL_BLOCKS[type(node).__name__](node))
+            return FastResidualBlock(node, RESIDUAL_BLOCKS[type(node).__name__](node), channels_last)
         return None
 
     return replace_modules(module, fast)
