@@ -65,9 +65,10 @@ def test_fast_restoreformer_equals_spandrels(astronaut: np.ndarray) -> None:
 @pytest.mark.slow
 def test_fast_codeformer_equals_spandrels(astronaut: np.ndarray) -> None:
     """CodeFormer (random weights, the registry's shapes) on one 512x512 face, fidelity 0.5:
-    within 2e-3 (measured 1.3e-4, and 9.5e-4 with channels_last maps, whose convolutions round
-    differently; its transformer and codebook lookup amplify rounding: 2e-3 is a quarter of an
-    8-bit level)."""
+    within 5e-3, under an 8-bit level (7.8e-3 on [-1, 1]): measured 1.3e-4, and with
+    channels_last maps, whose convolutions round differently, 9.5e-4 with two threads and
+    2.2e-3 under the CI's two single-threaded workers (its transformer and codebook lookup
+    amplify rounding)."""
     pytest.importorskip("spandrel_extra_arches", reason="CodeFormer needs the optional spandrel_extra_arches (the codeformer extra)")
     import spandrel
 
@@ -75,4 +76,4 @@ def test_fast_codeformer_equals_spandrels(astronaut: np.ndarray) -> None:
 
     install_extra_arches()
     descriptor = spandrel.ModelLoader().load_from_state_dict(random_network_state("CodeFormer", {}, seed=3)).eval()
-    _check_fast_form(descriptor.model, _astronaut_faces(astronaut, 512)[:1], lambda net, x: net(x, weight=0.5)[0], 2e-3)
+    _check_fast_form(descriptor.model, _astronaut_faces(astronaut, 512)[:1], lambda net, x: net(x, weight=0.5)[0], 5e-3)
